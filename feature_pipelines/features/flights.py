@@ -1,0 +1,92 @@
+"""Feature views over flights: route, carrier and aircraft delay and utilisation statistics.
+
+Every delay feature is stamped by `dep_known_at`, the instant the departure outcome became known
+(the actual departure, or the scheduled departure of a cancelled flight), never by the schedule.
+A departure can become known up to 24h after its scheduled hour (the worst delay in 2013 is 21.7h),
+so each view reads 24h more raw history than its widest window.
+"""
+
+from datetime import timedelta
+
+from feature_pipelines.features.entities import aircraft, carrier, route
+from feature_pipelines.features.spec import (
+    Aggregation,
+    Entity,
+    Feature,
+    FeatureView,
+    FreshnessSLA,
+    Lifecycle,
+    Partitioning,
+    SourceSpec,
+)
+
+FLIGHTS_SOURCE = SourceSpec(asset="raw_flights", known_at_column="dep_known_at", max_lateness=timedelta(hours=24))
+MAX_DELAY_MINUTES = 24 * 60
+
+
+def _delay_stats(entity: Entity, window: str) -> tuple[Feature, ...]:
+    """Count, mean and p90 of departure delay and the cancellation rate over one window."""
+    name = entity.name
+    return (
+        Feature(f"{name}_flights_count_{window}", "int64", Aggregation.COUNT, window, min_value=0,
+                description=f"Departures and cancellations known in the last {window}."),
+        Feature(f"{name}_dep_delay_mean_{window}", "float64", Aggregation.MEAN, window, "dep_delay",
+                min_value=-120, max_value=MAX_DELAY_MINUTES, max_null_fraction=0.05,
+                description=f"Mean departure delay (minutes) over {window}; cancelled flights excluded."),
+        Feature(f"{name}_dep_delay_p90_{window}", "float64", Aggregation.P90, window, "dep_delay",
+                min_value=-120, max_value=MAX_DELAY_MINUTES, max_null_fraction=0.05,
+                description=f"90th percentile departure delay (minutes) over {window}."),
+        Feature(f"{name}_cancel_rate_{window}", "float64", Aggregation.RATE, window, "cancelled",
+                min_value=0, max_value=1, description=f"Share of flights cancelled over {window}."),
+    )
+
+
+route_delay_stats = FeatureView(
+    name="route_delay_stats",
+    entity=route,
+    source=FLIGHTS_SOURCE,
+    partitioning=Partitioning.DAILY,
+    features=_delay_stats(route, "24h") + _delay_stats(route, "7d"),
+    ttl=timedelta(days=2),
+    owner="pricing-ml@feature-pipelines.example",
+    description="Departure delay and cancellation statistics per origin-destination pair, daily.",
+    freshness=FreshnessSLA(warn_after=timedelta(hours=26), fail_after=timedelta(hours=30)),
+    lifecycle=Lifecycle.PRODUCTION,
+    tags={"domain": "flights"},
+)
+
+carrier_delay_stats = FeatureView(
+    name="carrier_delay_stats",
+    entity=carrier,
+    source=FLIGHTS_SOURCE,
+    partitioning=Partitioning.HOURLY,
+    features=_delay_stats(carrier, "24h") + _delay_stats(carrier, "7d"),
+    ttl=timedelta(hours=3),
+    owner="ops-data@feature-pipelines.example",
+    description="Departure delay and cancellation statistics per airline, every hour.",
+    freshness=FreshnessSLA(warn_after=timedelta(hours=2), fail_after=timedelta(hours=3)),
+    lifecycle=Lifecycle.PRODUCTION,
+    tags={"domain": "flights"},
+)
+
+aircraft_utilisation = FeatureView(
+    name="aircraft_utilisation",
+    entity=aircraft,
+    source=FLIGHTS_SOURCE,
+    partitioning=Partitioning.DAILY,
+    features=(
+        Feature("aircraft_flights_count_24h", "int64", Aggregation.COUNT, "24h", min_value=0,
+                max_value=40, description="Flights from New York by this aircraft in 24h."),
+        Feature("aircraft_distance_sum_24h", "int64", Aggregation.SUM, "24h", "distance",
+                min_value=0, max_value=40_000, description="Miles flown from New York in 24h."),
+        Feature("aircraft_dep_delay_mean_24h", "float64", Aggregation.MEAN, "24h", "dep_delay",
+                min_value=-120, max_value=MAX_DELAY_MINUTES, max_null_fraction=0.2,
+                description="Mean departure delay of this aircraft over 24h."),
+    ),
+    ttl=timedelta(days=2),
+    owner="fleet-ml@feature-pipelines.example",
+    description="How hard each aircraft was worked in the last day, snapshotted daily.",
+    freshness=FreshnessSLA(warn_after=timedelta(hours=26), fail_after=timedelta(hours=30)),
+    lifecycle=Lifecycle.EXPERIMENTAL,
+    tags={"domain": "flights"},
+)

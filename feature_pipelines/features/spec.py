@@ -1,0 +1,256 @@
+"""Typed specs for entities, features and feature views, validated when the catalog loads."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import polars as pl
+
+from feature_pipelines.features.windows import WindowParseError, parse_window, window_token
+
+_SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+LATEST_TOKEN = "latest"
+
+
+class FeatureDefinitionError(ValueError):
+    """A feature view or feature that breaks the definition rules; raised at catalog load time."""
+
+
+class Partitioning(str, enum.Enum):
+    """The Dagster partition grain of a feature view; each partition is one snapshot at its end."""
+
+    HOURLY = "hourly"
+    DAILY = "daily"
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(hours=1) if self is Partitioning.HOURLY else timedelta(days=1)
+
+
+class Lifecycle(str, enum.Enum):
+    EXPERIMENTAL = "experimental"
+    PRODUCTION = "production"
+    DEPRECATED = "deprecated"
+
+
+class Aggregation(str, enum.Enum):
+    """How a feature reduces the events of its window to one value per entity."""
+
+    COUNT = "count"  # number of events in the window (0 is a real value, never null)
+    MEAN = "mean"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+    P90 = "p90"  # 90th percentile, linear interpolation
+    RATE = "rate"  # mean of a boolean column: the share of events where it is true
+    LATEST = "latest"  # the value of the latest event before the snapshot (window bounds staleness)
+
+
+class NullPolicy(str, enum.Enum):
+    """What a null input value means for the aggregation; applied identically offline and online.
+
+    SKIP: nulls are left out of the aggregate (a window with only nulls gives null).
+    PROPAGATE: any null input in the window makes the aggregate null.
+    KEEP: for LATEST: the latest event's value is taken as it is, null included.
+    """
+
+    SKIP = "skip"
+    PROPAGATE = "propagate"
+    KEEP = "keep"
+
+
+_DTYPES: dict[str, pl.DataType] = {
+    "int64": pl.Int64(),
+    "float64": pl.Float64(),
+    "string": pl.String(),
+    "bool": pl.Boolean(),
+}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What features describe, and the columns that identify one (the join keys)."""
+
+    name: str
+    join_keys: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not _SNAKE.match(self.name):
+            raise FeatureDefinitionError(f"entity name {self.name!r} must be snake_case")
+        if not self.join_keys:
+            raise FeatureDefinitionError(f"entity {self.name!r} needs at least one join key")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The raw asset a view aggregates, and when each of its events became known.
+
+    `known_at_column` is the instant the event's values became known (a departure's delay is known
+    when it departs, not when it was scheduled). `max_lateness` bounds how long after its raw
+    partition an event can become known; the view reads that much more upstream history.
+    """
+
+    asset: str
+    known_at_column: str
+    max_lateness: timedelta = timedelta(0)
+    required_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: a named aggregation of a source column over a trailing window."""
+
+    name: str
+    dtype: str
+    aggregation: Aggregation
+    window: str
+    source_column: str | None = None
+    null_policy: NullPolicy = NullPolicy.SKIP
+    description: str = ""
+    min_value: float | None = None
+    max_value: float | None = None
+    max_null_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise FeatureDefinitionError(
+                f"feature {self.name!r}: dtype {self.dtype!r} is not one of {sorted(_DTYPES)}"
+            )
+        if self.aggregation is not Aggregation.COUNT and self.source_column is None:
+            raise FeatureDefinitionError(
+                f"feature {self.name!r}: aggregation {self.aggregation.value} needs a source_column"
+            )
+        if (self.null_policy is NullPolicy.KEEP) != (self.aggregation is Aggregation.LATEST):
+            raise FeatureDefinitionError(
+                f"feature {self.name!r}: null policy 'keep' is for LATEST features only, and "
+                "LATEST features must use it"
+            )
+        try:
+            parse_window(self.window)
+        except WindowParseError as error:
+            raise FeatureDefinitionError(f"feature {self.name!r}: {error}") from error
+
+    @property
+    def window_timedelta(self) -> timedelta:
+        return parse_window(self.window)
+
+    @property
+    def polars_dtype(self) -> pl.DataType:
+        return _DTYPES[self.dtype]
+
+    def name_suffix(self) -> str:
+        """The token the name must end with: the canonical window, or 'latest' for LATEST."""
+        if self.aggregation is Aggregation.LATEST:
+            return LATEST_TOKEN
+        return window_token(self.window_timedelta)
+
+
+@dataclass(frozen=True)
+class FreshnessSLA:
+    """How stale a view may get before Dagster warns and then fails its freshness state."""
+
+    warn_after: timedelta
+    fail_after: timedelta
+
+    def __post_init__(self) -> None:
+        if not timedelta(0) < self.warn_after <= self.fail_after:
+            raise FeatureDefinitionError(
+                f"freshness SLA needs 0 < warn_after <= fail_after, got {self.warn_after} / "
+                f"{self.fail_after}"
+            )
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A table of features for one entity, computed as a snapshot at the end of every partition.
+
+    A row (entity, event_timestamp=t) holds the aggregates over the half-open window
+    [t - window, t) of the events known before t. A row is valid for `ttl` after t: past that a
+    reader (training set or online store) treats the entity as having no value.
+    """
+
+    name: str
+    entity: Entity
+    source: SourceSpec
+    partitioning: Partitioning
+    features: tuple[Feature, ...]
+    ttl: timedelta
+    owner: str
+    description: str
+    freshness: FreshnessSLA
+    lifecycle: Lifecycle = Lifecycle.EXPERIMENTAL
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # Volume tolerance: a partition whose row count leaves [1/f, f] x the recent median fails.
+    volume_tolerance_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not _SNAKE.match(self.name):
+            raise FeatureDefinitionError(f"feature view name {self.name!r} must be snake_case")
+        if not self.features:
+            raise FeatureDefinitionError(f"feature view {self.name!r} declares no features")
+        seen: set[str] = set()
+        for feature in self.features:
+            self._check_feature(feature)
+            if feature.name in seen:
+                raise FeatureDefinitionError(
+                    f"feature view {self.name!r}: feature {feature.name!r} is declared twice"
+                )
+            seen.add(feature.name)
+        if self.ttl < self.partitioning.interval:
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: ttl {self.ttl} is shorter than its partition "
+                f"interval {self.partitioning.interval}, so values would expire between snapshots"
+            )
+
+    def _check_feature(self, feature: Feature) -> None:
+        prefix = f"{self.entity.name}_"
+        suffix = f"_{feature.name_suffix()}"
+        middle = feature.name[len(prefix) : len(feature.name) - len(suffix)]
+        if (
+            not _SNAKE.match(feature.name)
+            or not feature.name.startswith(prefix)
+            or not feature.name.endswith(suffix)
+            or not _SNAKE.match(middle or "-")
+        ):
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: feature name {feature.name!r} breaks the "
+                f"entity_metric_window convention: expected '{prefix}<metric>{suffix}' "
+                f"(snake_case; entity {self.entity.name!r}, window {feature.window!r})"
+            )
+        interval = self.partitioning.interval
+        if feature.window_timedelta % interval != timedelta(0):
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: feature {feature.name!r} window {feature.window!r} "
+                f"is not a whole number of {self.partitioning.value} partitions"
+            )
+        if feature.name in self.entity.join_keys:
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: feature {feature.name!r} shadows a join key"
+            )
+
+    @property
+    def entity_keys(self) -> tuple[str, ...]:
+        return self.entity.join_keys
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(feature.name for feature in self.features)
+
+    @property
+    def max_window(self) -> timedelta:
+        return max(feature.window_timedelta for feature in self.features)
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"feature view {self.name!r} has no feature {name!r}")
+
+    def schema(self) -> dict[str, pl.DataType]:
+        """The feature columns and their declared polars dtypes, in declaration order."""
+        return {feature.name: feature.polars_dtype for feature in self.features}

@@ -1,0 +1,46 @@
+"""Feature views over hourly airport weather."""
+
+from datetime import timedelta
+
+from feature_pipelines.features.entities import origin
+from feature_pipelines.features.spec import (
+    Aggregation,
+    Feature,
+    FeatureView,
+    FreshnessSLA,
+    Lifecycle,
+    NullPolicy,
+    Partitioning,
+    SourceSpec,
+)
+
+_LATEST = dict(aggregation=Aggregation.LATEST, window="3h", null_policy=NullPolicy.KEEP)
+
+origin_weather = FeatureView(
+    name="origin_weather",
+    entity=origin,
+    source=SourceSpec(asset="raw_weather", known_at_column="observed_at"),
+    partitioning=Partitioning.HOURLY,
+    features=(
+        Feature("origin_temp_latest", "float64", source_column="temp", min_value=-40, max_value=130,
+                max_null_fraction=0.01, description="Latest temperature (F) in the last 3h.", **_LATEST),
+        Feature("origin_visib_latest", "float64", source_column="visib", min_value=0, max_value=10,
+                max_null_fraction=0.01, description="Latest visibility (miles) in the last 3h.", **_LATEST),
+        Feature("origin_wind_speed_latest", "float64", source_column="wind_speed", min_value=0,
+                max_value=100, max_null_fraction=0.01, description="Latest wind speed (mph).", **_LATEST),
+        Feature("origin_temp_mean_6h", "float64", Aggregation.MEAN, "6h", "temp", min_value=-40,
+                max_value=130, max_null_fraction=0.01, description="Mean temperature over 6h."),
+        Feature("origin_precip_sum_6h", "float64", Aggregation.SUM, "6h", "precip", min_value=0,
+                max_value=20, description="Precipitation (inches) over 6h."),
+        Feature("origin_wind_speed_max_6h", "float64", Aggregation.MAX, "6h", "wind_speed",
+                min_value=0, max_value=100, max_null_fraction=0.01, description="Peak wind speed over 6h."),
+        Feature("origin_observations_count_6h", "int64", Aggregation.COUNT, "6h", min_value=0,
+                max_value=12, description="Weather observations in the last 6h (normally 6)."),
+    ),
+    ttl=timedelta(hours=3),
+    owner="ops-data@feature-pipelines.example",
+    description="Weather at each New York origin airport, snapshotted at the end of every hour.",
+    freshness=FreshnessSLA(warn_after=timedelta(hours=2), fail_after=timedelta(hours=3)),
+    lifecycle=Lifecycle.PRODUCTION,
+    tags={"domain": "weather"},
+)

@@ -1,0 +1,110 @@
+"""The one factory that turns a FeatureView into its Dagster feature-table asset."""
+
+
+import math
+from datetime import timezone
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    FreshnessPolicy,
+    TableColumnDep,
+    TableColumnLineage,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
+from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.settings import Settings
+from feature_pipelines.timeutil import utc_now
+
+CREATED_TIMESTAMP = "created_timestamp"
+
+
+def lookback_partitions(view: FeatureView) -> int:
+    """How many earlier partitions a snapshot needs: its widest window plus the source's lateness.
+
+    Partition [s, s+i) snapshots at t = s+i and needs events known in [t - W, t), whose raw
+    partitions start at t - W - L; so the upstream window starts ceil((W + L) / i) - 1 partitions
+    before s.
+    """
+    interval = view.partitioning.interval
+    return math.ceil((view.max_window + view.source.max_lateness) / interval) - 1
+
+
+def column_lineage(view: FeatureView) -> TableColumnLineage:
+    source = AssetKey(view.source.asset)
+    deps = {}
+    for feature in view.features:
+        columns = [feature.source_column or view.source.known_at_column, view.source.known_at_column]
+        deps[feature.name] = [TableColumnDep(source, column) for column in dict.fromkeys(columns)]
+    for key in view.entity_keys:
+        deps[key] = [TableColumnDep(source, key)]
+    deps[EVENT_TIMESTAMP] = [TableColumnDep(source, view.source.known_at_column)]
+    return TableColumnLineage(deps)
+
+
+def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefinition:
+    """A partitioned asset writing `view`'s snapshots; backfills run as one run per range."""
+    mapping = TimeWindowPartitionMapping(
+        start_offset=-lookback_partitions(view), end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
+    feature_list = "\n".join(
+        f"- `{f.name}` ({f.dtype}): {f.aggregation.value} over {f.window}, nulls: {f.null_policy.value}. "
+        f"{f.description}"
+        for f in view.features
+    )
+
+    @asset(
+        name=view.name,
+        description=f"{view.description}\n\nEntity `{view.entity.name}` keyed by {list(view.entity_keys)}; "
+        f"TTL {view.ttl}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
+        group_name="features",
+        partitions_def=partitions_for(view.partitioning, settings),
+        ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping)},
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={
+            TIME_COLUMN_KEY: EVENT_TIMESTAMP,
+            CLOSED_KEY: "right",
+            "entity_keys": list(view.entity_keys),
+            "ttl_seconds": int(view.ttl.total_seconds()),
+            "features": list(view.feature_names),
+        },
+        owners=[view.owner],
+        tags={"lifecycle": view.lifecycle.value, "partitioning": view.partitioning.value, **view.tags},
+        freshness_policy=FreshnessPolicy.time_window(
+            fail_window=view.freshness.fail_after, warn_window=view.freshness.warn_after
+        ),
+        io_manager_key="delta_io_manager",
+        kinds={"polars", "delta"},
+    )
+    def _feature_table(context: AssetExecutionContext, events: pl.DataFrame) -> pl.DataFrame:
+        window = context.partition_time_window
+        key_range = context.partition_key_range
+        features = snapshot_features(
+            events,
+            view,
+            start=window.start.astimezone(timezone.utc),
+            end=window.end.astimezone(timezone.utc),
+            context=f"table {view.source.asset!r} partitions {key_range.start}..{key_range.end} "
+            f"(for feature view {view.name!r})",
+        )
+        features = features.with_columns(pl.lit(utc_now()).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
+        context.add_output_metadata(
+            {
+                "dagster/column_lineage": column_lineage(view),
+                "entities": features.select(view.entity_keys).n_unique() if features.height else 0,
+                "snapshots": features[EVENT_TIMESTAMP].n_unique() if features.height else 0,
+                "source_rows_read": events.height,
+            }
+        )
+        return features
+
+    return _feature_table

@@ -1,0 +1,63 @@
+"""Settings read once from the environment: where the lake lives, which environment, replay mode."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from feature_pipelines.sources.nycflights import DATA_END, DATA_START
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ("local", "staging", "prod")
+
+
+@dataclass(frozen=True)
+class ReplayClock:
+    """Maps 2013 onto the present by a whole number of weeks, so weekdays line up.
+
+    With replay start R, the 2013 data from its first week is shifted so that it begins in the
+    week of R; an hourly tick at present hour H then materialises the 2013 hour H - offset.
+    """
+
+    offset: timedelta
+
+    @classmethod
+    def starting(cls, replay_start: date) -> ReplayClock:
+        start = datetime(replay_start.year, replay_start.month, replay_start.day, tzinfo=timezone.utc)
+        weeks = (start - DATA_START) // timedelta(weeks=1)
+        return cls(offset=timedelta(weeks=weeks))
+
+    def to_present(self, moment: datetime) -> datetime:
+        return moment + self.offset
+
+    def to_source(self, moment: datetime) -> datetime:
+        return moment - self.offset
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str
+    lake_root: str
+    replay: ReplayClock
+
+    @property
+    def data_start(self) -> datetime:
+        return self.replay.to_present(DATA_START)
+
+    @property
+    def data_end(self) -> datetime:
+        return self.replay.to_present(DATA_END)
+
+
+def load_settings() -> Settings:
+    """FEATURE_PIPELINES_ENV picks the environment; FEATURE_PIPELINES_LAKE_ROOT the lake (default
+    data/lake in the repo); FEATURE_PIPELINES_REPLAY_START (YYYY-MM-DD) turns on replay mode."""
+    environment = os.environ.get("FEATURE_PIPELINES_ENV", "local")
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"FEATURE_PIPELINES_ENV must be one of {ENVIRONMENTS}, got {environment!r}")
+    lake_root = os.environ.get("FEATURE_PIPELINES_LAKE_ROOT", str(REPO_ROOT / "data" / "lake"))
+    replay_start = os.environ.get("FEATURE_PIPELINES_REPLAY_START", "").strip()
+    replay = ReplayClock.starting(date.fromisoformat(replay_start)) if replay_start else ReplayClock(timedelta(0))
+    return Settings(environment=environment, lake_root=lake_root, replay=replay)
