@@ -40,6 +40,7 @@ class ReplayClock:
 class Settings:
     environment: str
     lake_root: str
+    landing_root: str
     replay: ReplayClock
 
     @property
@@ -53,11 +54,13 @@ class Settings:
 
 def load_settings() -> Settings:
     """FEATURE_PIPELINES_ENV picks the environment; FEATURE_PIPELINES_LAKE_ROOT the lake (default
-    data/lake in the repo); FEATURE_PIPELINES_REPLAY_START (YYYY-MM-DD) turns on replay mode."""
+    data/lake in the repo); FEATURE_PIPELINES_LANDING_ROOT the landing zone (default data/landing);
+    FEATURE_PIPELINES_REPLAY_START (YYYY-MM-DD) turns on replay mode."""
     environment = os.environ.get("FEATURE_PIPELINES_ENV", "local")
     if environment not in ENVIRONMENTS:
         raise ValueError(f"FEATURE_PIPELINES_ENV must be one of {ENVIRONMENTS}, got {environment!r}")
     lake_root = os.environ.get("FEATURE_PIPELINES_LAKE_ROOT", str(REPO_ROOT / "data" / "lake"))
+    landing_root = os.environ.get("FEATURE_PIPELINES_LANDING_ROOT", str(REPO_ROOT / "data" / "landing"))
     replay_start = os.environ.get("FEATURE_PIPELINES_REPLAY_START", "").strip()
     replay = ReplayClock.starting(date.fromisoformat(replay_start)) if replay_start else ReplayClock(timedelta(0))
-    return Settings(environment=environment, lake_root=lake_root, replay=replay)
+    return Settings(environment=environment, lake_root=lake_root, landing_root=landing_root, replay=replay)

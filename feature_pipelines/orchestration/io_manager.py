@@ -79,4 +79,24 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
             raise ValueError(f"input {context.name} has no upstream asset to read")
         table = table_name(context.asset_key.path)
         time_slice = self._slice(context, upstream.definition_metadata or {})
+        if time_slice is not None:
+            _require_materialized(context, table, time_slice)
         return self._store().read(table, time_slice=time_slice)
+
+
+def _require_materialized(context: InputContext, table: str, time_slice: TimeSlice) -> None:
+    """A trailing window over upstream partitions that were never materialised would silently
+    compute features from partial history; refuse, naming the partitions to backfill first."""
+    needed = set(context.asset_partition_keys)
+    materialized = context.instance.get_materialized_partitions(context.asset_key)
+    missing = sorted(needed - materialized)
+    if missing:
+        raise UpstreamNotMaterializedError(
+            f"table {table!r}: {len(missing)} of the {len(needed)} partitions this run reads "
+            f"({time_slice.describe()}) were never materialised, first {missing[0]}, last {missing[-1]}; "
+            f"backfill {table!r} over that range first"
+        )
+
+
+class UpstreamNotMaterializedError(RuntimeError):
+    """An upstream partition in a run's input window has no materialisation."""

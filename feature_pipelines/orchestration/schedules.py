@@ -10,8 +10,6 @@ from dagster import (
     define_asset_job,
 )
 
-from feature_pipelines.features.spec import Partitioning
-from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.settings import Settings
 
 HOURLY_JOB = "hourly_features_job"
@@ -25,13 +23,11 @@ def build_jobs_and_schedules(
     hourly_job = define_asset_job(
         HOURLY_JOB,
         selection=AssetSelection.assets(*hourly_assets),
-        partitions_def=partitions_for(Partitioning.HOURLY, settings),
         description="Raw hourly tables and hourly feature views for one hour.",
     )
     daily_job = define_asset_job(
         DAILY_JOB,
         selection=AssetSelection.assets(*daily_assets),
-        partitions_def=partitions_for(Partitioning.DAILY, settings),
         description="Daily feature views for one day.",
     )
     status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED

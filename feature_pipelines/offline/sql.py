@@ -1,0 +1,36 @@
+"""SQL over the lake with DuckDB (through dagster-duckdb's resource): one view per Delta table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+from dagster_duckdb import DuckDBResource
+from deltalake import DeltaTable
+
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.settings import Settings
+
+
+def lake_tables(store: DeltaStore) -> list[str]:
+    """Tables directly under a local lake root (object-store roots list through the catalog)."""
+    root = Path(store.root)
+    return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
+
+
+@contextmanager
+def lake_connection(duckdb: DuckDBResource, store: DeltaStore) -> Iterator[object]:
+    """A DuckDB connection where every Delta table is a view over its current version's files."""
+    with duckdb.get_connection() as connection:
+        for table in lake_tables(store):
+            dataset = DeltaTable(store.table_uri(table), storage_options=store.storage_options and dict(store.storage_options)).to_pyarrow_dataset()
+            connection.register(table, dataset)
+        yield connection
+
+
+def query_lake(settings: Settings, query: str) -> pl.DataFrame:
+    store = DeltaStore(root=settings.lake_root)
+    with lake_connection(DuckDBResource(database=":memory:"), store) as connection:
+        return connection.sql(query).pl()  # type: ignore[attr-defined]

