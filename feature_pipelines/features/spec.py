@@ -21,7 +21,8 @@ class FeatureDefinitionError(ValueError):
 
 
 class Partitioning(str, enum.Enum):
-    """The Dagster partition grain of a feature view; each partition is one snapshot at its end."""
+    """A time grain: of a view's Dagster partitions (how much one run computes and records) or of
+    its snapshots (how often a value is stamped)."""
 
     HOURLY = "hourly"
     DAILY = "daily"
@@ -167,11 +168,16 @@ class FreshnessSLA:
 
 @dataclass(frozen=True)
 class FeatureView:
-    """A table of features for one entity, computed as a snapshot at the end of every partition.
+    """A table of features for one entity, computed as snapshots at the end of every cadence step.
 
     A row (entity, event_timestamp=t) holds the aggregates over the half-open window
     [t - window, t) of the events known before t. A row is valid for `ttl` after t: past that a
     reader (training set or online store) treats the entity as having no value.
+
+    `partitioning` is the Dagster partition grain (one partition = one unit of backfill and one
+    materialization event); `snapshot_every` is the cadence of snapshots inside it (default: one
+    snapshot at the partition's end). A daily partition with hourly snapshots keeps a full-year
+    backfill to 365 materializations per view while values stay hourly fresh.
     """
 
     name: str
@@ -185,6 +191,7 @@ class FeatureView:
     freshness: FreshnessSLA
     lifecycle: Lifecycle = Lifecycle.EXPERIMENTAL
     tags: Mapping[str, str] = field(default_factory=dict)
+    snapshot_every: Partitioning | None = None
     # Volume tolerance: a partition whose row count leaves [1/f, f] x the recent median fails.
     volume_tolerance_factor: float = 3.0
 
@@ -201,10 +208,15 @@ class FeatureView:
                     f"feature view {self.name!r}: feature {feature.name!r} is declared twice"
                 )
             seen.add(feature.name)
-        if self.ttl < self.partitioning.interval:
+        if self.partitioning.interval % self.cadence.interval != timedelta(0):
             raise FeatureDefinitionError(
-                f"feature view {self.name!r}: ttl {self.ttl} is shorter than its partition "
-                f"interval {self.partitioning.interval}, so values would expire between snapshots"
+                f"feature view {self.name!r}: snapshots every {self.cadence.value} do not tile "
+                f"{self.partitioning.value} partitions"
+            )
+        if self.ttl < self.cadence.interval:
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: ttl {self.ttl} is shorter than its snapshot "
+                f"interval {self.cadence.interval}, so values would expire between snapshots"
             )
 
     def _check_feature(self, feature: Feature) -> None:
@@ -222,16 +234,21 @@ class FeatureView:
                 f"entity_metric_window convention: expected '{prefix}<metric>{suffix}' "
                 f"(snake_case; entity {self.entity.name!r}, window {feature.window!r})"
             )
-        interval = self.partitioning.interval
+        interval = self.cadence.interval
         if feature.window_timedelta % interval != timedelta(0):
             raise FeatureDefinitionError(
                 f"feature view {self.name!r}: feature {feature.name!r} window {feature.window!r} "
-                f"is not a whole number of {self.partitioning.value} partitions"
+                f"is not a whole number of {self.cadence.value} snapshot steps"
             )
         if feature.name in self.entity.join_keys:
             raise FeatureDefinitionError(
                 f"feature view {self.name!r}: feature {feature.name!r} shadows a join key"
             )
+
+    @property
+    def cadence(self) -> Partitioning:
+        """The snapshot grain: `snapshot_every`, or one snapshot per partition."""
+        return self.snapshot_every or self.partitioning
 
     @property
     def entity_keys(self) -> tuple[str, ...]:

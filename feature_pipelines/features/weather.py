@@ -20,7 +20,8 @@ origin_weather = FeatureView(
     name="origin_weather",
     entity=origin,
     source=SourceSpec(asset="raw_weather", known_at_column="observed_at"),
-    partitioning=Partitioning.HOURLY,
+    partitioning=Partitioning.DAILY,
+    snapshot_every=Partitioning.HOURLY,
     features=(
         Feature("origin_temp_latest", "float64", source_column="temp", min_value=-40, max_value=130,
                 max_null_fraction=0.01, description="Latest temperature (F) in the last 3h.", **_LATEST),
@@ -39,7 +40,8 @@ origin_weather = FeatureView(
     ),
     ttl=timedelta(hours=3),
     owner="ops-data@feature-pipelines.example",
-    description="Weather at each New York origin airport, snapshotted at the end of every hour.",
+    description="Weather at each New York origin airport, snapshotted at the end of every hour "
+    "(daily partitions, refreshed hourly).",
     freshness=FreshnessSLA(warn_after=timedelta(hours=2), fail_after=timedelta(hours=3)),
     lifecycle=Lifecycle.PRODUCTION,
     tags={"domain": "weather"},

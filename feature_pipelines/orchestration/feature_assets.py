@@ -21,22 +21,22 @@ from dagster import (
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.partitions import view_partitions
 from feature_pipelines.settings import Settings
-from feature_pipelines.timeutil import utc_now
+from feature_pipelines.timeutil import floor_to, utc_now
 
 CREATED_TIMESTAMP = "created_timestamp"
 
 
 def lookback_partitions(view: FeatureView) -> int:
-    """How many earlier partitions a snapshot needs: its widest window plus the source's lateness.
+    """How many earlier partitions a run needs: its widest window plus the source's lateness.
 
-    Partition [s, s+i) snapshots at t = s+i and needs events known in [t - W, t), whose raw
-    partitions start at t - W - L; so the upstream window starts ceil((W + L) / i) - 1 partitions
-    before s.
+    Partition [s, s+P) snapshots at t in (s, s+P] every c; its first snapshot t = s + c needs
+    events known in [s + c - W, ...), whose raw partitions start at s + c - W - L; so the upstream
+    window starts ceil((W + L - c) / P) partitions before s.
     """
-    interval = view.partitioning.interval
-    return math.ceil((view.max_window + view.source.max_lateness) / interval) - 1
+    reach = view.max_window + view.source.max_lateness - view.cadence.interval
+    return max(0, math.ceil(reach / view.partitioning.interval))
 
 
 def column_lineage(view: FeatureView) -> TableColumnLineage:
@@ -65,9 +65,10 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     @asset(
         name=view.name,
         description=f"{view.description}\n\nEntity `{view.entity.name}` keyed by {list(view.entity_keys)}; "
-        f"TTL {view.ttl}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
+        f"TTL {view.ttl}; {view.partitioning.value} partitions, a snapshot every "
+        f"{view.cadence.value}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
         group_name="features",
-        partitions_def=partitions_for(view.partitioning, settings),
+        partitions_def=view_partitions(view, settings),
         ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping)},
         backfill_policy=BackfillPolicy.single_run(),
         metadata={
@@ -78,7 +79,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
             "features": list(view.feature_names),
         },
         owners=[view.owner],
-        tags={"lifecycle": view.lifecycle.value, "partitioning": view.partitioning.value, **view.tags},
+        tags={"lifecycle": view.lifecycle.value, "snapshot_cadence": view.cadence.value, **view.tags},
         freshness_policy=FreshnessPolicy.time_window(
             fail_window=view.freshness.fail_after, warn_window=view.freshness.warn_after
         ),
@@ -88,11 +89,13 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     def _feature_table(context: AssetExecutionContext, events: pl.DataFrame) -> pl.DataFrame:
         window = context.partition_time_window
         key_range = context.partition_key_range
+        # An open partition (today) gets the snapshots that have already happened, no more.
+        end = min(window.end.astimezone(timezone.utc), floor_to(utc_now(), view.cadence.interval))
         features = snapshot_features(
             events,
             view,
             start=window.start.astimezone(timezone.utc),
-            end=window.end.astimezone(timezone.utc),
+            end=max(end, window.start.astimezone(timezone.utc)),
             context=f"table {view.source.asset!r} partitions {key_range.start}..{key_range.end} "
             f"(for feature view {view.name!r})",
         )

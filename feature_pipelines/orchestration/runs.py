@@ -6,11 +6,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, TimeWindow, TimeWindowPartitionsDefinition
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    TimeWindow,
+    TimeWindowPartitionsDefinition,
+)
 
+from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.partitions import partitions_for
-from feature_pipelines.orchestration.schedules import DAILY_JOB, HOURLY_JOB
+from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import require_utc
 
@@ -27,19 +35,19 @@ class RangeRun:
 
 
 def partition_keys_between(
-    partitions: TimeWindowPartitionsDefinition, start: datetime, end: datetime
+    partitions: TimeWindowPartitionsDefinition, start: datetime, end: datetime, *, overlapping: bool = False
 ) -> tuple[str, str] | None:
-    """First and last keys of the partitions wholly inside [start, end), or None if there are none."""
-    keys = partitions.get_partition_keys_in_time_window(
-        time_window=TimeWindow(require_utc(start, "start"), require_utc(end, "end"))
-    )
-    inside = [
-        key
-        for key in keys
-        if partitions.time_window_for_partition_key(key).start >= start
-        and partitions.time_window_for_partition_key(key).end <= end
-    ]
-    return (inside[0], inside[-1]) if inside else None
+    """First and last keys of the partitions inside [start, end) (or overlapping it), or None."""
+    start, end = require_utc(start, "start"), require_utc(end, "end")
+    keys = partitions.get_partition_keys_in_time_window(time_window=TimeWindow(start, end))
+    if not overlapping:
+        keys = [
+            key
+            for key in keys
+            if partitions.time_window_for_partition_key(key).start >= start
+            and partitions.time_window_for_partition_key(key).end <= end
+        ]
+    return (keys[0], keys[-1]) if keys else None
 
 
 def materialize_range(
@@ -54,7 +62,7 @@ def materialize_range(
 ) -> RangeRun:
     """One run over [first_partition, last_partition]: every asset reads and writes the range at once.
 
-    `assets` narrows the run to some of the job's assets (e.g. only the raw tables).
+    `assets` narrows the run to some of the job's assets.
     """
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
@@ -63,6 +71,11 @@ def materialize_range(
         asset_selection=[AssetKey(name) for name in assets] if assets is not None else None,
     )
     return RangeRun(job_name, first_partition, last_partition, result)
+
+
+def raw_history_lead() -> timedelta:
+    """The longest raw history any feature view's trailing window reads."""
+    return max(view.max_window + view.source.max_lateness for view in FEATURE_VIEWS.values())
 
 
 def materialize_window(
@@ -74,10 +87,20 @@ def materialize_window(
     instance: DagsterInstance,
     raise_on_error: bool = True,
 ) -> list[RangeRun]:
-    """Hourly job then daily job over [start, end): the demo's and the benchmark's backfill."""
+    """The demo's and the benchmark's backfill of snapshots in (start, end]: three runs.
+
+    Raw hours from `start` minus the longest trailing window (so no feature is computed from
+    partial history), then the hourly-snapshot views over every day overlapping the range (the
+    open day included), then the daily-snapshot views over the whole days inside it.
+    """
+    plan = [
+        (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, start - raw_history_lead()), False),
+        (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), start, True),
+        (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
+    ]
     runs = []
-    for partitioning, job_name in ((Partitioning.HOURLY, HOURLY_JOB), (Partitioning.DAILY, DAILY_JOB)):
-        keys = partition_keys_between(partitions_for(partitioning, settings), start, end)
+    for job_name, partitions, job_start, overlapping in plan:
+        keys = partition_keys_between(partitions, job_start, end, overlapping=overlapping)
         if keys is None:
             continue
         run = materialize_range(defs, job_name, *keys, instance=instance, raise_on_error=raise_on_error)

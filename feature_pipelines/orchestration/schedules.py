@@ -1,38 +1,86 @@
-"""Hourly and daily schedules that materialise the partition that just closed."""
+"""Jobs and schedules: raw hours as they close, hourly refresh of hourly-snapshot views, daily views.
+
+- raw_hourly_job, every hour at :05, lands the hour just closed.
+- hourly_snapshot_features_job, every hour at :15, rewrites the open day's partition of views that
+  snapshot hourly (at 00:15 it finalises yesterday, whose last snapshot is midnight).
+- daily_snapshot_features_job, every day at 00:20, computes the day just closed.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
+    RunRequest,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
+    TimeWindowPartitionsDefinition,
     build_schedule_from_partitioned_job,
     define_asset_job,
+    schedule,
 )
 
 from feature_pipelines.settings import Settings
+from feature_pipelines.timeutil import floor_to, require_utc
 
-HOURLY_JOB = "hourly_features_job"
-DAILY_JOB = "daily_features_job"
+RAW_HOURLY_JOB = "raw_hourly_job"
+HOURLY_SNAPSHOT_JOB = "hourly_snapshot_features_job"
+DAILY_SNAPSHOT_JOB = "daily_snapshot_features_job"
+
+
+def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, scheduled_at: object) -> str:
+    """The partition holding the latest closed hourly snapshot t = floor(now, 1h).
+
+    Feature partitions hold snapshots in (start, end], so t belongs to the partition containing
+    the instant just before it.
+    """
+    snapshot = floor_to(require_utc(scheduled_at, "scheduled time"), timedelta(hours=1))  # type: ignore[arg-type]
+    return partitions.get_partition_key_for_timestamp((snapshot - timedelta(microseconds=1)).timestamp())
 
 
 def build_jobs_and_schedules(
-    settings: Settings, hourly_assets: list[str], daily_assets: list[str]
-) -> tuple[list, list[ScheduleDefinition]]:
-    """Jobs over the hourly and the daily assets; in replay mode their schedules start running."""
+    settings: Settings,
+    *,
+    raw_hourly: Sequence[str],
+    hourly_snapshot_views: Sequence[str],
+    daily_snapshot_views: Sequence[str],
+    hourly_snapshot_partitions: TimeWindowPartitionsDefinition,
+) -> tuple[list[object], list[ScheduleDefinition]]:
+    """Jobs per grain; in replay mode their schedules start running with `dagster dev`."""
+    status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
+    raw_job = define_asset_job(
+        RAW_HOURLY_JOB, selection=AssetSelection.assets(*raw_hourly), description="Land one hour of raw flights and weather."
+    )
     hourly_job = define_asset_job(
-        HOURLY_JOB,
-        selection=AssetSelection.assets(*hourly_assets),
-        description="Raw hourly tables and hourly feature views for one hour.",
+        HOURLY_SNAPSHOT_JOB,
+        selection=AssetSelection.assets(*hourly_snapshot_views),
+        description="Feature views snapshotted hourly, one daily partition (today's is refreshed every hour).",
     )
     daily_job = define_asset_job(
-        DAILY_JOB,
-        selection=AssetSelection.assets(*daily_assets),
-        description="Daily feature views for one day.",
+        DAILY_SNAPSHOT_JOB,
+        selection=AssetSelection.assets(*daily_snapshot_views),
+        description="Feature views snapshotted daily, one day.",
     )
-    status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
+
+    @schedule(
+        job=hourly_job,
+        cron_schedule="15 * * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        name="hourly_snapshot_features_schedule",
+        description="Every hour: recompute the partition holding the latest hourly snapshot.",
+    )
+    def hourly_snapshot_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
+        key = latest_snapshot_partition(hourly_snapshot_partitions, context.scheduled_execution_time)
+        stamp = floor_to(require_utc(context.scheduled_execution_time, "tick"), timedelta(hours=1))
+        yield RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key)
+
     schedules = [
-        build_schedule_from_partitioned_job(hourly_job, minute_of_hour=5, default_status=status),
+        build_schedule_from_partitioned_job(raw_job, minute_of_hour=5, default_status=status),
+        hourly_snapshot_schedule,
         build_schedule_from_partitioned_job(daily_job, hour_of_day=0, minute_of_hour=20, default_status=status),
     ]
-    return [hourly_job, daily_job], schedules
+    return [raw_job, hourly_job, daily_job], schedules

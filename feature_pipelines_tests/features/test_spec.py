@@ -63,7 +63,7 @@ def test_window_tokens_are_canonical() -> None:
 
 
 def test_window_not_multiple_of_partition_interval_is_rejected() -> None:
-    with pytest.raises(FeatureDefinitionError, match="not a whole number of daily partitions"):
+    with pytest.raises(FeatureDefinitionError, match="not a whole number of daily snapshot steps"):
         _view(Feature("route_dep_delay_mean_36h", "float64", Aggregation.MEAN, "36h", "dep_delay"), partitioning=Partitioning.DAILY)
 
 

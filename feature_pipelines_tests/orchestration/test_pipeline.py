@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
-from feature_pipelines.orchestration.runs import materialize_range
-from feature_pipelines.orchestration.schedules import DAILY_JOB, HOURLY_JOB
+from feature_pipelines.orchestration.runs import materialize_range, materialize_window
+from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.sources import nycflights
-from feature_pipelines_tests.conftest import SMALL_END, SMALL_START, Pipeline, make_pipeline, step_failure_text, write_small_landing
+from feature_pipelines_tests.conftest import (
+    SMALL_END,
+    SMALL_START,
+    Pipeline,
+    make_pipeline,
+    step_failure_text,
+    write_small_landing,
+)
 
 FEATURE_TABLES = ["origin_weather", "carrier_delay_stats", "route_delay_stats", "aircraft_utilisation"]
+HOURLY_SNAPSHOT_VIEWS = ["origin_weather", "carrier_delay_stats"]
 
 
 def _contents(pipeline: Pipeline, table: str) -> pl.DataFrame:
@@ -22,56 +31,77 @@ def _contents(pipeline: Pipeline, table: str) -> pl.DataFrame:
     return frame.sort(frame.columns)
 
 
-def _run_demo_range(pipeline: Pipeline, hours: tuple[str, str], days: tuple[str, str]) -> None:
-    assert materialize_range(pipeline.defs, HOURLY_JOB, *hours, instance=pipeline.instance).result.success
-    assert materialize_range(pipeline.defs, DAILY_JOB, *days, instance=pipeline.instance).result.success
+def _run_days(pipeline: Pipeline, first_day: str, last_day: str) -> None:
+    """Raw hours of the days, then both feature jobs over the days (one run each)."""
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, f"{first_day}-00:00", f"{last_day}-23:00", instance=pipeline.instance).result.success
+    assert materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, first_day, last_day, instance=pipeline.instance).result.success
+    assert materialize_range(pipeline.defs, DAILY_SNAPSHOT_JOB, first_day, last_day, instance=pipeline.instance).result.success
 
 
 def test_materializing_twice_gives_identical_tables(pipeline: Pipeline) -> None:
-    _run_demo_range(pipeline, ("2013-01-01-00:00", "2013-01-02-23:00"), ("2013-01-01", "2013-01-02"))
+    _run_days(pipeline, "2013-01-01", "2013-01-03")
     first = {t: _contents(pipeline, t) for t in FEATURE_TABLES + ["raw_flights"]}
     versions = {t: pipeline.store.version(t) for t in FEATURE_TABLES}
-    _run_demo_range(pipeline, ("2013-01-01-00:00", "2013-01-02-23:00"), ("2013-01-01", "2013-01-02"))
+    _run_days(pipeline, "2013-01-01", "2013-01-03")
     for table, frame in first.items():
-        assert _contents(pipeline, table).equals(frame), table
         assert frame.height > 0
+        assert _contents(pipeline, table).equals(frame), table
     # Each re-run committed exactly one new version: a replace, not an append.
     assert {t: pipeline.store.version(t) for t in FEATURE_TABLES} == {t: v + 1 for t, v in versions.items()}
 
 
+def test_hourly_snapshot_views_have_one_row_per_entity_and_hour(pipeline: Pipeline) -> None:
+    _run_days(pipeline, "2013-01-01", "2013-01-01")
+    weather = pipeline.store.read("origin_weather")
+    # Weather starts at 06:00 UTC on Jan 1; snapshots at 07:00 .. 24:00, three airports each.
+    assert weather["event_timestamp"].n_unique() == 18
+    assert weather.group_by("origin", "event_timestamp").len()["len"].max() == 1
+    assert weather["event_timestamp"].max() == datetime(2013, 1, 2, tzinfo=timezone.utc)
+
+
 def test_range_backfill_equals_partition_by_partition(pipeline: Pipeline, tmp_path: Path, small_landing_root: Path) -> None:
-    _run_demo_range(pipeline, ("2013-01-01-00:00", "2013-01-03-23:00"), ("2013-01-01", "2013-01-03"))
+    _run_days(pipeline, "2013-01-01", "2013-01-09")
     single = make_pipeline(tmp_path / "single", small_landing_root)
-    # The raw history first (trailing windows read it), then feature partitions one run each.
-    raw = ["raw_flights", "raw_weather"]
-    assert materialize_range(single.defs, HOURLY_JOB, "2013-01-01-00:00", "2013-01-03-23:00", instance=single.instance, assets=raw).result.success
-    hourly_views = ["origin_weather", "carrier_delay_stats"]
-    hours = ("2013-01-01-00:00", "2013-01-02-00:00", "2013-01-02-13:00", "2013-01-03-23:00")
-    for hour in hours:
-        assert materialize_range(single.defs, HOURLY_JOB, hour, hour, instance=single.instance, assets=hourly_views).result.success
-    for day in ("2013-01-01", "2013-01-02", "2013-01-03"):
-        assert materialize_range(single.defs, DAILY_JOB, day, day, instance=single.instance).result.success
-    snapshots = [datetime.strptime(h, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc) + timedelta(hours=1) for h in hours]
+    assert materialize_range(single.defs, RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-09-23:00", instance=single.instance).result.success
+    days = ("2013-01-01", "2013-01-05", "2013-01-09")
+    for day in days:
+        for job in (HOURLY_SNAPSHOT_JOB, DAILY_SNAPSHOT_JOB):
+            assert materialize_range(single.defs, job, day, day, instance=single.instance).result.success
     for table in FEATURE_TABLES:
-        ranged = _contents(pipeline, table)
-        if table in hourly_views:
-            ranged = ranged.filter(pl.col("event_timestamp").is_in(snapshots))
+        days_of_rows = (pl.col("event_timestamp") - pl.duration(microseconds=1)).dt.strftime("%Y-%m-%d")
+        ranged = _contents(pipeline, table).filter(days_of_rows.is_in(days))
         alone = _contents(single, table)
         assert alone.height > 0
         assert ranged.equals(alone), table
 
 
 def test_feature_run_refuses_upstream_history_never_materialized(pipeline: Pipeline) -> None:
-    run = materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-05-00:00", "2013-01-05-00:00", instance=pipeline.instance, raise_on_error=False)
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-05-00:00", "2013-01-05-23:00", instance=pipeline.instance).result.success
+    run = materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-05", "2013-01-05", instance=pipeline.instance, raise_on_error=False)
     assert not run.result.success
-    assert "were never materialised" in step_failure_text(run.result)
+    text = step_failure_text(run.result)
+    assert "were never materialised" in text and "raw_flights" in text or "raw_weather" in text
     assert not pipeline.store.exists("carrier_delay_stats")
 
 
+def test_backfill_window_lands_raw_history_first(pipeline: Pipeline) -> None:
+    start, end = datetime(2013, 1, 9, tzinfo=timezone.utc), datetime(2013, 1, 11, tzinfo=timezone.utc)
+    runs = materialize_window(pipeline.defs, pipeline.settings, start, end, instance=pipeline.instance)
+    assert [(r.job_name, r.first_partition, r.last_partition) for r in runs] == [
+        (RAW_HOURLY_JOB, "2013-01-02-00:00", "2013-01-10-23:00"),
+        (HOURLY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
+        (DAILY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
+    ]
+    assert all(r.result.success for r in runs)
+    carrier = pipeline.store.read("carrier_delay_stats")
+    assert carrier["event_timestamp"].max() <= end
+
+
 def test_materialization_records_version_rows_schema_and_lineage(pipeline: Pipeline) -> None:
-    run = materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-01-00:00", "2013-01-01-02:00", instance=pipeline.instance)
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-03-23:00", instance=pipeline.instance).result.success
+    run = materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-01", "2013-01-03", instance=pipeline.instance)
     events = [e for e in run.result.get_asset_materialization_events() if e.asset_key.to_user_string() == "carrier_delay_stats"]
-    assert [e.partition for e in events] == ["2013-01-01-00:00", "2013-01-01-01:00", "2013-01-01-02:00"]
+    assert [e.partition for e in events] == ["2013-01-01", "2013-01-02", "2013-01-03"]
     metadata = events[0].materialization.metadata
     version = metadata["delta_version"].value
     assert version == pipeline.store.version("carrier_delay_stats")
@@ -82,32 +112,30 @@ def test_materialization_records_version_rows_schema_and_lineage(pipeline: Pipel
 
 
 def test_time_travel_by_version_and_timestamp(pipeline: Pipeline) -> None:
-    materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-01-00:00", "2013-01-01-07:00", instance=pipeline.instance)
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-02-23:00", instance=pipeline.instance).result.success
+    materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-01", "2013-01-01", instance=pipeline.instance)
     v0 = pipeline.store.version("origin_weather")
     before = pipeline.store.read("origin_weather")
-    materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-01-08:00", "2013-01-01-09:00", instance=pipeline.instance)
+    materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-02", "2013-01-02", instance=pipeline.instance)
     assert before.height > 0
     assert pipeline.store.read("origin_weather").height > before.height
     assert pipeline.store.read("origin_weather", version=v0).equals(before)
-    from deltalake import DeltaTable
-
-    history = DeltaTable(pipeline.store.table_uri("origin_weather")).history()
-    first_commit = min(h["timestamp"] for h in history)
-    from datetime import datetime, timezone
-
+    first_commit = min(h["timestamp"] for h in DeltaTable(pipeline.store.table_uri("origin_weather")).history())
     as_of = datetime.fromtimestamp(first_commit / 1000, tz=timezone.utc)
     assert pipeline.store.scan("origin_weather", as_of=as_of).collect().equals(before)
 
 
 def test_rewriting_one_partition_leaves_neighbours_untouched(pipeline: Pipeline) -> None:
-    materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-01-00:00", "2013-01-01-15:00", instance=pipeline.instance)
+    _run_days(pipeline, "2013-01-01", "2013-01-03")
     table = pipeline.store.read("carrier_delay_stats")
-    materialize_range(pipeline.defs, HOURLY_JOB, "2013-01-01-13:00", "2013-01-01-13:00", instance=pipeline.instance)
+    assert materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-02", "2013-01-02", instance=pipeline.instance).result.success
     after = pipeline.store.read("carrier_delay_stats")
-    snapshot = pl.datetime(2013, 1, 1, 14, time_zone="UTC")
-    assert after.filter(pl.col("event_timestamp") != snapshot).equals(table.filter(pl.col("event_timestamp") != snapshot))
-    rewritten = after.filter(pl.col("event_timestamp") == snapshot)
-    assert rewritten.height == table.filter(pl.col("event_timestamp") == snapshot).height > 0
+    in_day = pl.col("event_timestamp").is_between(
+        datetime(2013, 1, 2, tzinfo=timezone.utc), datetime(2013, 1, 3, tzinfo=timezone.utc), closed="right"
+    )
+    assert after.filter(~in_day).equals(table.filter(~in_day))
+    rewritten = after.filter(in_day)
+    assert rewritten.height == table.filter(in_day).height > 0
     assert (rewritten["created_timestamp"] > table["created_timestamp"].max()).all()
 
 
@@ -123,17 +151,17 @@ def test_bad_input_fails_naming_table_partition_column_and_changes_nothing(
     tmp_path: Path, small_landing_root: Path, edit, column: str, expected: str
 ) -> None:
     good = make_pipeline(tmp_path / "good", small_landing_root)
-    assert materialize_range(good.defs, HOURLY_JOB, "2013-01-01-00:00", "2013-01-01-03:00", instance=good.instance).result.success
+    _run_days(good, "2013-01-01", "2013-01-01")
     before = {t: (good.store.version(t), good.store.read(t)) for t in ("raw_flights", "carrier_delay_stats")}
 
-    flights = nycflights.flights().filter(pl.col("scheduled_departure_at").is_between(SMALL_START, SMALL_END, closed="left"))
+    flights = nycflights.flights().filter(pl.col("dep_known_at").is_between(SMALL_START, SMALL_END, closed="left"))
     bad_landing = write_small_landing(tmp_path / "bad_landing", flights=edit(flights))
     bad = make_pipeline(tmp_path / "good", bad_landing.root)  # same lake and instance, bad files landed
     bad.instance = good.instance
-    run = materialize_range(bad.defs, HOURLY_JOB, "2013-01-01-02:00", "2013-01-01-03:00", instance=bad.instance, raise_on_error=False)
+    run = materialize_range(bad.defs, RAW_HOURLY_JOB, "2013-01-01-12:00", "2013-01-01-12:00", instance=bad.instance, raise_on_error=False)
     assert not run.result.success
     message = step_failure_text(run.result)
-    assert "raw_flights" in message and "2013-01-01-02:00" in message and repr(column) in message and expected in message
+    assert "raw_flights" in message and "2013-01-01-12:00" in message and repr(column) in message and expected in message
     for table, (version, frame) in before.items():
         assert bad.store.version(table) == version
         assert bad.store.read(table).equals(frame)
