@@ -1,0 +1,138 @@
+"""Full-2013 backfill of every raw table and feature view: Dagster run vs the same compute without Dagster.
+
+Each case runs in its own subprocess (fresh lake, fresh DAGSTER_HOME) so peak memory is its own.
+Run: python -m benchmarks.bench_backfill [--out PATH] [--days N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+START = datetime(2013, 1, 1, tzinfo=timezone.utc)
+
+
+def _dagster_case(days: int) -> dict:
+    from dagster import DagsterInstance
+
+    from feature_pipelines.definitions import build_definitions
+    from feature_pipelines.orchestration.runs import materialize_window
+    from feature_pipelines.settings import load_settings
+
+    settings = load_settings()
+    defs = build_definitions(settings)
+    instance = DagsterInstance.get()
+    began = time.perf_counter()
+    runs = materialize_window(defs, settings, START, START + timedelta(days=days), instance=instance)
+    wall = time.perf_counter() - began
+    per_run = []
+    for run in runs:
+        steps = instance.get_run_step_stats(run.result.run_id)
+        stats = instance.get_run_stats(run.result.run_id)
+        per_run.append(
+            {
+                "job": run.job_name,
+                "partitions": f"{run.first_partition}..{run.last_partition}",
+                "run_seconds": stats.end_time - stats.launch_time if stats.end_time and stats.launch_time else None,
+                "step_seconds": {s.step_key: round(s.end_time - s.start_time, 3) for s in steps},
+                "materializations": stats.materializations,
+            }
+        )
+    return {"wall_seconds": wall, "runs": per_run, "success": all(r.result.success for r in runs)}
+
+
+def _raw_case(days: int) -> dict:
+    """The same reads, computations and Delta writes, called directly: the compute floor."""
+    import polars as pl
+
+    from feature_pipelines.compute.snapshots import snapshot_features
+    from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.orchestration.raw_assets import RAW_TABLES
+    from feature_pipelines.settings import load_settings
+    from feature_pipelines.sources.landing import LandingZone, land_nycflights
+
+    settings = load_settings()
+    zone = LandingZone(settings.landing_root)
+    land_nycflights(zone)
+    store = DeltaStore(settings.lake_root)
+    end = START + timedelta(days=days)
+    began = time.perf_counter()
+    for table in RAW_TABLES:
+        frame = zone.scan(table.landing_table)
+        if table.time_column:
+            frame = frame.filter(pl.col(table.time_column) >= START, pl.col(table.time_column) < end)
+        store.write(table.name, frame.collect(), time_slice=None)
+    for view in FEATURE_VIEWS.values():
+        events = store.read(view.source.asset)
+        features = snapshot_features(events, view, start=START, end=end)
+        features = features.with_columns(pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("created_timestamp"))
+        store.write(view.name, features, time_slice=None)
+    return {"wall_seconds": time.perf_counter() - began}
+
+
+def _child(case: str, days: int) -> None:
+    result = {"dagster": _dagster_case, "raw_compute": _raw_case}[case](days)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def _run_case(case: str, days: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": tmp,
+            "FEATURE_PIPELINES_LAKE_ROOT": f"{tmp}/lake",
+            "FEATURE_PIPELINES_LANDING_ROOT": f"{tmp}/landing",
+        }
+        env.pop("FEATURE_PIPELINES_REPLAY_START", None)
+        Path(tmp, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        out = subprocess.run(
+            [sys.executable, "-W", "ignore", "-m", "benchmarks.bench_backfill", "--child", case, "--days", str(days)],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="benchmarks/results/backfill.json")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.days)
+        return
+    raw = _run_case("raw_compute", args.days)
+    dagster = _run_case("dagster", args.days)
+    step_total = sum(sum(r["step_seconds"].values()) for r in dagster["runs"])
+    report = {
+        "days": args.days,
+        "raw_compute": raw,
+        "dagster": dagster,
+        "dagster_step_seconds": step_total,
+        "orchestration_overhead_seconds": dagster["wall_seconds"] - step_total,
+        "ratio_dagster_to_raw_time": dagster["wall_seconds"] / raw["wall_seconds"],
+        "ratio_dagster_to_raw_memory": dagster["peak_rss_mib"] / raw["peak_rss_mib"],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"backfill of {args.days} days: raw compute {raw['wall_seconds']:.1f} s ({raw['peak_rss_mib']:.0f} MiB); "
+          f"dagster {dagster['wall_seconds']:.1f} s ({dagster['peak_rss_mib']:.0f} MiB), of which steps "
+          f"{step_total:.1f} s and orchestration {report['orchestration_overhead_seconds']:.1f} s; "
+          f"ratio {report['ratio_dagster_to_raw_time']:.1f}x time, {report['ratio_dagster_to_raw_memory']:.2f}x memory")
+    for run in dagster["runs"]:
+        print(f"  {run['job']} {run['partitions']}: run {run['run_seconds']:.1f} s, steps {run['step_seconds']}, "
+              f"{run['materializations']} materializations")
+
+
+if __name__ == "__main__":
+    main()
