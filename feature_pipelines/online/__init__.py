@@ -1,0 +1,1 @@
+"""Online store: Redis key layout, value encoding, atomic conditional publish, online reads."""
