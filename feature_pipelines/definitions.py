@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AssetSelection, Definitions, define_asset_job
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
@@ -10,7 +10,9 @@ from feature_pipelines.orchestration.feature_assets import build_feature_asset
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES, build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
-from feature_pipelines.orchestration.schedules import build_jobs_and_schedules
+from feature_pipelines.orchestration.schedules import TRAINING_JOB, build_jobs_and_schedules
+from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
+from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 from feature_pipelines.settings import Settings, load_settings
 
 
@@ -24,8 +26,11 @@ def build_definitions(settings: Settings) -> Definitions:
         daily_snapshot_views=[v.name for v in views if v.cadence is Partitioning.DAILY],
         hourly_snapshot_partitions=partitions_for(Partitioning.DAILY, settings, in_progress=True),
     )
+    training = FLIGHT_DELAY_TRAINING_SET
+    training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]
+    jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     return Definitions(
-        assets=[*build_raw_assets(settings), *feature_assets],
+        assets=[*build_raw_assets(settings), *feature_assets, *training_assets],
         jobs=jobs,
         schedules=schedules,
         resources=resources_for(settings),

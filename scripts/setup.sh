@@ -8,6 +8,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]} with apt-get"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

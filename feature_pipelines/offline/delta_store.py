@@ -115,6 +115,23 @@ class DeltaStore:
         )
         return self.version(table)
 
+    def append(self, table: str, frame: pl.DataFrame, *, commit_metadata: Mapping[str, str] | None = None) -> int:
+        """Add rows in one commit (logs: the quality ledger, quarantined partitions, request logs)."""
+        write_deltalake(
+            self.table_uri(table),
+            frame,
+            mode="append",
+            storage_options=self._options(),
+            commit_properties=CommitProperties(custom_metadata=dict(commit_metadata or {})),
+        )
+        return self.version(table)
+
+    def scan_version_at(self, table: str, moment: datetime) -> int:
+        """The table's version as of an instant (the latest commit at or before it)."""
+        delta = self._open(table)
+        delta.load_as_version(require_utc(moment, "as_of"))
+        return delta.version()
+
     def scan(self, table: str, *, version: int | None = None, as_of: datetime | None = None) -> pl.LazyFrame:
         """A lazy read of the table at its latest version, a pinned version, or as of an instant."""
         if version is not None and as_of is not None:

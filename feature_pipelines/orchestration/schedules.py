@@ -29,6 +29,7 @@ from feature_pipelines.timeutil import floor_to, require_utc
 RAW_HOURLY_JOB = "raw_hourly_job"
 HOURLY_SNAPSHOT_JOB = "hourly_snapshot_features_job"
 DAILY_SNAPSHOT_JOB = "daily_snapshot_features_job"
+TRAINING_JOB = "training_job"
 
 
 def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, scheduled_at: object) -> str:

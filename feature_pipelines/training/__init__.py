@@ -1,0 +1,1 @@
+"""Training sets: labels with prediction times, declared feature lists, leakage audits (no Dagster)."""
