@@ -41,7 +41,7 @@ def _dagster_case(days: int) -> dict:
             {
                 "job": run.job_name,
                 "partitions": f"{run.first_partition}..{run.last_partition}",
-                "run_seconds": stats.end_time - stats.launch_time if stats.end_time and stats.launch_time else None,
+                "run_seconds": (stats.end_time or 0) - (stats.start_time or stats.launch_time or 0),
                 "step_seconds": {s.step_key: round(s.end_time - s.start_time, 3) for s in steps},
                 "materializations": stats.materializations,
             }
