@@ -8,6 +8,7 @@ from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
 from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES, build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
 from feature_pipelines.orchestration.schedules import TRAINING_JOB, build_jobs_and_schedules
@@ -17,20 +18,26 @@ from feature_pipelines.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> Definitions:
-    feature_assets = [build_feature_asset(view, settings) for view in FEATURE_VIEWS.values()]
     views = list(FEATURE_VIEWS.values())
+    feature_assets = [build_feature_asset(view, settings) for view in views]
+    publish_assets = [build_publish_asset(view, settings) for view in views]
+
+    def with_publish(cadence: Partitioning) -> list[str]:
+        chosen = [v for v in views if v.cadence is cadence]
+        return [v.name for v in chosen] + [publish_asset_name(v) for v in chosen]
+
     jobs, schedules = build_jobs_and_schedules(
         settings,
         raw_hourly=[t.name for t in RAW_TABLES if t.time_column],
-        hourly_snapshot_views=[v.name for v in views if v.cadence is Partitioning.HOURLY],
-        daily_snapshot_views=[v.name for v in views if v.cadence is Partitioning.DAILY],
+        hourly_snapshot_views=with_publish(Partitioning.HOURLY),
+        daily_snapshot_views=with_publish(Partitioning.DAILY),
         hourly_snapshot_partitions=partitions_for(Partitioning.DAILY, settings, in_progress=True),
     )
     training = FLIGHT_DELAY_TRAINING_SET
     training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     return Definitions(
-        assets=[*build_raw_assets(settings), *feature_assets, *training_assets],
+        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets],
         jobs=jobs,
         schedules=schedules,
         resources=resources_for(settings),

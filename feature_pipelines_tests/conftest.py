@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dagster import DagsterInstance, Definitions
 
 from feature_pipelines.definitions import build_definitions
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.landing import LandingZone
@@ -68,6 +70,20 @@ def make_pipeline(tmp_path: Path, landing_root: Path) -> Pipeline:
         store=DeltaStore(root=settings.lake_root),
         landing=LandingZone(landing_root),
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def online_store_url() -> Iterator[str]:
+    """A real redis-server for the whole session; publish assets find it through the env var."""
+    with LocalRedisServer() as server:
+        previous = os.environ.get("FEATURE_PIPELINES_REDIS_URL")
+        os.environ["FEATURE_PIPELINES_REDIS_URL"] = server.url
+        os.environ["FEATURE_PIPELINES_PARITY_SAMPLE"] = "0"  # tests compare every entity
+        yield server.url
+        if previous is None:
+            os.environ.pop("FEATURE_PIPELINES_REDIS_URL", None)
+        else:
+            os.environ["FEATURE_PIPELINES_REDIS_URL"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from typing import Any
 
 from dagster_duckdb import DuckDBResource
 
+from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.orchestration.io_manager import DeltaPolarsIOManager
 from feature_pipelines.resources import LakeResource, LandingResource
 from feature_pipelines.settings import REPO_ROOT, Settings
@@ -23,5 +24,7 @@ def resources_for(settings: Settings) -> dict[str, Any]:
         "lake": lake,
         "landing": landing,
         "delta_io_manager": DeltaPolarsIOManager(lake=lake),
+        # The URL (and any password) is read from FEATURE_PIPELINES_REDIS_URL at run time.
+        "redis": RedisResource(key_prefix=f"fp:{settings.environment}"),
         "duckdb": DuckDBResource(database=str(REPO_ROOT / "data" / f"{settings.environment}.duckdb")),
     }

@@ -1,0 +1,138 @@
+"""Publish assets (one per feature view, from the same factory): latest values to Redis, followed
+by the online/offline parity check."""
+
+import json
+import os
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    Backoff,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+
+from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.offline.historical import get_historical_features
+from feature_pipelines.online.publish import publish
+from feature_pipelines.online.resource import RedisResource
+from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.orchestration.partitions import view_partitions
+from feature_pipelines.quality.parity import ParityReport, compare
+from feature_pipelines.resources import LakeResource
+from feature_pipelines.settings import Settings
+from feature_pipelines.timeutil import utc_now
+
+PARITY_CHECK = "online_matches_offline"
+PARITY_SAMPLE_ENV = "FEATURE_PIPELINES_PARITY_SAMPLE"  # entities compared per publish; 0 = all
+DEFAULT_PARITY_SAMPLE = 2000
+
+
+def publish_asset_name(view: FeatureView) -> str:
+    return f"{view.name}_online"
+
+
+def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame:
+    """Each entity's newest snapshot in the range read (what the online store should serve)."""
+    keys = list(view.entity_keys)
+    return (
+        features.sort(EVENT_TIMESTAMP, *keys)
+        .group_by(keys, maintain_order=True)
+        .last()
+        .select(*keys, EVENT_TIMESTAMP, *view.feature_names)
+    )
+
+
+def parity_report(view: FeatureView, published: pl.DataFrame, lake: LakeResource, redis: RedisResource) -> ParityReport:
+    """Offline point-in-time values at `now` vs what Redis serves at `now`, for (a sample of) the
+    entities just published."""
+    sample = int(os.environ.get(PARITY_SAMPLE_ENV, DEFAULT_PARITY_SAMPLE))
+    entities = published.select(view.entity_keys)
+    if sample and entities.height > sample:
+        entities = entities.sample(n=sample, seed=0)
+    now = utc_now()
+    references = [f"{view.name}:{name}" for name in view.feature_names]
+    offline = get_historical_features(
+        lake.store(), {view.name: view}, entities.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(EVENT_TIMESTAMP)), references
+    ).frame
+    online = get_online_features(
+        redis.client(), prefix=redis.key_prefix, views={view.name: view}, entity_rows=entities, features=references, now=now
+    )
+    return compare(offline, online, keys=view.entity_keys, features=view.feature_names)
+
+
+def build_publish_asset(view: FeatureView, settings: Settings) -> AssetsDefinition:
+    """Latest values of `view` to Redis, only after its feature table passed its blocking checks."""
+    name = publish_asset_name(view)
+
+    @asset(
+        name=name,
+        description=f"Publishes each entity's newest `{view.name}` snapshot of the partitions read to the "
+        "Redis online store (one hash per entity, written atomically only if not older than what is "
+        f"stored, expiring {view.ttl} after its event time), then checks online == offline.",
+        group_name="online",
+        partitions_def=view_partitions(view, settings),
+        ins={"features": AssetIn(key=AssetKey(view.name))},
+        backfill_policy=BackfillPolicy.single_run(),
+        retry_policy=RetryPolicy(max_retries=4, delay=1.0, backoff=Backoff.EXPONENTIAL),
+        check_specs=[
+            AssetCheckSpec(
+                PARITY_CHECK,
+                asset=name,
+                blocking=True,
+                description="For the entities just published (a sample outside tests), the values Redis "
+                "serves now equal the offline point-in-time values now: same dtypes, exact integers and "
+                "strings, bitwise floats.",
+            )
+        ],
+        owners=[view.owner],
+        kinds={"redis"},
+    )
+    def _publish(context: AssetExecutionContext, features: pl.DataFrame, redis: RedisResource, lake: LakeResource):
+        latest = latest_per_entity(view, features)
+        result = publish(
+            redis.client(),
+            prefix=redis.key_prefix,
+            view=view.name,
+            entity_keys=list(view.entity_keys),
+            schema=view.schema(),
+            ttl=view.ttl,
+            frame=latest,
+        )
+        context.log.info(
+            f"{view.name}: {result.written} written, {result.skipped_as_older} kept newer values, "
+            f"{result.skipped_as_expired} already past TTL ({redis.describe()})"
+        )
+        yield MaterializeResult(
+            metadata={
+                "entities_written": result.written,
+                "skipped_as_older": result.skipped_as_older,
+                "skipped_as_expired": result.skipped_as_expired,
+                "newest_event_timestamp": str(latest[EVENT_TIMESTAMP].max()) if latest.height else "none",
+                "online_store": redis.describe(),
+            }
+        )
+        report = parity_report(view, latest.filter(pl.col(EVENT_TIMESTAMP) + view.ttl >= utc_now()), lake, redis)
+        yield AssetCheckResult(
+            check_name=PARITY_CHECK,
+            passed=report.passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"view {view.name!r}: {report.message()}",
+            metadata={
+                "entities_compared": report.entities_compared,
+                "mismatches": MetadataValue.json(report.mismatches),
+                "examples": MetadataValue.json(json.loads(json.dumps(report.examples, default=str))),
+            },
+        )
+
+    return _publish
