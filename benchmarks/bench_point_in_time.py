@@ -190,8 +190,56 @@ def case_raw_duckdb(entities: pl.DataFrame, features: pl.DataFrame) -> pl.DataFr
 
 # A case is a function of (entities, features) keyed by name; the
 # get_historical_features case plugs in here once the feature store exists.
+# get_historical_features reads a real Delta table written by _write_data (one per layout).
+_LAKE_DIR: Path | None = None
+_VIEW_COLUMNS = {"txn_count_7d": "user_txn_count_7d", "amount_sum_7d": "user_amount_sum_7d", "last_amount": "user_amount_latest"}
+
+
+def _synthetic_view():  # noqa: ANN202 - a FeatureView; imported lazily so cases stay independent
+    from feature_pipelines.features.spec import (
+        Aggregation, Entity, Feature, FeatureView, FreshnessSLA, NullPolicy, Partitioning, SourceSpec,
+    )
+
+    return FeatureView(
+        name="user_txn_stats",
+        entity=Entity("user", ("user_id",)),
+        source=SourceSpec(asset="transactions", known_at_column="event_timestamp"),
+        partitioning=Partitioning.DAILY,
+        features=(
+            Feature("user_txn_count_7d", "int64", Aggregation.COUNT, "7d"),
+            Feature("user_amount_sum_7d", "float64", Aggregation.SUM, "7d", "amount"),
+            Feature("user_amount_latest", "float64", Aggregation.LATEST, "1d", "amount", null_policy=NullPolicy.KEEP),
+        ),
+        ttl=TTL,
+        owner="bench@example.com",
+        description="synthetic benchmark view",
+        freshness=FreshnessSLA(timedelta(days=1), timedelta(days=2)),
+    )
+
+
+def write_feature_delta(features: pl.DataFrame, lake_dir: Path) -> None:
+    from feature_pipelines.offline.delta_store import DeltaStore
+
+    DeltaStore(str(lake_dir)).write("user_txn_stats", features.rename(_VIEW_COLUMNS), time_slice=None)
+
+
+def case_get_historical_features(entities: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
+    """The public training path: Delta read (TTL-pruned) + point_in_time_join, as users call it."""
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.offline.historical import get_historical_features
+
+    assert _LAKE_DIR is not None, "the worker sets the lake directory"
+    view = _synthetic_view()
+    out = get_historical_features(
+        DeltaStore(str(_LAKE_DIR)), {view.name: view}, entities,
+        [f"{view.name}:{name}" for name in view.feature_names], timestamp_column="prediction_ts",
+    ).frame
+    return out.rename({new: old for old, new in _VIEW_COLUMNS.items()})
+
+
 CASES: dict[str, Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]] = {
     "point_in_time_join": case_point_in_time_join,
+    "get_historical_features": case_get_historical_features,
     "raw_polars_join_asof": case_raw_polars,
     "raw_duckdb_asof": case_raw_duckdb,
 }
@@ -255,11 +303,15 @@ def _reset_peak_rss() -> bool:
 
 def _run_worker(case: str, n_entities: int, layout: str, data_dir: Path) -> CaseResult:
     """Measure one case in this (fresh) process: the first call for memory, then timings."""
+    global _LAKE_DIR
+    _LAKE_DIR = data_dir / "lake" / layout
     fn = CASES[case]
     features = pl.read_parquet(data_dir / f"features_{layout}.parquet")
     entities = pl.read_parquet(data_dir / f"entities_{n_entities}.parquet")
     if case == "raw_duckdb_asof":
         import duckdb  # noqa: F401  # import cost is not join cost
+    if case == "get_historical_features":
+        import feature_pipelines.offline.historical  # noqa: F401  # nor is importing deltalake/dagster
 
     gc.collect()
     rss_before = _status_mb("VmRSS")
@@ -323,6 +375,7 @@ def _write_data(data_dir: Path, sizes: list[int], layouts: list[str]) -> dict[st
         if layout == "shuffled":
             table = features.sample(fraction=1.0, shuffle=True, seed=SEED)
         table.write_parquet(data_dir / f"features_{layout}.parquet")
+        write_feature_delta(table, data_dir / "lake" / layout)
     for n in sizes:
         entity_frame(n).write_parquet(data_dir / f"entities_{n}.parquet")
     return {
