@@ -9,6 +9,7 @@ from datetime import datetime
 
 from dagster import DagsterInstance
 
+from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
 from feature_pipelines.timeutil import require_utc, utc_now
 
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sql = verbs.add_parser("sql", help="run SQL (DuckDB) over every Delta table in the lake")
     sql.add_argument("query")
     sql.set_defaults(handler=cmd_sql)
+    add_serve_parser(verbs)
+    add_redis_parsers(verbs)
     return parser
 
 

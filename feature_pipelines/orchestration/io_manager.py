@@ -9,6 +9,7 @@ import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
 
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
+from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.resources import LakeResource
 
 TIME_COLUMN_KEY = "partition_time_column"
@@ -32,6 +33,7 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
     """Stores polars frames as Delta tables under the lake; one table per asset key."""
 
     lake: LakeResource
+    allow_failed_checks: bool = False  # True reads partitions whose latest blocking check failed
 
     def _store(self) -> DeltaStore:
         return self.lake.store()
@@ -79,9 +81,14 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
             raise ValueError(f"input {context.name} has no upstream asset to read")
         table = table_name(context.asset_key.path)
         time_slice = self._slice(context, upstream.definition_metadata or {})
+        store = self._store()
         if time_slice is not None:
             _require_materialized(context, table, time_slice)
-        return self._store().read(table, time_slice=time_slice)
+            if not self.allow_failed_checks:
+                QualityLedger(store).require_passed(
+                    table, sorted(context.asset_partition_keys), reader=f"input {context.name!r} of step {context.step_context.step.key!r}"
+                )
+        return store.read(table, time_slice=time_slice)
 
 
 def _require_materialized(context: InputContext, table: str, time_slice: TimeSlice) -> None:

@@ -1,0 +1,137 @@
+"""Online retrieval with exactly the shape of a training frame.
+
+`get_online_features` returns what `get_historical_features(...).frame` returns for the same
+references and entity frame, read at `now` from Redis instead of from Delta: the entity frame's
+columns untouched, then for each view in first-appearance order of the references its requested
+features in request order, with their declared dtypes, one row per entity row in its order.
+A model therefore gets the same columns in the same order with the same dtypes whether it is
+trained or served, and a parity test can compare the two frames bit for bit.
+
+Defaults, the same as the point-in-time join's at `now`:
+
+* an unknown entity, or a row with a null key, gets nulls;
+* a value past its view's TTL at `now` (`event_timestamp + ttl < now`) is null, never the stale
+  value, even while Redis still holds the key (its expiry is lazy);
+* duplicate entity rows are all kept.
+
+On-demand features are appended after that, computed by `apply_on_demand` over the same
+columns the training path would give it. Their stored inputs are read even when not requested
+and then dropped, so the output does not depend on whether the caller also asked for them.
+
+With `include_metadata`, per read view `{view}__event_timestamp` and `{view}__is_expired` come
+last (after the on-demand features), so dropping them leaves exactly the frame above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import polars as pl
+import redis
+
+from feature_pipelines.features.on_demand import (
+    OnDemandFeature,
+    apply_on_demand,
+    required_references,
+)
+from feature_pipelines.features.references import ViewRequest, resolve_references
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.online.read import OnlineReadError, metadata_columns, read_online
+from feature_pipelines.timeutil import require_utc
+
+__all__ = ["OnlineReadError", "get_online_features", "metadata_columns"]
+
+
+def _read_view(
+    client: redis.Redis,
+    prefix: str,
+    request: ViewRequest,
+    entity_rows: pl.DataFrame,
+    entity_columns: set[str],
+    now: datetime,
+    include_metadata: bool,
+) -> list[pl.Series]:
+    """The view's requested feature columns (then its metadata columns), one value per row."""
+    view = request.view
+    keys = list(view.entity_keys)
+    missing = [key for key in keys if key not in entity_columns]
+    if missing:
+        raise OnlineReadError(
+            f"entity rows: view {view.name!r} joins on {keys} but {missing} is missing"
+        )
+    args = dict(
+        prefix=prefix, view=view.name, entity_keys=keys, schema=view.schema(), ttl=view.ttl,
+        features=list(request.features), now=now, include_metadata=include_metadata,
+    )
+    names = list(request.features) + (list(metadata_columns(view.name)) if include_metadata else [])
+    if sum(entity_rows.get_column(key).null_count() for key in keys) == 0:
+        # read_online reads only the key columns; passing the frame as is spares a select.
+        read = read_online(client, entity_rows=entity_rows, **args)  # type: ignore[arg-type]
+        return [read.get_column(name) for name in names]
+    # A null key can never match (as in the point-in-time join): read the other rows only.
+    indexed = entity_rows.select(keys).with_row_index("__row")
+    usable = indexed.filter(pl.all_horizontal(pl.col(keys).is_not_null()))
+    read = read_online(client, entity_rows=usable.select(keys), **args)  # type: ignore[arg-type]
+    rows = usable.get_column("__row")
+    out = []
+    for name in names:
+        column = read.get_column(name)
+        full = pl.Series(name, [None] * entity_rows.height, dtype=column.dtype)
+        out.append(full.scatter(rows, column) if rows.len() else full)
+    return out
+
+
+def get_online_features(
+    client: redis.Redis,
+    *,
+    prefix: str,
+    views: Mapping[str, FeatureView],
+    entity_rows: pl.DataFrame,
+    features: Sequence[str],
+    now: datetime,
+    include_metadata: bool = False,
+    on_demand: Sequence[OnDemandFeature] = (),
+) -> pl.DataFrame:
+    """The training frame's columns for `entity_rows`, read from Redis as of `now`.
+
+    See the module docstring for the exact layout and null rules. One pipelined round trip per
+    view read. `features` may be empty only when on-demand features are requested.
+
+    Raises:
+        UnknownFeatureError: a reference to a view or feature the catalog does not declare.
+        OnlineReadError: a missing key column, a feature column that collides with an entity
+            column, or a naive `now`.
+        OnDemandFeatureError: a missing request column, or an on-demand name clash.
+    """
+    try:
+        now = require_utc(now, "now")
+    except ValueError as error:
+        raise OnlineReadError(str(error)) from error
+    on_demand = list(on_demand)
+    references = required_references(features, on_demand)
+    if not features and not on_demand:
+        resolve_references(features, views)  # raises the catalog's "no features requested"
+    requested = resolve_references(features, views) if features else []
+    to_read = requested if len(references) == len(features) else resolve_references(references, views)
+    entity_columns = set(entity_rows.columns)  # `DataFrame.columns` builds a new list per call
+    columns: dict[str, pl.Series] = {}
+    metadata: list[pl.Series] = []
+    for request in to_read:
+        clash = [name for name in request.features if name in entity_columns]
+        if clash:
+            raise OnlineReadError(
+                f"feature column(s) {clash} of view {request.view.name!r} collide with columns of "
+                "the entity rows; rename or drop them"
+            )
+        read = _read_view(client, prefix, request, entity_rows, entity_columns, now, include_metadata)
+        for series in read[: len(request.features)]:
+            columns[series.name] = series
+        metadata.extend(read[len(request.features):])
+    output = [columns[name] for request in requested for name in request.features]
+    if not on_demand:
+        return entity_rows.hstack(output + metadata)
+    extra = [series for name, series in columns.items() if name not in {s.name for s in output}]
+    with_inputs = apply_on_demand(entity_rows.hstack(output + extra), on_demand)
+    computed = [with_inputs.get_column(feature.name) for feature in on_demand]
+    return entity_rows.hstack(output + computed + metadata)

@@ -1,0 +1,1 @@
+"""The HTTP feature server and its request log."""

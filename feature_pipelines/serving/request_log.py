@@ -1,0 +1,416 @@
+"""The feature server's request log: every served value, with the instant it was read at.
+
+Why: training/serving skew is only visible by comparing what the model was actually served with
+what the offline store says it should have been served. The server cannot afford to write to
+Delta on the request path, so `RequestLog.record` only appends a reference to the already
+built response to an in-memory buffer (O(1), no I/O, no serialisation); a background thread
+turns the buffer into rows and appends them to a Delta table every `flush_rows` rows or
+`flush_interval_s` seconds, and once more on `close()`.
+
+Table `_serving/feature_log` (through `DeltaStore.append`), one row per (request, entity row,
+feature) -- long format, so that adding a feature never changes the schema:
+
+    request_id       String              one id per HTTP request (also the X-Request-ID header)
+    request_time     Datetime(us, UTC)   the `now` the values were read at
+    entity_index     Int64               position of the entity row in the request
+    view             String              the feature view, or "on_demand"
+    entity_key       String              JSON object of the identifying columns in declared
+                                         order, e.g. {"origin":"JFK","dest":"LAX"}; for an
+                                         on-demand feature, the keys of its input views and
+                                         its request columns
+    <join keys>      typed (String for this catalog), one column per join key of any view
+                     (origin, dest, carrier, tailnum, ...), set for the keys of the row's view
+                     and null otherwise
+    feature          String              the feature name (not the full "view:feature")
+    value_json       String              the served value as JSON, exact: "null" for null,
+                                         non-finite floats as the strings "NaN", "Infinity",
+                                         "-Infinity" (the protobuf JSON convention), datetimes
+                                         as ISO-8601 strings
+    value_float      Float64             the value when it is an integer or a float (NaN and
+                                         inf included; integers beyond 2**53 are rounded, use
+                                         value_json for them), else null
+    status           String              PRESENT, NOT_FOUND or OUTSIDE_MAX_AGE
+    event_timestamp  Datetime(us, UTC)   the snapshot the value came from (null when there is
+                                         none, and for on-demand features)
+
+A skew monitor rebuilds what the training path gives for the same (entity, request_time):
+
+    log = store.read("_serving/feature_log").filter(pl.col("view") == view.name)
+    entities = log.select("request_id", "entity_index", *view.entity_keys,
+                          event_timestamp="request_time").unique()
+    offline = get_historical_features(store, views, entities,
+                                      [f"{view.name}:{f}" for f in features]).frame
+    expected = offline.unpivot(index=["request_id", "entity_index"], on=features,
+                               variable_name="feature", value_name="offline_value")
+    compared = log.join(expected, on=["request_id", "entity_index", "feature"])
+    # per feature: share of rows where value_float and offline_value differ (nulls included)
+
+(pass `as_of=<request_time>` to compare against what the lake held at serving time rather than
+what it holds now.) On-demand rows are recomputed with `apply_on_demand` on that frame.
+
+Rows are never lost silently: a failed append is retried `max_attempts` times with backoff;
+if it still fails, the error is logged at ERROR with the row count and the rows stay buffered
+for the next flush. Only when the buffer exceeds `max_buffered_rows` (the store has been down
+for a long time) are the oldest rows dropped, each time with an ERROR log and a count in
+`stats()["dropped_rows"]`, because the alternative is running the server out of memory.
+Several server processes may share one table: Delta appends from different writers commit
+independently.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from feature_pipelines.offline.delta_store import DeltaStore
+
+logger = logging.getLogger(__name__)
+
+FEATURE_LOG_TABLE = "_serving/feature_log"
+UTC_US = pl.Datetime("us", "UTC")
+_FIXED_COLUMNS: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "request_time": UTC_US,
+    "entity_index": pl.Int64(),
+    "view": pl.String(),
+    "entity_key": pl.String(),
+}
+_VALUE_COLUMNS: dict[str, pl.DataType] = {
+    "feature": pl.String(),
+    "value_json": pl.String(),
+    "value_float": pl.Float64(),
+    "status": pl.String(),
+    "event_timestamp": UTC_US,
+}
+_NON_FINITE = {math.inf: '"Infinity"', -math.inf: '"-Infinity"'}
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+class RequestLogError(RuntimeError):
+    """Rows that could not be written when the log was closed (they are named, not dropped)."""
+
+
+@dataclass(frozen=True)
+class ServedFeature:
+    """One served column: a feature's values for every entity row of a request."""
+
+    view: str
+    feature: str
+    key_columns: tuple[str, ...]
+    values: Sequence[Any]
+    statuses: Sequence[str]
+    event_timestamps: Sequence[datetime | None]
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """What one request served: the entity columns as given, and each feature column."""
+
+    request_id: str
+    request_time: datetime
+    entities: Mapping[str, Sequence[Any]]
+    features: Sequence[ServedFeature]
+
+    @property
+    def row_count(self) -> int:
+        height = len(next(iter(self.entities.values()))) if self.entities else 0
+        return height * len(self.features)
+
+
+def value_json(value: Any) -> str:
+    """A served value as exact JSON text; see the module docstring for non-finite floats.
+
+    The common types take a fast path (this runs per logged value); the text is what
+    `json.dumps` gives (floats by their shortest round-trip repr).
+    """
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):
+            return repr(value)
+        return '"NaN"' if math.isnan(value) else _NON_FINITE[value]
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return _ENCODER.encode(value.isoformat())
+    return _ENCODER.encode(value)
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def log_schema(key_columns: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The log table's columns for a set of typed join-key columns, in table order."""
+    clash = sorted(set(key_columns) & (set(_FIXED_COLUMNS) | set(_VALUE_COLUMNS)))
+    if clash:
+        raise ValueError(f"request log: join key column(s) {clash} collide with the log's own columns")
+    return {**_FIXED_COLUMNS, **key_columns, **_VALUE_COLUMNS}
+
+
+def _entity_keys_json(entities: Mapping[str, Sequence[Any]], keys: tuple[str, ...], height: int) -> list[str]:
+    columns = [
+        [v.isoformat() if isinstance(v, datetime) else v for v in entities[key]] for key in keys
+    ]
+    return [_ENCODER.encode(dict(zip(keys, row))) for row in zip(*columns)] if keys else ["{}"] * height
+
+
+def requests_to_frame(
+    requests: Sequence[ServedRequest], key_columns: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """The log rows of some served requests (the flusher's work, off the request path).
+
+    Built column by column (list extends) rather than row by row: this runs in the server
+    process, and every millisecond it holds the GIL is taken from requests.
+    """
+    schema = log_schema(key_columns)
+    columns: dict[str, list[Any]] = {name: [] for name in schema}
+    for served in requests:
+        height = len(next(iter(served.entities.values()))) if served.entities else 0
+        index = list(range(height))
+        key_json: dict[tuple[str, ...], list[str]] = {}
+        for feature in served.features:
+            keys = feature.key_columns
+            if keys not in key_json:
+                key_json[keys] = _entity_keys_json(served.entities, keys, height)
+            columns["request_id"].extend([served.request_id] * height)
+            columns["request_time"].extend([served.request_time] * height)
+            columns["entity_index"].extend(index)
+            columns["view"].extend([feature.view] * height)
+            columns["entity_key"].extend(key_json[keys])
+            for name in key_columns:
+                columns[name].extend(served.entities[name] if name in keys else [None] * height)
+            columns["feature"].extend([feature.feature] * height)
+            columns["value_json"].extend([value_json(v) for v in feature.values])
+            columns["value_float"].extend([_as_float(v) for v in feature.values])
+            columns["status"].extend(feature.statuses)
+            columns["event_timestamp"].extend(feature.event_timestamps)
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"request log: served columns of different lengths {lengths}")
+    return pl.DataFrame(columns, schema=schema)
+
+
+class RequestLog:
+    """Buffers served requests and appends them to Delta from a background thread.
+
+    `key_columns` fixes the typed join-key columns of the table (a Delta append cannot add
+    columns), usually the union of the views' join keys, all String.
+    """
+
+    def __init__(
+        self,
+        store: DeltaStore,
+        *,
+        key_columns: Mapping[str, pl.DataType],
+        table: str = FEATURE_LOG_TABLE,
+        flush_rows: int = 10_000,
+        flush_interval_s: float = 5.0,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.2,
+        max_buffered_rows: int = 2_000_000,
+    ) -> None:
+        if flush_rows < 1 or flush_interval_s <= 0 or max_attempts < 1:
+            raise ValueError("request log: flush_rows, flush_interval_s and max_attempts must be positive")
+        self.store = store
+        self.table = table
+        self.key_columns = dict(key_columns)
+        log_schema(self.key_columns)  # refuse colliding names now, not at the first flush
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.max_buffered_rows = max_buffered_rows
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending: list[ServedRequest] = []
+        self._pending_rows = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._written_rows = 0
+        self._failed_flushes = 0
+        self._dropped_rows = 0
+        self._last_error: str | None = None
+        atexit.register(self._close_at_exit)
+
+    # -- request path ---------------------------------------------------------------------------
+
+    def record(self, served: ServedRequest) -> None:
+        """Buffer one request's served values; constant time, never blocks on I/O."""
+        rows = served.row_count
+        if rows == 0:
+            return
+        with self._lock:
+            if self._closed:
+                raise RequestLogError("request log is closed: the served values cannot be logged")
+            self._pending.append(served)
+            self._pending_rows += rows
+            full = self._pending_rows >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    # -- background flushing --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher thread; idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="feature-request-log", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            failures = self._failed_flushes
+            self.flush()
+            if self._failed_flushes > failures:
+                # The store is failing: wait a full interval (the buffer keeps filling) rather
+                # than retrying at every wake-up from a full buffer.
+                self._stop.wait(self.flush_interval_s)
+
+    def _take(self) -> tuple[list[ServedRequest], int]:
+        with self._lock:
+            batch, rows = self._pending, self._pending_rows
+            self._pending, self._pending_rows = [], 0
+        return batch, rows
+
+    def _put_back(self, batch: list[ServedRequest], rows: int) -> None:
+        with self._lock:
+            self._pending = batch + self._pending
+            self._pending_rows += rows
+            dropped = 0
+            while self._pending_rows > self.max_buffered_rows and self._pending:
+                oldest = self._pending.pop(0)
+                self._pending_rows -= oldest.row_count
+                dropped += oldest.row_count
+            self._dropped_rows += dropped
+        if dropped:
+            logger.error(
+                "request log: DROPPED %d rows (oldest first): %d rows were buffered, over "
+                "max_buffered_rows=%d, because appends to %s keep failing",
+                dropped, rows, self.max_buffered_rows, self.table,
+            )
+
+    def _to_frame(self, batch: list[ServedRequest]) -> tuple[pl.DataFrame | None, list[ServedRequest], int]:
+        """The rows of a batch; a request that cannot be turned into rows (a bug: values that do
+        not fit the declared key types) is dropped loudly instead of blocking every later flush."""
+        try:
+            return requests_to_frame(batch, self.key_columns), batch, sum(r.row_count for r in batch)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, KeyError, IndexError):
+            logger.warning("request log: a batch failed to convert; isolating the bad request(s)")
+        frames, kept = [], []
+        for served in batch:
+            try:
+                frames.append(requests_to_frame([served], self.key_columns))
+            except (pl.exceptions.PolarsError, TypeError, ValueError, KeyError, IndexError) as error:
+                with self._lock:
+                    self._dropped_rows += served.row_count
+                logger.error(
+                    "request log: DROPPED %d rows of request %s: they cannot be written to %s: %s",
+                    served.row_count, served.request_id, self.table, error, exc_info=error,
+                )
+                continue
+            kept.append(served)
+        if not frames:
+            return None, [], 0
+        return pl.concat(frames), kept, sum(r.row_count for r in kept)
+
+    def flush(self) -> int:
+        """Append everything buffered now; the rows written (0 if the append keeps failing,
+        in which case the rows stay buffered and the failure is logged at ERROR)."""
+        with self._flush_lock:
+            batch, rows = self._take()
+            if not batch:
+                return 0
+            frame, batch, rows = self._to_frame(batch)
+            if frame is None:
+                return 0
+            error: Exception | None = None
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    self.store.append(self.table, frame)
+                except Exception as caught:  # noqa: BLE001 - any storage error; re-raised below as a log + retained rows
+                    error = caught
+                    logger.warning(
+                        "request log: append of %d rows to %s failed (attempt %d/%d): %s",
+                        rows, self.table, attempt, self.max_attempts, caught,
+                    )
+                    if attempt < self.max_attempts:
+                        time.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+                    continue
+                with self._lock:
+                    self._written_rows += rows
+                return rows
+            with self._lock:
+                self._failed_flushes += 1
+                self._last_error = f"{type(error).__name__}: {error}"
+            logger.error(
+                "request log: could not append %d rows to %s after %d attempts; keeping them "
+                "for the next flush. Last error: %s",
+                rows, self.table, self.max_attempts, error, exc_info=error,
+            )
+            self._put_back(batch, rows)
+            return 0
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left.
+
+        Raises:
+            RequestLogError: rows could not be written; they are counted in the message (and
+                were logged at ERROR) rather than silently lost.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+        atexit.unregister(self._close_at_exit)
+        with self._lock:
+            left = self._pending_rows
+        if left:
+            raise RequestLogError(
+                f"request log: {left} rows could not be appended to {self.table} "
+                f"({self._last_error}); they are lost with this process"
+            )
+
+    def _close_at_exit(self) -> None:
+        if not self._closed:
+            logger.warning("request log: closed at interpreter exit; call close() on shutdown")
+            self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /health and metrics: what is buffered, written, failed and dropped."""
+        with self._lock:
+            return {
+                "pending_rows": self._pending_rows,
+                "written_rows": self._written_rows,
+                "failed_flushes": self._failed_flushes,
+                "dropped_rows": self._dropped_rows,
+                "last_error": self._last_error,
+            }
