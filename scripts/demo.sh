@@ -15,7 +15,14 @@ if [ -z "${FEATURE_PIPELINES_REPLAY_START:-}" ]; then
   export FEATURE_PIPELINES_REPLAY_START="$(cat data/replay_start)"
 fi
 echo "demo: replay mode, 2013 data mapped to start on ${FEATURE_PIPELINES_REPLAY_START}"
-.venv/bin/feature-pipelines backfill --days "${DEMO_DAYS:-14}"
+if [ -z "${FEATURE_PIPELINES_REDIS_URL:-}" ]; then
+  # No online store configured: start (or reuse) a local redis-server on a free loopback port.
+  FEATURE_PIPELINES_REDIS_URL="$(.venv/bin/feature-pipelines redis-up)"
+  export FEATURE_PIPELINES_REDIS_URL
+  echo "demo: no Redis URL configured; using a local redis-server at ${FEATURE_PIPELINES_REDIS_URL} (stop it with: .venv/bin/feature-pipelines redis-down)"
+fi
+.venv/bin/feature-pipelines backfill --days "${DEMO_DAYS:-21}"
 host="${DAGSTER_HOST:-127.0.0.1}"; port="${DAGSTER_PORT:-3000}"
 echo "demo: opening Dagster at http://${host}:${port} (Ctrl-C to stop)"
+echo "demo: the feature server is one command away: .venv/bin/feature-pipelines serve  (http://127.0.0.1:6566/docs)"
 exec .venv/bin/dagster dev -w workspace.yaml -h "$host" -p "$port"
