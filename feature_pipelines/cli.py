@@ -33,8 +33,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     runs = materialize_window(defs, settings, start, end, instance=DagsterInstance.get(), raise_on_error=False)
     for run in runs:
         status = "ok" if run.result.success else "FAILED"
-        print(f"  {run.job_name}: partitions {run.first_partition} .. {run.last_partition}: {status} "
-              f"(run {run.result.run_id})")
+        scope = f"partitions {run.first_partition} .. {run.last_partition}" if run.first_partition else "whole tables"
+        print(f"  {run.job_name}: {scope}: {status} (run {run.result.run_id})")
     print(f"backfill took {time.perf_counter() - began:.1f} s")
     return 0 if runs and all(run.result.success for run in runs) else 1
 

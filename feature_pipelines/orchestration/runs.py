@@ -18,7 +18,13 @@ from dagster import (
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.partitions import partitions_for
-from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
+from feature_pipelines.orchestration.schedules import (
+    DAILY_SNAPSHOT_JOB,
+    DIMENSIONS_JOB,
+    HOURLY_SNAPSHOT_JOB,
+    RAW_HOURLY_JOB,
+    TRAINING_JOB,
+)
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import require_utc
 
@@ -73,6 +79,14 @@ def materialize_range(
     return RangeRun(job_name, first_partition, last_partition, result)
 
 
+def materialize_range_free(
+    defs: Definitions, job_name: str, *, instance: DagsterInstance, raise_on_error: bool = True
+) -> RangeRun:
+    """One run of an unpartitioned job."""
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=raise_on_error)
+    return RangeRun(job_name, "", "", result)
+
+
 def raw_history_lead() -> timedelta:
     """The longest raw history any feature view's trailing window reads."""
     return max(view.max_window + view.source.max_lateness for view in FEATURE_VIEWS.values())
@@ -87,20 +101,27 @@ def materialize_window(
     instance: DagsterInstance,
     raise_on_error: bool = True,
 ) -> list[RangeRun]:
-    """The demo's and the benchmark's backfill of snapshots in (start, end]: three runs.
+    """The demo's and the benchmark's backfill of snapshots in (start, end]: one run per job.
 
-    Raw hours from `start` minus the longest trailing window (so no feature is computed from
-    partial history), then the hourly-snapshot views over every day overlapping the range (the
-    open day included), then the daily-snapshot views over the whole days inside it.
+    Dimension tables; raw hours from `start` minus the longest trailing window (so no feature is
+    computed from partial history); the hourly-snapshot views (and their publish) over every day
+    overlapping the range, the open day included; the daily-snapshot views over the whole days
+    inside it; labels and training sets over the whole days before the last.
     """
+    dimensions = materialize_range_free(defs, DIMENSIONS_JOB, instance=instance, raise_on_error=raise_on_error)
+    if not dimensions.result.success:
+        return [dimensions]
     plan = [
         (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, start - raw_history_lead()), False),
         (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), start, True),
         (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
+        # Labels need the raw hours of the day after, so training sets stop a day before `end`.
+        (TRAINING_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
     ]
-    runs = []
+    runs = [dimensions]
     for job_name, partitions, job_start, overlapping in plan:
-        keys = partition_keys_between(partitions, job_start, end, overlapping=overlapping)
+        job_end = end - timedelta(days=1) if job_name == TRAINING_JOB else end
+        keys = partition_keys_between(partitions, job_start, job_end, overlapping=overlapping)
         if keys is None:
             continue
         run = materialize_range(defs, job_name, *keys, instance=instance, raise_on_error=raise_on_error)

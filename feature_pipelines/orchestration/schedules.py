@@ -4,6 +4,7 @@
 - hourly_snapshot_features_job, every hour at :15, rewrites the open day's partition of views that
   snapshot hourly (at 00:15 it finalises yesterday, whose last snapshot is midnight).
 - daily_snapshot_features_job, every day at 00:20, computes the day just closed.
+- raw_dimensions_job, every day at 00:30, reloads planes, airlines and airports.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RAW_HOURLY_JOB = "raw_hourly_job"
 HOURLY_SNAPSHOT_JOB = "hourly_snapshot_features_job"
 DAILY_SNAPSHOT_JOB = "daily_snapshot_features_job"
 TRAINING_JOB = "training_job"
+DIMENSIONS_JOB = "raw_dimensions_job"
 
 
 def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, scheduled_at: object) -> str:
@@ -45,6 +47,7 @@ def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, schedu
 def build_jobs_and_schedules(
     settings: Settings,
     *,
+    raw_dimensions: Sequence[str],
     raw_hourly: Sequence[str],
     hourly_snapshot_views: Sequence[str],
     daily_snapshot_views: Sequence[str],
@@ -52,6 +55,9 @@ def build_jobs_and_schedules(
 ) -> tuple[list[object], list[ScheduleDefinition]]:
     """Jobs per grain; in replay mode their schedules start running with `dagster dev`."""
     status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
+    dimensions_job = define_asset_job(
+        DIMENSIONS_JOB, selection=AssetSelection.assets(*raw_dimensions), description="Refresh the unpartitioned dimension tables."
+    )
     raw_job = define_asset_job(
         RAW_HOURLY_JOB, selection=AssetSelection.assets(*raw_hourly), description="Land one hour of raw flights and weather."
     )
@@ -80,8 +86,9 @@ def build_jobs_and_schedules(
         yield RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key)
 
     schedules = [
+        ScheduleDefinition(job=dimensions_job, cron_schedule="30 0 * * *", execution_timezone="UTC", default_status=status),
         build_schedule_from_partitioned_job(raw_job, minute_of_hour=5, default_status=status),
         hourly_snapshot_schedule,
         build_schedule_from_partitioned_job(daily_job, hour_of_day=0, minute_of_hour=20, default_status=status),
     ]
-    return [raw_job, hourly_job, daily_job], schedules
+    return [dimensions_job, raw_job, hourly_job, daily_job], schedules

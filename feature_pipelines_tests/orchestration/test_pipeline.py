@@ -88,9 +88,11 @@ def test_backfill_window_lands_raw_history_first(pipeline: Pipeline) -> None:
     start, end = datetime(2013, 1, 9, tzinfo=timezone.utc), datetime(2013, 1, 11, tzinfo=timezone.utc)
     runs = materialize_window(pipeline.defs, pipeline.settings, start, end, instance=pipeline.instance)
     assert [(r.job_name, r.first_partition, r.last_partition) for r in runs] == [
+        ("raw_dimensions_job", "", ""),
         (RAW_HOURLY_JOB, "2013-01-02-00:00", "2013-01-10-23:00"),
         (HOURLY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
         (DAILY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
+        ("training_job", "2013-01-09", "2013-01-09"),
     ]
     assert all(r.result.success for r in runs)
     carrier = pipeline.store.read("carrier_delay_stats")

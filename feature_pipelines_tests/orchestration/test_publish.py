@@ -71,7 +71,7 @@ def test_backfilling_an_old_partition_never_overwrites_newer_online_values(repla
     settings, defs, instance, store, client, runs = replayed
     before = {key: client.hgetall(key) for key in client.scan_iter(match=f"{PREFIX}:carrier_delay_stats:*")}
     assert before
-    oldest = runs[1].first_partition  # the first day of the hourly-snapshot backfill
+    oldest = next(r for r in runs if r.job_name == HOURLY_SNAPSHOT_JOB).first_partition  # its first day
     run = materialize_range(defs, HOURLY_SNAPSHOT_JOB, oldest, oldest, instance=instance)
     assert run.result.success
     published = [e for e in run.result.get_asset_materialization_events() if e.asset_key.to_user_string() == "carrier_delay_stats_online"]

@@ -1,0 +1,1 @@
+"""Quality gates: Great Expectations suites derived from feature views, raw-data rules, check outcomes."""
