@@ -14,7 +14,9 @@ from feature_pipelines.features.spec import (
     SourceSpec,
 )
 
-_LATEST = dict(aggregation=Aggregation.LATEST, window="3h", null_policy=NullPolicy.KEEP)
+# Latest values look back as far as the view's widest window, so a row never lacks one merely
+# because an hourly observation is missing from the source.
+_LATEST = dict(aggregation=Aggregation.LATEST, window="6h", null_policy=NullPolicy.KEEP)
 
 origin_weather = FeatureView(
     name="origin_weather",
@@ -24,11 +26,11 @@ origin_weather = FeatureView(
     snapshot_every=Partitioning.HOURLY,
     features=(
         Feature("origin_temp_latest", "float64", source_column="temp", min_value=-40, max_value=130,
-                max_null_fraction=0.01, description="Latest temperature (F) in the last 3h.", **_LATEST),
+                max_null_fraction=0.02, description="Latest temperature (F) observed in the last 6h.", **_LATEST),
         Feature("origin_visib_latest", "float64", source_column="visib", min_value=0, max_value=10,
-                max_null_fraction=0.01, description="Latest visibility (miles) in the last 3h.", **_LATEST),
+                max_null_fraction=0.01, description="Latest visibility (miles) observed in the last 6h.", **_LATEST),
         Feature("origin_wind_speed_latest", "float64", source_column="wind_speed", min_value=0,
-                max_value=100, max_null_fraction=0.01, description="Latest wind speed (mph).", **_LATEST),
+                max_value=100, max_null_fraction=0.02, description="Latest wind speed (mph).", **_LATEST),
         Feature("origin_temp_mean_6h", "float64", Aggregation.MEAN, "6h", "temp", min_value=-40,
                 max_value=130, max_null_fraction=0.01, description="Mean temperature over 6h."),
         Feature("origin_precip_sum_6h", "float64", Aggregation.SUM, "6h", "precip", min_value=0,
