@@ -2,7 +2,7 @@
 
 
 import math
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 from dagster import (
@@ -12,9 +12,11 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     FreshnessPolicy,
+    Output,
     TableColumnDep,
     TableColumnLineage,
     TimeWindowPartitionMapping,
+    TimeWindowPartitionsDefinition,
     asset,
 )
 
@@ -22,6 +24,18 @@ from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_featur
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import view_partitions
+from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
+from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.quality.outcome import CUSTOM_EXPECTATIONS
+from feature_pipelines.quality.suites import (
+    EXTRA_EXPECTATIONS,
+    FEATURE_CHECKS,
+    VOLUME,
+    PartitionWindow,
+    check_volume,
+    validate_feature_partitions,
+)
+from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, utc_now
 
@@ -56,6 +70,8 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     mapping = TimeWindowPartitionMapping(
         start_offset=-lookback_partitions(view), end_offset=0, allow_nonexistent_upstream_partitions=True
     )
+    partitions = view_partitions(view, settings)
+    check_names = [*FEATURE_CHECKS, *([CUSTOM_EXPECTATIONS] if EXTRA_EXPECTATIONS.get(view.name) else [])]
     feature_list = "\n".join(
         f"- `{f.name}` ({f.dtype}): {f.aggregation.value} over {f.window}, nulls: {f.null_policy.value}. "
         f"{f.description}"
@@ -68,7 +84,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         f"TTL {view.ttl}; {view.partitioning.value} partitions, a snapshot every "
         f"{view.cadence.value}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
         group_name="features",
-        partitions_def=view_partitions(view, settings),
+        partitions_def=partitions,
         ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping)},
         backfill_policy=BackfillPolicy.single_run(),
         metadata={
@@ -83,10 +99,12 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         freshness_policy=FreshnessPolicy.time_window(
             fail_window=view.freshness.fail_after, warn_window=view.freshness.warn_after
         ),
+        check_specs=gate_check_specs(view.name, check_names),
+        output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
     )
-    def _feature_table(context: AssetExecutionContext, events: pl.DataFrame) -> pl.DataFrame:
+    def _feature_table(context: AssetExecutionContext, events: pl.DataFrame, lake: LakeResource):
         window = context.partition_time_window
         key_range = context.partition_key_range
         # An open partition (today) gets the snapshots that have already happened, no more.
@@ -100,14 +118,60 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
             f"(for feature view {view.name!r})",
         )
         features = features.with_columns(pl.lit(utc_now()).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
-        context.add_output_metadata(
-            {
+        store = lake.store()
+        windows = [_window(partitions, key) for key in context.partition_keys]
+        history = QualityLedger(store).recent_row_counts(view.name, windows[0].key, limit=14)
+        outcomes = validate_feature_partitions(view, features, partitions=windows, recent_row_counts=history)
+        counts = full_partition_counts(view, features, windows, end)
+        for window in windows:
+            if counts[window.key] != _rows_in(features, window):  # an open partition: judge its pace
+                outcomes[window.key] = [
+                    check_volume(view.name, window.key, counts[window.key], history, view.volume_tolerance_factor)
+                    if o.check_name == VOLUME else o
+                    for o in outcomes[window.key]
+                ]
+        passed = False
+        for item in run_gate(context, table=view.name, frame=features, outcomes_by_partition=outcomes,
+                             check_names=check_names, row_counts=counts, store=store):
+            if isinstance(item, bool):
+                passed = item
+            else:
+                yield item
+        if not passed:
+            return
+        yield Output(
+            features,
+            metadata={
                 "dagster/column_lineage": column_lineage(view),
                 "entities": features.select(view.entity_keys).n_unique() if features.height else 0,
                 "snapshots": features[EVENT_TIMESTAMP].n_unique() if features.height else 0,
                 "source_rows_read": events.height,
-            }
+            },
         )
-        return features
 
     return _feature_table
+
+
+def _window(partitions: TimeWindowPartitionsDefinition, key: str) -> PartitionWindow:
+    window = partitions.time_window_for_partition_key(key)
+    return PartitionWindow(key, window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc))
+
+
+def _rows_in(features: pl.DataFrame, window: PartitionWindow) -> int:
+    stamps = features.get_column(EVENT_TIMESTAMP)
+    return int(((stamps > window.start) & (stamps <= window.end)).sum())
+
+
+def full_partition_counts(
+    view: FeatureView, features: pl.DataFrame, windows: list[PartitionWindow], computed_until: datetime
+) -> dict[str, int]:
+    """Rows per partition, with an open partition's count scaled to a whole partition at the pace
+    of the snapshots it has so far, so its volume is judged like a closed one's."""
+    counts = {}
+    for window in windows:
+        rows = _rows_in(features, window)
+        done = min(window.end, computed_until) - window.start
+        counts[window.key] = rows if done >= window.end - window.start or done <= timedelta(0) else round(
+            rows * ((window.end - window.start) / done)
+        )
+    return counts

@@ -5,12 +5,31 @@ from dataclasses import dataclass
 from datetime import timezone
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    BackfillPolicy,
+    Output,
+    TimeWindowPartitionsDefinition,
+    asset,
+)
 
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.features.spec import Partitioning
-from feature_pipelines.resources import LandingResource
+from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
+from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.quality.raw_rules import (
+    FLIGHTS_CHECKS,
+    RAW_VOLUME,
+    WARN_CHECKS,
+    WEATHER_CHECKS,
+    raw_volume,
+    validate_raw_flights_partitions,
+    validate_raw_weather_partitions,
+)
+from feature_pipelines.quality.suites import PartitionWindow
+from feature_pipelines.resources import LakeResource, LandingResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES
 
@@ -23,6 +42,7 @@ class RawTable:
     landing_table: str
     description: str
     time_column: str | None = None  # the column the hourly partition is cut on; None = unpartitioned
+    checks: tuple[str, ...] = ()  # quality checks (quality.raw_rules) run before the table is written
 
 
 RAW_TABLES = (
@@ -35,12 +55,14 @@ RAW_TABLES = (
         "known in that hour, so trailing windows never need partitions from the future (early "
         "departures) or a lateness allowance (delays up to 21.7h).",
         time_column="dep_known_at",
+        checks=(*FLIGHTS_CHECKS, RAW_VOLUME),
     ),
     RawTable(
         "raw_weather",
         "weather",
         "Hourly weather observations at EWR, JFK and LGA, partitioned by observation hour (UTC).",
         time_column="observed_at",
+        checks=(*WEATHER_CHECKS, RAW_VOLUME),
     ),
     RawTable("raw_planes", "planes", "Aircraft by tail number: manufacturer, model, build year."),
     RawTable("raw_airlines", "airlines", "Airline names by carrier code."),
@@ -80,38 +102,88 @@ def _shift_times(frame: pl.LazyFrame, offset_seconds: int) -> pl.LazyFrame:
 
 
 def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
-    """One raw asset per landing table; partitioned ones read only their hour range."""
-    partitioned = table.time_column is not None
+    """One raw asset per landing table; partitioned ones read only their hour range and are
+    checked (write-audit-publish) before they are written."""
+    if table.time_column is None:
+        return _build_dimension_asset(table)
+    partitions = partitions_for(Partitioning.HOURLY, settings)
     offset_seconds = int(settings.replay.offset.total_seconds())
 
     @asset(
         name=table.name,
         description=table.description,
         group_name="raw",
-        partitions_def=partitions_for(Partitioning.HOURLY, settings) if partitioned else None,
-        backfill_policy=BackfillPolicy.single_run() if partitioned else None,
-        metadata={TIME_COLUMN_KEY: table.time_column, CLOSED_KEY: "left"} if partitioned else None,
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={TIME_COLUMN_KEY: table.time_column, CLOSED_KEY: "left"},
+        check_specs=gate_check_specs(table.name, table.checks, WARN_CHECKS),
+        output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
     )
-    def _raw(context: AssetExecutionContext, landing: LandingResource) -> pl.DataFrame:
-        lazy = landing.zone().scan(table.landing_table)
-        partition = _partition_label(context) if partitioned else "(unpartitioned)"
-        validate_raw_schema(table, lazy.collect_schema(), partition)
-        lazy = _shift_times(lazy, offset_seconds)
-        if partitioned:
-            window = context.partition_time_window
-            start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
-            column = pl.col(table.time_column)
-            lazy = lazy.filter((column >= start) & (column < end)).sort(table.time_column, maintain_order=True)
-        return lazy.collect()
+    def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
+        windows = [_window(partitions, key) for key in context.partition_keys]
+        frame = _landed_rows(landing.zone().scan(table.landing_table), table.time_column, windows, offset_seconds)
+        outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows)
+        counts = _counts_per_partition(frame, table.time_column, windows)
+        store = lake.store()
+        ledger = QualityLedger(store)
+        for window in windows:
+            history = ledger.recent_row_counts(table.name, window.key, limit=7, key_suffix=window.key[-6:])
+            outcomes[window.key].append(raw_volume(table.name, window.key, counts[window.key], history))
+        passed = False
+        for item in run_gate(context, table=table.name, frame=frame, outcomes_by_partition=outcomes,
+                             check_names=table.checks, row_counts=counts, store=store):
+            if isinstance(item, bool):
+                passed = item
+            else:
+                yield item
+        if passed:
+            yield Output(frame.sort(table.time_column, maintain_order=True))
 
     return _raw
 
 
-def _partition_label(context: AssetExecutionContext) -> str:
-    key_range = context.partition_key_range
-    return key_range.start if key_range.start == key_range.end else f"{key_range.start}..{key_range.end}"
+def _build_dimension_asset(table: RawTable) -> AssetsDefinition:
+    @asset(
+        name=table.name,
+        description=table.description,
+        group_name="raw",
+        io_manager_key="delta_io_manager",
+        kinds={"polars", "delta"},
+    )
+    def _dimension(landing: LandingResource) -> pl.DataFrame:
+        lazy = landing.zone().scan(table.landing_table)
+        validate_raw_schema(table, lazy.collect_schema(), "(unpartitioned)")
+        return lazy.collect()
+
+    return _dimension
+
+
+def _window(partitions: TimeWindowPartitionsDefinition, key: str) -> PartitionWindow:
+    window = partitions.time_window_for_partition_key(key)
+    return PartitionWindow(key, window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc))
+
+
+def _landed_rows(lazy: pl.LazyFrame, column: str, windows: list[PartitionWindow], offset_seconds: int) -> pl.DataFrame:
+    """The landed rows of the run's hours. When the time column itself is missing or mistyped the
+    rows cannot be cut by hour, so all of them go to the checks (which then fail on the schema)."""
+    dtype = lazy.collect_schema().get(column)
+    if not (isinstance(dtype, pl.Datetime) and dtype.time_zone == "UTC"):
+        return lazy.collect()
+    lazy = _shift_times(lazy, offset_seconds)
+    return lazy.filter(pl.col(column) >= windows[0].start, pl.col(column) < windows[-1].end).collect()
+
+
+def _counts_per_partition(frame: pl.DataFrame, column: str, windows: list[PartitionWindow]) -> dict[str, int]:
+    if column not in frame.columns or not isinstance(frame.schema[column], pl.Datetime):
+        return {w.key: 0 for w in windows}
+    hours = frame.get_column(column).dt.truncate("1h")
+    counts = dict(zip(*hours.value_counts().to_dict(as_series=False).values()))
+    return {w.key: int(counts.get(w.start, 0)) for w in windows}
+
+
+RAW_VALIDATORS = {"raw_flights": validate_raw_flights_partitions, "raw_weather": validate_raw_weather_partitions}
 
 
 def build_raw_assets(settings: Settings) -> list[AssetsDefinition]:

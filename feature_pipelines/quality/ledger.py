@@ -103,13 +103,20 @@ class QualityLedger:
                 "partitions, or read with allow_failed_checks=True to take the last good data knowingly."
             )
 
-    def recent_row_counts(self, table: str, before: str, *, limit: int = 14) -> list[int]:
-        """Row counts of the latest passed evaluations of the `limit` partitions before `before`."""
+    def recent_row_counts(self, table: str, before: str, *, limit: int = 14, key_suffix: str = "") -> list[int]:
+        """Row counts of the latest passed evaluations of the `limit` partitions before `before`
+        (only keys ending with `key_suffix`, e.g. the same hour of day)."""
         latest = self._latest()
         if latest is None:
             return []
         counts = (
-            latest.filter(pl.col("table") == table, pl.col("partition") < before, pl.col("passed"), pl.col("row_count").is_not_null())
+            latest.filter(
+                pl.col("table") == table,
+                pl.col("partition") < before,
+                pl.col("partition").str.ends_with(key_suffix),
+                pl.col("passed"),
+                pl.col("row_count").is_not_null(),
+            )
             .group_by("partition")
             .agg(pl.col("row_count").first())
             .sort("partition")

@@ -32,6 +32,7 @@ elsewhere.
 from __future__ import annotations
 
 import functools
+import statistics
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -42,6 +43,7 @@ from great_expectations.expectations.row_conditions import Column
 
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, gx_findings, jsonable, outcome
 from feature_pipelines.quality.suites import (
+    check_volume,
     PartitionWindow,
     assign_partitions,
     dtype_findings,
@@ -222,3 +224,21 @@ def validate_raw_weather(
 ) -> list[CheckOutcome]:
     """The raw weather rules for one hourly partition [window_start, window_end), in WEATHER_CHECKS order."""
     return validate_raw_weather_partitions(frame, partitions=_windows(partition, window_start, window_end))[partition]
+
+
+RAW_VOLUME = "row_volume_within_tolerance"
+RAW_VOLUME_FACTOR = 5.0
+MIN_MEDIAN_FOR_VOLUME = 5  # quieter hours (nights) are not judged: zero flights at 4 am is real
+
+
+def raw_volume(table: str, partition: str, row_count: int, same_hour_history: Sequence[int]) -> CheckOutcome:
+    """An hour's row count against the same hour of recent days: an empty or collapsed busy hour
+    fails; a quiet hour, or an hour without history, passes with a note."""
+    if same_hour_history and statistics.median(same_hour_history) >= MIN_MEDIAN_FOR_VOLUME:
+        return check_volume(table, partition, row_count, same_hour_history, RAW_VOLUME_FACTOR)
+    note = "no history for this hour" if not same_hour_history else "a quiet hour"
+    return CheckOutcome(
+        RAW_VOLUME, True, table, partition,
+        f"table {table!r} partition {partition}: {row_count} rows accepted ({note})",
+        {"blocking": True, "row_count": row_count, "history_size": len(same_hour_history)},
+    )

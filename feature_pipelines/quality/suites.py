@@ -52,6 +52,7 @@ SCHEMA, NULLS, RANGES, UNIQUE, VOLUME = (
     "entity_keys_unique_per_timestamp",
     "row_volume_within_tolerance",
 )
+FEATURE_CHECKS = (SCHEMA, NULLS, RANGES, UNIQUE, VOLUME)
 VOLUME_HISTORY = 24  # partitions of history a range uses when the caller gives none
 
 E = gx.expectations
