@@ -1,4 +1,4 @@
-"""Command-line verbs: backfill the demo range, query the lake with SQL, and (later) serve and report."""
+"""Command-line verbs: backfill, SQL over the lake, check summaries, the feature server, local Redis."""
 
 from __future__ import annotations
 
@@ -47,6 +47,28 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checks(args: argparse.Namespace) -> int:
+    """Each table's last run's check outcomes from the quality ledger; exit 1 on a blocking failure."""
+    import polars as pl
+
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.quality.ledger import QualityLedger
+    from feature_pipelines.settings import load_settings
+
+    outcomes = QualityLedger(DeltaStore(load_settings().lake_root)).last_runs()
+    if outcomes.height == 0:
+        print("no check outcomes recorded yet")
+        return 0
+    summary = (
+        outcomes.group_by("table", "run_id", "check_name", "blocking")
+        .agg(pl.len().alias("partitions"), (~pl.col("passed")).sum().alias("failed"), pl.col("message").filter(~pl.col("passed")).first().alias("first_failure"))
+        .sort("table", "check_name")
+    )
+    with pl.Config(tbl_rows=100, fmt_str_lengths=160, tbl_width_chars=240):
+        print(summary)
+    return 1 if summary.filter(pl.col("blocking") & (pl.col("failed") > 0)).height else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feature-pipelines", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -58,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sql = verbs.add_parser("sql", help="run SQL (DuckDB) over every Delta table in the lake")
     sql.add_argument("query")
     sql.set_defaults(handler=cmd_sql)
+    checks = verbs.add_parser("checks", help="summarise each table's last checked run (exit 1 if a blocking check failed)")
+    checks.set_defaults(handler=cmd_checks)
     add_serve_parser(verbs)
     add_redis_parsers(verbs)
     return parser

@@ -125,11 +125,11 @@ class QualityLedger:
         )
         return counts["row_count"].to_list()
 
-    def last_run(self) -> pl.DataFrame:
-        """Every outcome recorded by the most recent run that recorded any."""
+    def last_runs(self) -> pl.DataFrame:
+        """For each table, every outcome recorded by the most recent run that checked it."""
         if not self.store.exists(LEDGER_TABLE):
             return pl.DataFrame(schema=LEDGER_SCHEMA)
         frame = self.store.read(LEDGER_TABLE)
-        last = frame.sort("evaluated_at")["run_id"][-1]
-        return frame.filter(pl.col("run_id") == last).sort("table", "partition", "check_name")
+        last = frame.sort("evaluated_at").group_by("table").agg(pl.col("run_id").last())
+        return frame.join(last, on=["table", "run_id"]).sort("table", "partition", "check_name")
 

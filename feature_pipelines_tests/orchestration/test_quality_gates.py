@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from feature_pipelines import cli
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.quality.ledger import QualityLedger
@@ -45,7 +46,9 @@ SCENARIOS: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str, str
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_bad_input_is_gated_and_recovers(scenario: str, tmp_path: Path, small_landing_root: Path) -> None:
+def test_bad_input_is_gated_and_recovers(
+    scenario: str, tmp_path: Path, small_landing_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     landing_table, edit, check, table, column, words = SCENARIOS[scenario]
     good = make_pipeline(tmp_path, small_landing_root)
     # History: three good days (raw hours, features, publish), and the good Jan 4 for "previous good data".
@@ -76,6 +79,10 @@ def test_bad_input_is_gated_and_recovers(scenario: str, tmp_path: Path, small_la
     assert bad.store.read(table).equals(frame)
     raw_table = f"raw_{landing_table}"
     assert bad.store.read(raw_table, version=before[raw_table][0]).equals(before[raw_table][1])
+    # The command line summarises the last run's outcomes and exits 1 on a blocking failure.
+    monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", bad.settings.lake_root)
+    assert cli.main(["checks"]) == 1
+    assert check in capsys.readouterr().out
     partitions = [DAY] if table == "origin_weather" else [f"{DAY}-{h:02d}:00" for h in range(24)]
     assert QualityLedger(bad.store).failed_partitions(table, partitions).height > 0
 
