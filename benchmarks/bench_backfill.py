@@ -37,6 +37,14 @@ def _dagster_case(days: int) -> dict:
     for run in runs:
         steps = instance.get_run_step_stats(run.result.run_id)
         stats = instance.get_run_stats(run.result.run_id)
+        inner: dict[str, dict[str, float]] = {}
+        for event in run.result.get_asset_materialization_events():
+            metadata = event.materialization.metadata
+            if "compute_seconds" in metadata and event.asset_key.to_user_string() not in inner:
+                inner[event.asset_key.to_user_string()] = {
+                    "compute_seconds": metadata["compute_seconds"].value,
+                    "quality_check_seconds": metadata["quality_check_seconds"].value,
+                }
         per_run.append(
             {
                 "job": run.job_name,
@@ -44,6 +52,7 @@ def _dagster_case(days: int) -> dict:
                 "run_seconds": (stats.end_time or 0) - (stats.start_time or stats.launch_time or 0),
                 "step_seconds": {s.step_key: round(s.end_time - s.start_time, 3) for s in steps},
                 "materializations": stats.materializations,
+                "inside_steps": inner,
             }
         )
     return {"wall_seconds": wall, "runs": per_run, "success": all(r.result.success for r in runs)}
@@ -105,7 +114,7 @@ def _run_case(case: str, days: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="benchmarks/results/backfill.json")
-    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--days", type=int, default=int(os.environ.get("BENCH_BACKFILL_DAYS", "365")))
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -131,7 +140,7 @@ def main() -> None:
           f"ratio {report['ratio_dagster_to_raw_time']:.1f}x time, {report['ratio_dagster_to_raw_memory']:.2f}x memory")
     for run in dagster["runs"]:
         print(f"  {run['job']} {run['partitions']}: run {run['run_seconds']:.1f} s, steps {run['step_seconds']}, "
-              f"{run['materializations']} materializations")
+              f"{run['materializations']} materializations, inside steps {run['inside_steps']}")
 
 
 if __name__ == "__main__":

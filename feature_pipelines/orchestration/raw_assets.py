@@ -1,6 +1,7 @@
 """Raw assets: landing-zone files to Delta tables (flights and weather hourly, dimensions whole)."""
 
 
+import time
 from dataclasses import dataclass
 from datetime import timezone
 
@@ -122,8 +123,10 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         kinds={"polars", "delta"},
     )
     def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
+        began = time.perf_counter()
         windows = [_window(partitions, key) for key in context.partition_keys]
         frame = _landed_rows(landing.zone().scan(table.landing_table), table.time_column, windows, offset_seconds)
+        landed = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows)
         counts = _counts_per_partition(frame, table.time_column, windows)
         store = lake.store()
@@ -139,7 +142,13 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
             else:
                 yield item
         if passed:
-            yield Output(frame.sort(table.time_column, maintain_order=True))
+            yield Output(
+                frame.sort(table.time_column, maintain_order=True),
+                metadata={
+                    "compute_seconds": round(landed - began, 4),
+                    "quality_check_seconds": round(time.perf_counter() - landed, 4),
+                },
+            )
 
     return _raw
 
