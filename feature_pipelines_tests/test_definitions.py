@@ -41,3 +41,21 @@ def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_every_view_declares_its_freshness_sla_to_dagster() -> None:
+    for view in FEATURE_VIEWS.values():
+        policy = defs.resolve_assets_def(view.name).specs_by_key[defs.resolve_assets_def(view.name).key].freshness_policy
+        assert policy is not None, view.name
+        assert policy.fail_window.to_timedelta() == view.freshness.fail_after
+        assert policy.warn_window.to_timedelta() == view.freshness.warn_after
+
+
+def test_gated_assets_carry_blocking_checks() -> None:
+    for name in ("raw_flights", "raw_weather", *FEATURE_VIEWS):
+        specs = list(defs.resolve_assets_def(name).check_specs)
+        assert specs and any(spec.blocking for spec in specs), name
+    assert {s.name for s in defs.resolve_assets_def("origin_weather").check_specs} == {
+        "schema_matches_declaration", "feature_nulls_within_limits", "feature_values_in_range",
+        "entity_keys_unique_per_timestamp", "row_volume_within_tolerance",
+    }
