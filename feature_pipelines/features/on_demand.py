@@ -25,17 +25,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
-from feature_pipelines.features.spec import FeatureDefinitionError, FeatureView
+from feature_pipelines.features.spec import DTYPES, FeatureDefinitionError, FeatureView
 
 ON_DEMAND_VIEW = "on_demand"
 """The view name under which the feature server accepts on-demand references ("on_demand:name")."""
 
-_DTYPES: dict[str, pl.DataType] = {
-    "int64": pl.Int64(),
-    "float64": pl.Float64(),
-    "string": pl.String(),
-    "bool": pl.Boolean(),
-}
+_DTYPES = DTYPES  # the same declared dtype names as stored features
 
 
 class OnDemandFeatureError(ValueError):

@@ -64,7 +64,7 @@ class NullPolicy(str, enum.Enum):
     KEEP = "keep"
 
 
-_DTYPES: dict[str, pl.DataType] = {
+DTYPES: dict[str, pl.DataType] = {
     "int64": pl.Int64(),
     "float64": pl.Float64(),
     "string": pl.String(),
@@ -118,9 +118,9 @@ class Feature:
     max_null_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
+        if self.dtype not in DTYPES:
             raise FeatureDefinitionError(
-                f"feature {self.name!r}: dtype {self.dtype!r} is not one of {sorted(_DTYPES)}"
+                f"feature {self.name!r}: dtype {self.dtype!r} is not one of {sorted(DTYPES)}"
             )
         if self.aggregation is not Aggregation.COUNT and self.source_column is None:
             raise FeatureDefinitionError(
@@ -142,7 +142,7 @@ class Feature:
 
     @property
     def polars_dtype(self) -> pl.DataType:
-        return _DTYPES[self.dtype]
+        return DTYPES[self.dtype]
 
     def name_suffix(self) -> str:
         """The token the name must end with: the canonical window, or 'latest' for LATEST."""

@@ -17,14 +17,13 @@ from dagster import (
     TableColumnDep,
     TableColumnLineage,
     TimeWindowPartitionMapping,
-    TimeWindowPartitionsDefinition,
     asset,
 )
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import view_partitions
+from feature_pipelines.orchestration.partitions import partition_window, view_partitions
 from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CUSTOM_EXPECTATIONS
@@ -122,7 +121,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         features = features.with_columns(pl.lit(utc_now()).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
         computed = time.perf_counter()
         store = lake.store()
-        windows = [_window(partitions, key) for key in context.partition_keys]
+        windows = [partition_window(partitions, key) for key in context.partition_keys]
         history = QualityLedger(store).recent_row_counts(view.name, windows[0].key, limit=14)
         outcomes = validate_feature_partitions(view, features, partitions=windows, recent_row_counts=history)
         counts = full_partition_counts(view, features, windows, end)
@@ -155,11 +154,6 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         )
 
     return _feature_table
-
-
-def _window(partitions: TimeWindowPartitionsDefinition, key: str) -> PartitionWindow:
-    window = partitions.time_window_for_partition_key(key)
-    return PartitionWindow(key, window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc))
 
 
 def _rows_in(features: pl.DataFrame, window: PartitionWindow) -> int:

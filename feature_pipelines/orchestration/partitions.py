@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition, TimeWindowPartitionsDefinition
 
 from feature_pipelines.features.spec import FeatureView, Partitioning
+from feature_pipelines.quality.suites import PartitionWindow
 from feature_pipelines.settings import Settings
 
 
@@ -39,3 +42,9 @@ def refreshes_in_progress(view: FeatureView) -> bool:
 
 def view_partitions(view: FeatureView, settings: Settings) -> TimeWindowPartitionsDefinition:
     return partitions_for(view.partitioning, settings, in_progress=refreshes_in_progress(view))
+
+
+def partition_window(partitions: TimeWindowPartitionsDefinition, key: str) -> PartitionWindow:
+    """A partition key with its UTC time window, the unit the quality checks report on."""
+    window = partitions.time_window_for_partition_key(key)
+    return PartitionWindow(key, window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc))

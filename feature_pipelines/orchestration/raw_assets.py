@@ -3,7 +3,6 @@
 
 import time
 from dataclasses import dataclass
-from datetime import timezone
 
 import polars as pl
 from dagster import (
@@ -11,12 +10,11 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Output,
-    TimeWindowPartitionsDefinition,
     asset,
 )
 
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.partitions import partition_window, partitions_for
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
 from feature_pipelines.quality.ledger import QualityLedger
@@ -124,7 +122,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
     )
     def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
         began = time.perf_counter()
-        windows = [_window(partitions, key) for key in context.partition_keys]
+        windows = [partition_window(partitions, key) for key in context.partition_keys]
         frame = _landed_rows(landing.zone().scan(table.landing_table), table.time_column, windows, offset_seconds)
         landed = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows)
@@ -167,11 +165,6 @@ def _build_dimension_asset(table: RawTable) -> AssetsDefinition:
         return lazy.collect()
 
     return _dimension
-
-
-def _window(partitions: TimeWindowPartitionsDefinition, key: str) -> PartitionWindow:
-    window = partitions.time_window_for_partition_key(key)
-    return PartitionWindow(key, window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc))
 
 
 def _landed_rows(lazy: pl.LazyFrame, column: str, windows: list[PartitionWindow], offset_seconds: int) -> pl.DataFrame:
