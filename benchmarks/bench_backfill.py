@@ -31,7 +31,7 @@ def _dagster_case(days: int) -> dict:
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
     began = time.perf_counter()
-    runs = materialize_window(defs, settings, START, START + timedelta(days=days), instance=instance)
+    runs = materialize_window(defs, settings, START, START + timedelta(days=days), instance=instance, raise_on_error=False)
     wall = time.perf_counter() - began
     per_run = []
     for run in runs:
@@ -53,6 +53,10 @@ def _dagster_case(days: int) -> dict:
                 "step_seconds": {s.step_key: round(s.end_time - s.start_time, 3) for s in steps},
                 "materializations": stats.materializations,
                 "inside_steps": inner,
+                "success": run.result.success,
+                "failed_checks": sorted(
+                    {f"{c.asset_key.to_user_string()}:{c.check_name}" for c in run.result.get_asset_check_evaluations() if not c.passed}
+                ),
             }
         )
     return {"wall_seconds": wall, "runs": per_run, "success": all(r.result.success for r in runs)}
@@ -140,7 +144,8 @@ def main() -> None:
           f"ratio {report['ratio_dagster_to_raw_time']:.1f}x time, {report['ratio_dagster_to_raw_memory']:.2f}x memory")
     for run in dagster["runs"]:
         print(f"  {run['job']} {run['partitions']}: run {run['run_seconds']:.1f} s, steps {run['step_seconds']}, "
-              f"{run['materializations']} materializations, inside steps {run['inside_steps']}")
+              f"{run['materializations']} materializations, inside steps {run['inside_steps']}, "
+              f"success {run['success']}, failed checks {run['failed_checks']}")
 
 
 if __name__ == "__main__":

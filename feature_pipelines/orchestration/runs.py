@@ -124,10 +124,9 @@ def materialize_window(
         keys = partition_keys_between(partitions, job_start, job_end, overlapping=overlapping)
         if keys is None:
             continue
-        run = materialize_range(defs, job_name, *keys, instance=instance, raise_on_error=raise_on_error)
-        runs.append(run)
-        if not run.result.success:
-            break
+        # A failed job does not stop the next: independent views still run, and anything that
+        # needs the failed partitions is refused by the quality ledger, naming them.
+        runs.append(materialize_range(defs, job_name, *keys, instance=instance, raise_on_error=raise_on_error))
     return runs
 
 
