@@ -80,3 +80,19 @@ def test_backfilling_an_old_partition_never_overwrites_newer_online_values(repla
     assert metadata["skipped_as_older"].value + metadata["skipped_as_expired"].value > 0
     after = {key: client.hgetall(key) for key in client.scan_iter(match=f"{PREFIX}:carrier_delay_stats:*")}
     assert after == before
+
+
+def test_feature_store_facade_serves_training_and_online_alike(replayed) -> None:
+    from feature_pipelines import FeatureStore
+
+    _, _, _, store, client, _ = replayed
+    facade = FeatureStore(lake=store, redis_client=client, key_prefix=PREFIX)
+    now = utc_now()
+    entities = pl.DataFrame({"origin": ["EWR", "JFK", "LGA"]})
+    references = ["origin_weather:origin_temp_latest", "origin_weather:origin_observations_count_6h"]
+    online = facade.get_online_features(entities, references, now=now)
+    offline = facade.get_historical_features(
+        entities.with_columns(pl.lit(now).dt.cast_time_unit("us").alias("event_timestamp")), references
+    ).drop("event_timestamp")
+    assert online.equals(offline) and online["origin_temp_latest"].null_count() == 0
+    assert online.schema["origin_observations_count_6h"] == pl.Int64

@@ -1,0 +1,83 @@
+"""The user-facing facade: one object for training reads (Delta) and serving reads (Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import polars as pl
+import redis
+
+from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.features.on_demand import OnDemandFeature
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, get_historical_features
+from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.settings import load_settings
+from feature_pipelines.timeutil import utc_now
+
+
+@dataclass
+class FeatureStore:
+    """`get_historical_features` for training (point-in-time, pinned versions, quality-gated) and
+    `get_online_features` for serving (Redis), returning the same columns and dtypes."""
+
+    lake: DeltaStore
+    views: Mapping[str, FeatureView] = field(default_factory=lambda: dict(FEATURE_VIEWS))
+    redis_client: redis.Redis | None = None
+    key_prefix: str = "fp:local"
+
+    @classmethod
+    def from_environment(cls, *, redis_client: redis.Redis | None = None) -> FeatureStore:
+        """The lake of FEATURE_PIPELINES_LAKE_ROOT and the environment's key prefix."""
+        settings = load_settings()
+        return cls(lake=DeltaStore(settings.lake_root), redis_client=redis_client, key_prefix=f"fp:{settings.environment}")
+
+    def get_historical_features(
+        self,
+        entity_df: pl.DataFrame | pl.LazyFrame,
+        features: Sequence[str],
+        *,
+        as_of: AsOf = None,
+        timestamp_column: str = EVENT_TIMESTAMP,
+        allow_failed_checks: bool = False,
+    ) -> pl.DataFrame:
+        return self.get_historical_features_with_versions(
+            entity_df, features, as_of=as_of, timestamp_column=timestamp_column, allow_failed_checks=allow_failed_checks
+        ).frame
+
+    def get_historical_features_with_versions(
+        self,
+        entity_df: pl.DataFrame | pl.LazyFrame,
+        features: Sequence[str],
+        *,
+        as_of: AsOf = None,
+        timestamp_column: str = EVENT_TIMESTAMP,
+        allow_failed_checks: bool = False,
+    ) -> HistoricalFeatures:
+        """The frame and the Delta version of every table read (pass them back as `as_of`)."""
+        return get_historical_features(
+            self.lake, self.views, entity_df, features, timestamp_column=timestamp_column, as_of=as_of,
+            ledger=QualityLedger(self.lake), allow_failed_checks=allow_failed_checks,
+        )
+
+    def get_online_features(
+        self,
+        entity_rows: pl.DataFrame,
+        features: Sequence[str],
+        *,
+        now: datetime | None = None,
+        include_metadata: bool = False,
+        on_demand: Sequence[OnDemandFeature] = (),
+    ) -> pl.DataFrame:
+        """Values past their TTL at `now` come back null, as they would offline."""
+        if self.redis_client is None:
+            raise ValueError("this FeatureStore has no Redis client: pass redis_client= to read online features")
+        return get_online_features(
+            self.redis_client, prefix=self.key_prefix, views=self.views, entity_rows=entity_rows,
+            features=features, now=now or utc_now(), include_metadata=include_metadata, on_demand=on_demand,
+        )
