@@ -99,9 +99,12 @@ def _child(case: str, days: int) -> None:
 
 
 def _run_case(case: str, days: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+    from feature_pipelines.online.local_server import LocalRedisServer
+
+    with tempfile.TemporaryDirectory() as tmp, LocalRedisServer() as redis_server:
         env = {
             **os.environ,
+            "FEATURE_PIPELINES_REDIS_URL": redis_server.url,  # publish assets run in the backfill too
             "DAGSTER_HOME": tmp,
             "FEATURE_PIPELINES_LAKE_ROOT": f"{tmp}/lake",
             "FEATURE_PIPELINES_LANDING_ROOT": f"{tmp}/landing",
