@@ -74,9 +74,18 @@ class DeltaStore:
         return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self._options())
 
     def version(self, table: str) -> int:
-        return self._open(table).version()
+        return self.open(table).version()
 
-    def _open(self, table: str, version: int | None = None) -> DeltaTable:
+    def open(self, table: str, version: int | None = None, *, as_of: datetime | None = None) -> DeltaTable:
+        """The table at its latest version, a pinned version, or as of an instant."""
+        if version is not None and as_of is not None:
+            raise ValueError("pass either version or as_of, not both")
+        delta = self._load(table, version)
+        if as_of is not None:
+            delta.load_as_version(require_utc(as_of, "as_of"))
+        return delta
+
+    def _load(self, table: str, version: int | None) -> DeltaTable:
         try:
             return DeltaTable(self.table_uri(table), version=version, storage_options=self._options())
         except TableNotFoundError as error:
@@ -128,18 +137,11 @@ class DeltaStore:
 
     def scan_version_at(self, table: str, moment: datetime) -> int:
         """The table's version as of an instant (the latest commit at or before it)."""
-        delta = self._open(table)
-        delta.load_as_version(require_utc(moment, "as_of"))
-        return delta.version()
+        return self.open(table, as_of=moment).version()
 
     def scan(self, table: str, *, version: int | None = None, as_of: datetime | None = None) -> pl.LazyFrame:
         """A lazy read of the table at its latest version, a pinned version, or as of an instant."""
-        if version is not None and as_of is not None:
-            raise ValueError("pass either version or as_of, not both")
-        delta = self._open(table, version)
-        if as_of is not None:
-            delta.load_as_version(require_utc(as_of, "as_of"))
-        return pl.scan_delta(delta)
+        return pl.scan_delta(self.open(table, version, as_of=as_of))
 
     def read(self, table: str, *, time_slice: TimeSlice | None = None, version: int | None = None) -> pl.DataFrame:
         lazy = self.scan(table, version=version)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 from dagster_duckdb import DuckDBResource
-from deltalake import DeltaTable
 
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.settings import Settings
@@ -25,8 +24,7 @@ def lake_connection(duckdb: DuckDBResource, store: DeltaStore) -> Iterator[objec
     """A DuckDB connection where every Delta table is a view over its current version's files."""
     with duckdb.get_connection() as connection:
         for table in lake_tables(store):
-            dataset = DeltaTable(store.table_uri(table), storage_options=store.storage_options and dict(store.storage_options)).to_pyarrow_dataset()
-            connection.register(table, dataset)
+            connection.register(table, store.open(table).to_pyarrow_dataset())
         yield connection
 
 

@@ -55,12 +55,12 @@ def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame
 
 def parity_report(view: FeatureView, published: pl.DataFrame, lake: LakeResource, redis: RedisResource) -> ParityReport:
     """Offline point-in-time values at `now` vs what Redis serves at `now`, for (a sample of) the
-    entities just published."""
+    entities just published whose values are still within their TTL."""
     sample = int(os.environ.get(PARITY_SAMPLE_ENV, DEFAULT_PARITY_SAMPLE))
-    entities = published.select(view.entity_keys)
+    now = utc_now()
+    entities = published.filter(pl.col(EVENT_TIMESTAMP) + view.ttl >= now).select(view.entity_keys)
     if sample and entities.height > sample:
         entities = entities.sample(n=sample, seed=0)
-    now = utc_now()
     references = [f"{view.name}:{name}" for name in view.feature_names]
     offline = get_historical_features(
         lake.store(), {view.name: view}, entities.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(EVENT_TIMESTAMP)), references
@@ -122,7 +122,7 @@ def build_publish_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
                 "online_store": redis.describe(),
             }
         )
-        report = parity_report(view, latest.filter(pl.col(EVENT_TIMESTAMP) + view.ttl >= utc_now()), lake, redis)
+        report = parity_report(view, latest, lake, redis)
         yield AssetCheckResult(
             check_name=PARITY_CHECK,
             passed=report.passed,

@@ -68,23 +68,16 @@ def materialize_range(
 ) -> RangeRun:
     """One run over [first_partition, last_partition]: every asset reads and writes the range at once.
 
-    `assets` narrows the run to some of the job's assets.
+    `assets` narrows the run to some of the job's assets; empty partition keys run an
+    unpartitioned job.
     """
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
-        tags={RANGE_START_TAG: first_partition, RANGE_END_TAG: last_partition},
+        tags={RANGE_START_TAG: first_partition, RANGE_END_TAG: last_partition} if first_partition else None,
         raise_on_error=raise_on_error,
         asset_selection=[AssetKey(name) for name in assets] if assets is not None else None,
     )
     return RangeRun(job_name, first_partition, last_partition, result)
-
-
-def materialize_range_free(
-    defs: Definitions, job_name: str, *, instance: DagsterInstance, raise_on_error: bool = True
-) -> RangeRun:
-    """One run of an unpartitioned job."""
-    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=raise_on_error)
-    return RangeRun(job_name, "", "", result)
 
 
 def raw_history_lead() -> timedelta:
@@ -108,7 +101,7 @@ def materialize_window(
     overlapping the range, the open day included; the daily-snapshot views over the whole days
     inside it; labels and training sets over the whole days before the last.
     """
-    dimensions = materialize_range_free(defs, DIMENSIONS_JOB, instance=instance, raise_on_error=raise_on_error)
+    dimensions = materialize_range(defs, DIMENSIONS_JOB, "", "", instance=instance, raise_on_error=raise_on_error)
     if not dimensions.result.success:
         return [dimensions]
     plan = [
