@@ -103,8 +103,53 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class FeatureMonitoring:
+    """How far serving may stray from training before the monitors raise an alarm.
+
+    Skew (served vs the offline point-in-time reconstruction of the same entity and instant):
+    a logged value counts as a mismatch when it differs from the offline value by more than
+    `abs_tolerance` (nulls equal only nulls); the blocking skew check fails when the share of
+    mismatches for the feature exceeds `skew_tolerance`.
+
+    Drift (a reference distribution, e.g. the training set, vs a current one, e.g. a day of
+    serving): Population Stability Index warns at `psi_warn` and fails at `psi_fail` (the usual
+    0.1 / 0.25); the Kolmogorov-Smirnov statistic (numeric features) at `ks_warn` / `ks_fail`;
+    the Jensen-Shannon divergence (categorical features, base 2, in [0, 1]) at `jsd_warn` /
+    `jsd_fail`. `partition_drift` turns the partition-to-partition comparison off for features
+    that legitimately change from one day to the next (the weather).
+    """
+
+    skew_tolerance: float = 0.0
+    abs_tolerance: float = 1e-9
+    psi_warn: float = 0.1
+    psi_fail: float = 0.25
+    ks_warn: float = 0.1
+    ks_fail: float = 0.2
+    jsd_warn: float = 0.05
+    jsd_fail: float = 0.1
+    partition_drift: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.skew_tolerance <= 1.0:
+            raise FeatureDefinitionError(f"skew_tolerance must be in [0, 1], got {self.skew_tolerance}")
+        if self.abs_tolerance < 0:
+            raise FeatureDefinitionError(f"abs_tolerance must be >= 0, got {self.abs_tolerance}")
+        for metric in ("psi", "ks", "jsd"):
+            warn, fail = getattr(self, f"{metric}_warn"), getattr(self, f"{metric}_fail")
+            if not 0 < warn <= fail:
+                raise FeatureDefinitionError(f"{metric} thresholds need 0 < warn <= fail, got {warn} / {fail}")
+
+
+DEFAULT_MONITORING = FeatureMonitoring()
+
+
+@dataclass(frozen=True)
 class Feature:
-    """One feature: a named aggregation of a source column over a trailing window."""
+    """One feature: a named aggregation of a source column over a trailing window.
+
+    `pii` marks a feature that identifies or describes a person; consumers configured to exclude
+    PII never receive it. `monitoring` holds its skew and drift thresholds.
+    """
 
     name: str
     dtype: str
@@ -116,6 +161,8 @@ class Feature:
     min_value: float | None = None
     max_value: float | None = None
     max_null_fraction: float = 0.0
+    pii: bool = False
+    monitoring: FeatureMonitoring = DEFAULT_MONITORING
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
