@@ -103,6 +103,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _feature_table(context: AssetExecutionContext, events: pl.DataFrame, lake: LakeResource):
         window = context.partition_time_window

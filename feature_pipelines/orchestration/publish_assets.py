@@ -97,6 +97,7 @@ def build_publish_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         ],
         owners=[view.owner],
         kinds={"redis"},
+        pool="online_store",
     )
     def _publish(context: AssetExecutionContext, features: pl.DataFrame, redis: RedisResource, lake: LakeResource):
         latest = latest_per_entity(view, features)

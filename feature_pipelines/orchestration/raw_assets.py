@@ -119,6 +119,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
         began = time.perf_counter()
@@ -158,6 +159,7 @@ def _build_dimension_asset(table: RawTable) -> AssetsDefinition:
         group_name="raw",
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _dimension(landing: LandingResource) -> pl.DataFrame:
         lazy = landing.zone().scan(table.landing_table)

@@ -63,6 +63,7 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _labels(context: AssetExecutionContext, flights: pl.DataFrame) -> pl.DataFrame:
         window = context.partition_time_window
@@ -128,6 +129,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _training_set(context: AssetExecutionContext, labels: pl.DataFrame, lake: LakeResource):
         store = lake.store()
