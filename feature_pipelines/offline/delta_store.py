@@ -1,20 +1,100 @@
-"""Delta Lake tables on local disk or an object store: atomic time-window overwrites and time-travel reads."""
+"""Delta Lake tables on local disk or an object store: atomic time-window overwrites and time-travel reads.
+
+The only module that touches `deltalake` (a test enforces it), so commit-conflict retries and the
+redaction of storage options apply to every table in the project.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from feature_pipelines.timeutil import require_utc
+
+LOG = logging.getLogger(__name__)
+
+# Storage-option keys whose values are credentials (matched case-insensitively as substrings).
+SECRET_KEY_MARKERS = ("SECRET", "KEY", "TOKEN", "PASSWORD", "CREDENTIAL")
+REDACTED = "***"
+# Shorter values are not searched for in error text: they would blank out ordinary words.
+_MIN_REDACTED_LENGTH = 4
+WRITE_ID_KEY = "feature_pipelines_write_id"
+
+_T = TypeVar("_T")
 
 
 class TableMissingError(LookupError):
     """A table that a reader needs has never been written."""
+
+
+class CommitConflictError(RuntimeError):
+    """Concurrent writers kept winning the commit race for a table until the attempts ran out."""
+
+
+class DeltaStoreError(RuntimeError):
+    """A Delta operation failed; the message names the table and never contains a secret option."""
+
+
+def is_secret_option(key: str) -> bool:
+    return any(marker in key.upper() for marker in SECRET_KEY_MARKERS)
+
+
+def redact_options(options: Mapping[str, str] | None) -> dict[str, str]:
+    """The options with every credential-looking value replaced, safe for logs, metadata and errors."""
+    return {key: (REDACTED if is_secret_option(key) else value) for key, value in (options or {}).items()}
+
+
+def redact_text(text: str, options: Mapping[str, str] | None) -> str:
+    """`text` with every secret option value blanked out (object-store errors may echo them)."""
+    for key, value in (options or {}).items():
+        if is_secret_option(key) and len(str(value)) >= _MIN_REDACTED_LENGTH:
+            text = text.replace(str(value), REDACTED)
+    return text
+
+
+@dataclass(frozen=True)
+class CommitRetryPolicy:
+    """Bounded exponential backoff with jitter for commit conflicts.
+
+    Jitter keeps two writers that collided from colliding again on the same schedule; the bound
+    turns a table that is hammered without end into a clear error instead of a hung run.
+    """
+
+    max_attempts: int = 8
+    base_delay_seconds: float = 0.05
+    max_delay_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_delay_seconds < 0 or self.max_delay_seconds < self.base_delay_seconds:
+            raise ValueError(
+                f"need 0 <= base_delay_seconds <= max_delay_seconds, got {self.base_delay_seconds}, {self.max_delay_seconds}"
+            )
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based): half fixed, half random."""
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass
+class CommitConflictStats:
+    """What one store saw: commit conflicts, retries made, and writes that gave up."""
+
+    conflicts: int = 0
+    retries: int = 0
+    exhausted: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,11 +138,22 @@ class DeltaStore:
     """Where tables live: a root (local path or s3://, gs://, az:// URI) plus its storage options.
 
     Every table path and storage option in the project goes through here, so moving the lake to
-    an object store is configuration.
+    an object store is configuration. Storage options never leave this object unredacted: its
+    repr, `describe()` and every error it raises blank out credential-looking values.
     """
 
     root: str
-    storage_options: Mapping[str, str] | None = None
+    storage_options: Mapping[str, str] | None = field(default=None, repr=False)
+    retry: CommitRetryPolicy = field(default_factory=CommitRetryPolicy, repr=False)
+    conflict_stats: CommitConflictStats = field(default_factory=CommitConflictStats, compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        return f"DeltaStore({self.describe()})"
+
+    def describe(self) -> str:
+        """Root and storage options with secrets redacted: safe for logs, metadata and the UI."""
+        options = redact_options(self.storage_options)
+        return f"root={self.root!r}, storage_options={options!r}" if options else f"root={self.root!r}"
 
     def table_uri(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/{table}"
@@ -70,8 +161,26 @@ class DeltaStore:
     def _options(self) -> dict[str, str] | None:
         return dict(self.storage_options) if self.storage_options else None
 
+    def _guarded(self, table: str, operation: str, action: Callable[[], _T]) -> _T:
+        """Run a Delta call; any Delta or I/O failure becomes a DeltaStoreError naming the table
+        and operation, with secrets redacted. When the original text held a secret the cause is
+        dropped (Dagster would print the chain); otherwise it is kept."""
+        try:
+            return action()
+        except (TableNotFoundError, CommitFailedError):
+            raise  # handled by callers: TableMissingError, retries
+        except (DeltaError, OSError) as error:
+            text = f"{type(error).__name__}: {error}"
+            redacted = redact_text(text, self.storage_options)
+            failure = DeltaStoreError(f"table {table!r} at {self.table_uri(table)}: {operation} failed: {redacted}")
+            if redacted != text:
+                raise failure from None
+            raise failure from error
+
     def exists(self, table: str) -> bool:
-        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=self._options())
+        return self._guarded(
+            table, "existence check", lambda: DeltaTable.is_deltatable(self.table_uri(table), storage_options=self._options())
+        )
 
     def version(self, table: str) -> int:
         return self.open(table).version()
@@ -82,16 +191,28 @@ class DeltaStore:
             raise ValueError("pass either version or as_of, not both")
         delta = self._load(table, version)
         if as_of is not None:
-            delta.load_as_version(require_utc(as_of, "as_of"))
+            moment = require_utc(as_of, "as_of")
+            self._guarded(table, f"time travel to {moment.isoformat()}", lambda: delta.load_as_version(moment))
         return delta
 
     def _load(self, table: str, version: int | None) -> DeltaTable:
         try:
-            return DeltaTable(self.table_uri(table), version=version, storage_options=self._options())
+            return self._guarded(
+                table,
+                "open" if version is None else f"open at version {version}",
+                lambda: DeltaTable(self.table_uri(table), version=version, storage_options=self._options()),
+            )
         except TableNotFoundError as error:
             raise TableMissingError(
                 f"table {table!r} does not exist at {self.table_uri(table)}: materialize it first"
             ) from error
+
+    def _current(self, table: str) -> DeltaTable | None:
+        """The table's latest snapshot, or None before its first commit."""
+        try:
+            return self._load(table, None)
+        except TableMissingError:
+            return None
 
     def write(
         self,
@@ -105,6 +226,13 @@ class DeltaStore:
 
         Rows outside the slice are rejected by Delta, so a bug cannot touch a neighbouring
         partition. Returns the committed version.
+
+        Commit conflicts (another writer committed rows in the same range after this write read
+        the table) are retried under `self.retry`. A retry is safe because a predicate overwrite
+        is idempotent: each attempt re-reads the latest version, removes whatever rows of the
+        range are there (the other writer's included) and adds this frame, so the range ends up
+        holding exactly one writer's rows, never both. Data files of a losing attempt are never
+        referenced by the log, so readers cannot see them.
         """
         if time_slice is not None:
             stray = frame.filter(~time_slice.polars_filter())
@@ -113,27 +241,102 @@ class DeltaStore:
                     f"table {table!r}: {stray.height} rows fall outside the partition window "
                     f"{time_slice.describe()}; first: {stray.row(0, named=True)}"
                 )
-        write_deltalake(
-            self.table_uri(table),
+        return self._commit_with_retries(
+            table,
             frame,
+            target=time_slice.describe() if time_slice is not None else "the whole table",
             mode="overwrite",
             predicate=time_slice.sql_predicate() if time_slice is not None else None,
             schema_mode=None if time_slice is not None else "overwrite",
-            storage_options=self._options(),
-            commit_properties=CommitProperties(custom_metadata=dict(commit_metadata or {})),
+            commit_metadata=commit_metadata,
         )
-        return self.version(table)
 
     def append(self, table: str, frame: pl.DataFrame, *, commit_metadata: Mapping[str, str] | None = None) -> int:
-        """Add rows in one commit (logs: the quality ledger, quarantined partitions, request logs)."""
-        write_deltalake(
-            self.table_uri(table),
-            frame,
-            mode="append",
-            storage_options=self._options(),
-            commit_properties=CommitProperties(custom_metadata=dict(commit_metadata or {})),
+        """Add rows in one commit (logs: the quality ledger, quarantined partitions, request logs).
+
+        Delta rebases blind appends on concurrent commits itself; a conflict it still reports
+        (say, two writers creating the table at once) is retried like a write: an attempt that
+        failed to commit added nothing, so retrying cannot duplicate rows.
+        """
+        return self._commit_with_retries(
+            table, frame, target="appended rows", mode="append", predicate=None, schema_mode=None, commit_metadata=commit_metadata
         )
-        return self.version(table)
+
+    def _commit_with_retries(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        *,
+        target: str,
+        mode: str,
+        predicate: str | None,
+        schema_mode: str | None,
+        commit_metadata: Mapping[str, str] | None,
+    ) -> int:
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._commit_once(table, frame, mode=mode, predicate=predicate, schema_mode=schema_mode, commit_metadata=commit_metadata)
+            except CommitFailedError as error:
+                self.conflict_stats.conflicts += 1
+                reason = redact_text(str(error).splitlines()[0], self.storage_options)
+                if attempt == self.retry.max_attempts:
+                    self.conflict_stats.exhausted += 1
+                    raise CommitConflictError(
+                        f"table {table!r} ({target}): gave up after {attempt} attempts, concurrent writers kept "
+                        f"committing first; last conflict: {reason}. Nothing of this write was committed; "
+                        "re-run it (the overwrite is idempotent) or stop the other backfill of these partitions."
+                    ) from None
+                delay = self.retry.delay_after(attempt)
+                self.conflict_stats.retries += 1
+                LOG.warning(
+                    "table %r (%s): commit conflict on attempt %d of %d (%s); retrying in %.3f s",
+                    table, target, attempt, self.retry.max_attempts, reason, delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _commit_once(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        *,
+        mode: str,
+        predicate: str | None,
+        schema_mode: str | None,
+        commit_metadata: Mapping[str, str] | None,
+    ) -> int:
+        """One attempt against the latest snapshot; returns the version this attempt committed."""
+        write_id = uuid.uuid4().hex
+        metadata = {**dict(commit_metadata or {}), WRITE_ID_KEY: write_id}
+        current = self._current(table)
+        self._guarded(
+            table,
+            f"{mode} commit",
+            lambda: write_deltalake(
+                current if current is not None else self.table_uri(table),
+                frame,
+                mode=mode,  # type: ignore[arg-type]
+                predicate=predicate,
+                schema_mode=schema_mode,  # type: ignore[arg-type]
+                storage_options=None if current is not None else self._options(),
+                commit_properties=CommitProperties(custom_metadata=metadata),
+            ),
+        )
+        if current is not None:
+            return current.version()  # the write advanced this snapshot to its own commit
+        return self._version_of_write(table, write_id)
+
+    def _version_of_write(self, table: str, write_id: str) -> int:
+        """The version whose commit carries `write_id` (a table's first write, which has no
+        snapshot to advance; another writer may already have committed after it)."""
+        history = self._guarded(table, "history read", lambda: self.open(table).history(limit=100))
+        for commit in history:
+            if commit.get(WRITE_ID_KEY) == write_id:
+                return int(commit["version"])
+        raise DeltaStoreError(
+            f"table {table!r}: the commit of write {write_id} is not among the last 100 versions; "
+            "more than 100 concurrent commits landed after it"
+        )
 
     def scan_version_at(self, table: str, moment: datetime) -> int:
         """The table's version as of an instant (the latest commit at or before it)."""
@@ -147,4 +350,4 @@ class DeltaStore:
         lazy = self.scan(table, version=version)
         if time_slice is not None:
             lazy = lazy.filter(time_slice.polars_filter())
-        return lazy.collect()
+        return self._guarded(table, "read", lazy.collect)
