@@ -1,0 +1,1 @@
+"""Monitoring: per-feature drift statistics, multivariate drift and the report plots (pure, no Dagster)."""
