@@ -106,6 +106,14 @@ def plan_partition(
     return PartitionPlan(start=start, end=end, history_start=history_start(view, start), events=count, buckets=chosen)
 
 
+def bucket_events(events: pl.LazyFrame, view: FeatureView, plan: PartitionPlan, bucket: int) -> pl.LazyFrame:
+    """The partition's history restricted to the entities of one bucket (lazy; filtered while scanning)."""
+    if not 0 <= bucket < plan.buckets:
+        raise ValueError(f"feature view {view.name!r}: bucket {bucket} is not in 0..{plan.buckets - 1}")
+    scoped = partition_events(events, view, start=plan.start, end=plan.end)
+    return scoped if plan.buckets == 1 else scoped.filter(bucket_of(view, plan.buckets) == bucket)
+
+
 def iter_bucket_snapshots(
     events: pl.LazyFrame, view: FeatureView, plan: PartitionPlan, *, context: str = ""
 ) -> Iterator[pl.DataFrame]:
@@ -115,12 +123,9 @@ def iter_bucket_snapshots(
     no more than one bucket of events is in memory at a time.
     """
     where = context or f"feature view {view.name!r}"
-    scoped = partition_events(events, view, start=plan.start, end=plan.end)
     for bucket in range(plan.buckets):
-        chunk = scoped if plan.buckets == 1 else scoped.filter(bucket_of(view, plan.buckets) == bucket)
-        bucket_events = chunk.collect(engine="streaming")
         yield snapshot_features(
-            bucket_events,
+            bucket_events(events, view, plan, bucket).collect(engine="streaming"),
             view,
             start=plan.start,
             end=plan.end,
