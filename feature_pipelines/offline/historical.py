@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.references import ViewRequest, resolve_references
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.delta_store import DeltaStore
@@ -74,6 +75,7 @@ def get_historical_features(
     ledger: QualityLedger | None = None,
     allow_failed_checks: bool = False,
     include_event_timestamps: bool = False,
+    consumer: ConsumerPolicy | None = None,
 ) -> HistoricalFeatures:
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
 
@@ -84,6 +86,7 @@ def get_historical_features(
     leakage audit).
     """
     requests = resolve_references(features, views)
+    check_feature_access(features, views, consumer)  # a consumer's PII / view policy, as served
     frame = entity_df.collect() if isinstance(entity_df, pl.LazyFrame) else entity_df
     if timestamp_column not in frame.columns:
         raise PointInTimeJoinError(f"entity frame: timestamp column {timestamp_column!r} is missing")

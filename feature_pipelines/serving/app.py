@@ -22,9 +22,10 @@ is null, as in a training set). An on-demand feature takes the worst status of i
 `event_timestamps` holds the snapshot time of each value (null when there is none).
 
 Failure modes, all answered with a JSON {"detail": ...} naming the problem, never a 500 for bad
-input: malformed body 422; unknown view or feature 404; badly formed or duplicated reference,
+input: a body that is not UTF-8 400; malformed body 422; unknown view or feature 404; badly formed or duplicated reference,
 missing/unknown/mistyped entity column, columns of different lengths or no rows 422; more than
-`max_entities` rows or a body over `max_body_bytes` (counted as it streams in) 413; missing or wrong API key 401; Redis unreachable or
+`max_entities` rows or a body over `max_body_bytes` (counted as it streams in) 413; missing or wrong API key 401; a consumer asking for features its policy refuses (PII, or a
+view outside its allowed views) 403 naming them; Redis unreachable or
 slower than `request_timeout_s` 503 (the blocking read runs in a worker thread under a
 deadline, so a dead or hung Redis never hangs the request).
 """
@@ -49,11 +50,13 @@ import anyio
 import anyio.to_thread
 import polars as pl
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Security
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from feature_pipelines.features.access import ConsumerPolicy, FeatureAccessError, check_feature_access
 from feature_pipelines.features.on_demand import ON_DEMAND_VIEW, OnDemandFeature, OnDemandFeatureError
 from feature_pipelines.features.references import UnknownFeatureError, ViewRequest, resolve_references
 from feature_pipelines.features.spec import FeatureView
@@ -62,6 +65,7 @@ from feature_pipelines.online.keys import OnlineKeyError
 from feature_pipelines.online.read import OnlineReadError, metadata_columns
 from feature_pipelines.online.resource import RedisConfigError
 from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.serving.consumers import ConsumerKey, check_distinct_keys
 from feature_pipelines.serving.request_log import RequestLog, ServedFeature, ServedRequest
 from feature_pipelines.timeutil import utc_now
 
@@ -134,8 +138,20 @@ class GetOnlineFeaturesResponse(BaseModel):
     results: list[FeatureVector]
 
 
+class ValidationIssue(BaseModel):
+    """One reason a body failed validation: where (`loc`), what (`msg`) and its pydantic `type`."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
 class ErrorResponse(BaseModel):
+    """Every error: `detail` says what is wrong in one sentence; a malformed body also lists each
+    validation issue in `errors`."""
+
     detail: str
+    errors: list[ValidationIssue] | None = None
 
 
 class HealthResponse(BaseModel):
@@ -147,7 +163,9 @@ class HealthResponse(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
+        (400, "A body that cannot be parsed at all (not UTF-8 text)."),
         (401, "Missing or invalid API key."),
+        (403, "The authenticated consumer may not read some of the requested features."),
         (404, "Unknown feature view or feature."),
         (413, "Too many entity rows, or too large a body."),
         (503, "The online store (Redis) is unreachable or too slow."),
@@ -167,6 +185,21 @@ class _Plan:
     full_feature_names: bool
 
 
+def _validation_failed(_: Request, error: Exception) -> JSONResponse:
+    """A malformed body as the documented ErrorResponse (one `detail` string, as every other error)
+    instead of FastAPI's bare list; the offending input is not echoed back."""
+    issues = error.errors() if isinstance(error, RequestValidationError) else []
+    errors = [
+        {"loc": [part if isinstance(part, int) else str(part) for part in issue.get("loc", ())],
+         "msg": str(issue.get("msg", "")), "type": str(issue.get("type", ""))}
+        for issue in issues
+    ]
+    summary = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return JSONResponse({"detail": f"invalid request: {summary or 'malformed body'}{more}", "errors": errors},
+                        status_code=422)
+
+
 def _bad(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
@@ -175,6 +208,14 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
         type(value), type(value).__name__
     )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _column(name: str, values: list[Any], dtype: pl.DataType, what: str) -> pl.Series:
@@ -215,6 +256,9 @@ def _column(name: str, values: list[Any], dtype: pl.DataType, what: str) -> pl.S
         if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
             shown = "null" if value is None else f"{_type_name(value)} {value!r}"
             raise _bad(422, f"{what} {name!r} expects {label} ({dtype}); position {position} is {shown}")
+        if isinstance(value, str) and not _is_unicode(value):
+            # JSON lets "\ud800" through; no key can hold it, and encoding it later would be a 500.
+            raise _bad(422, f"{what} {name!r}: position {position} is not valid Unicode (a lone surrogate)")
         if isinstance(value, int) and dtype == pl.Int64 and not -(2**63) <= value < 2**63:
             raise _bad(422, f"{what} {name!r}: position {position} is out of the Int64 range")
     try:
@@ -251,6 +295,7 @@ def create_app(
     request_timeout_s: float = 2.0,
     health_timeout_s: float = 0.5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    consumers: Sequence[ConsumerKey] = (),
 ) -> FastAPI:
     """The feature server as an ASGI app (see the module docstring for the API).
 
@@ -261,9 +306,15 @@ def create_app(
     environment variable, never from code. The app owns `request_log`: it starts it on startup
     and closes (flushes) it on shutdown. `key_dtypes` declares each join key's type (default:
     String for every join key of `views`).
+
+    `consumers` adds identities with their own keys and policies (`serving.consumers`): a request
+    bearing a consumer's key is served only the features its policy allows (403 otherwise); one
+    bearing `api_key` reads everything. With consumers and no `api_key`, every feature request
+    must bear a consumer's key.
     """
     if api_key is not None and not api_key:
         raise ValueError(f"the API key is empty; unset {API_KEY_ENV_VAR} or give it a value")
+    check_distinct_keys(consumers, api_key)
     if ON_DEMAND_VIEW in views:
         raise ValueError(f"a feature view may not be named {ON_DEMAND_VIEW!r}: that name holds on-demand features")
     if max_entities < 1:
@@ -300,26 +351,53 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
 
     header_scheme = APIKeyHeader(
         name=API_KEY_HEADER, auto_error=False, description=f"The key from {API_KEY_ENV_VAR}."
     )
-    expected_key = api_key.encode() if api_key is not None else None
+    # (key bytes, policy): None is the full-access key of FEATURE_PIPELINES_API_KEY.
+    identities: list[tuple[bytes, ConsumerPolicy | None]] = [
+        *([(api_key.encode(), None)] if api_key is not None else []),
+        *[(consumer.api_key.encode(), consumer.policy) for consumer in consumers],
+    ]
+    on_demand_inputs = {name: feature.inputs for name, feature in on_demand.items()}
 
-    def require_api_key(provided: str | None = Security(header_scheme)) -> None:
-        """Constant-time check, so the key cannot be guessed byte by byte from response times.
+    def authenticate(provided: str | None = Security(header_scheme)) -> ConsumerPolicy | None:
+        """The caller's policy (None: unrestricted), by a constant-time comparison with every
+        configured key, so neither a key nor which consumers exist can be guessed from timing.
 
         Compared as bytes: the header as received (ASGI hands it over latin-1 decoded) against
         the key's UTF-8 bytes, so a non-ASCII key sent as UTF-8 matches.
         """
-        if expected_key is None:
-            return
-        if provided is None or not secrets.compare_digest(provided.encode("latin-1"), expected_key):
+        if not identities:
+            return None
+        sent = provided.encode("latin-1") if provided is not None else b""
+        matched: list[ConsumerPolicy | None] = []
+        for key, policy in identities:  # no early exit: every key is compared
+            if secrets.compare_digest(sent, key):
+                matched.append(policy)
+        if provided is None or not matched:
             raise HTTPException(
                 status_code=401,
                 detail=f"missing or invalid API key: send it in the {API_KEY_HEADER} header",
                 headers={"WWW-Authenticate": "APIKey"},
             )
+        return matched[0]
+
+    def unrestricted() -> None:
+        """No key configured: everyone may read everything (the server binds to loopback)."""
+        return None
+
+    # Without keys the OpenAPI spec advertises no security scheme.
+    caller_policy: Callable[..., ConsumerPolicy | None] = authenticate if identities else unrestricted
+
+    def authorize(references: Sequence[str], policy: ConsumerPolicy | None) -> None:
+        try:
+            check_feature_access(references, views, policy, on_demand_inputs=on_demand_inputs)
+        except FeatureAccessError as error:
+            logger.warning("refused consumer %r: %s", error.consumer, sorted(error.refused))
+            raise _bad(403, str(error)) from error
 
     def plan(body: GetOnlineFeaturesRequest) -> _Plan:
         stored: list[str] = []
@@ -453,10 +531,12 @@ def create_app(
         "/get-online-features",
         response_model=GetOnlineFeaturesResponse,
         responses={422: {"model": ErrorResponse, "description": "Invalid request."}, **_ERRORS},
-        dependencies=[Depends(require_api_key)] if expected_key is not None else [],
         summary="Feature values for entity rows, as the training path would give them now.",
     )
-    async def get_online_features_endpoint(body: GetOnlineFeaturesRequest) -> Response:
+    async def get_online_features_endpoint(
+        body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None = Depends(caller_policy)
+    ) -> Response:
+        authorize(body.features, policy)  # before any other work: a refusal reveals nothing else
         request_plan = plan(body)
         read_at = now()
         request_id = uuid.uuid4().hex

@@ -6,7 +6,9 @@ Configuration comes from the environment, so that every uvicorn worker process (
     FEATURE_PIPELINES_REDIS_URL       the online store (required; `redis-up` prints one)
     FEATURE_PIPELINES_REDIS_PASSWORD  optional password applied to that URL
     FEATURE_PIPELINES_REDIS_PREFIX    key prefix (default "fp:local")
-    FEATURE_PIPELINES_API_KEY         when set, required in the X-API-Key header
+    FEATURE_PIPELINES_API_KEY         when set, required in the X-API-Key header (full access)
+    FEATURE_PIPELINES_CONSUMERS       JSON: consumer -> {"api_key_env", "exclude_pii", "allowed_views"}
+                                      (see serving.consumers); each key read from the named variable
     FEATURE_PIPELINES_LAKE_ROOT       where the request log table goes (see settings)
 
 `serve`'s own flags that the workers need are handed to them through the
@@ -29,6 +31,12 @@ from feature_pipelines.online.local_daemon import ensure_local_redis, stop_local
 from feature_pipelines.online.local_server import LocalRedisServerError
 from feature_pipelines.online.resource import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
 from feature_pipelines.serving.app import API_KEY_ENV_VAR
+from feature_pipelines.serving.consumers import (
+    CONSUMERS_ENV_VAR,
+    ConsumerConfigError,
+    check_distinct_keys,
+    consumers_from_env,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,9 @@ def app_from_env() -> FastAPI:
         request_log = RequestLog(
             DeltaStore(root=load_settings().lake_root), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
         )
-    logger.info("feature server: %s", resource.describe())
+    consumers = consumers_from_env()
+    logger.info("feature server: %s; consumers: %s", resource.describe(),
+                [consumer.policy for consumer in consumers] or "none")  # policies only: keys stay out of logs
     return create_app(
         redis_client_factory=resource.client,
         prefix=resource.validated_prefix(),
@@ -74,6 +84,7 @@ def app_from_env() -> FastAPI:
         max_entities=int(os.environ.get(MAX_ENTITIES_ENV_VAR, "1000")),
         api_key=api_key,
         request_log=request_log,
+        consumers=consumers,
     )
 
 
@@ -101,6 +112,12 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("serve: --workers must be at least 1", file=sys.stderr)
         return 2
+    try:
+        # Fail here, once and clearly, rather than in every worker.
+        check_distinct_keys(consumers_from_env(), os.environ.get(API_KEY_ENV_VAR) or None)
+    except ConsumerConfigError as error:
+        print(f"serve: {error}", file=sys.stderr)
+        return 2
     resource = redis_resource_from_env()
     try:
         client = resource.client()
@@ -116,7 +133,9 @@ def serve(args: argparse.Namespace) -> int:
         client.close()
     os.environ[MAX_ENTITIES_ENV_VAR] = str(args.max_entities)
     os.environ[REQUEST_LOG_ENV_VAR] = "0" if args.no_request_log else "1"
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV_VAR):
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not (
+        os.environ.get(API_KEY_ENV_VAR) or os.environ.get(CONSUMERS_ENV_VAR)
+    ):
         print(f"serve: warning: listening on {args.host} without {API_KEY_ENV_VAR}: anyone who can reach "
               "it can read features", file=sys.stderr)
     print(f"serving {resource.describe()} on http://{args.host}:{args.port} with {args.workers} worker(s)",
