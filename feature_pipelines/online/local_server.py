@@ -5,6 +5,10 @@ The demo needs an online store when no Redis URL is configured, and the tests ne
 touches a shared instance: it binds 127.0.0.1 only, on a port nobody else holds, with its own
 working directory; it stops with `stop()` (or the `with` block), and on Linux also when the
 process that started it dies.
+
+It can also stand in for a production deployment: with `password` it requires AUTH, and with
+`tls` it listens for TLS only (`--port 0 --tls-port <port>`), so the online store's password
+and certificate handling is tested against a real server, not assumed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -30,6 +35,31 @@ REDIS_SERVER_BINARY = "redis-server"
 
 class LocalRedisServerError(RuntimeError):
     """The local redis-server could not be found, started, or reached."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only server: its certificate and key, and the CA clients trust.
+
+    Clients are not asked for certificates (`tls-auth-clients no`): the online store
+    authenticates with a password over TLS, as managed Redis services do.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    def __post_init__(self) -> None:
+        for label, path in (("cert_file", self.cert_file), ("key_file", self.key_file), ("ca_file", self.ca_file)):
+            if not Path(path).is_file():
+                raise LocalRedisServerError(f"TLS {label} {str(path)!r} does not exist")
+
+
+def _config_string(value: str, what: str) -> str:
+    """`value` as a double-quoted redis.conf string (the config parser's own escaping)."""
+    if any(ch in value for ch in "\r\n\0"):
+        raise LocalRedisServerError(f"{what} must not contain a newline or NUL character")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _die_with_parent() -> None:
@@ -62,6 +92,11 @@ class LocalRedisServer:
     a crash test can kill the server and `restart()` it on the same port with its data reloaded,
     which is the only way to observe what a publish left behind when the server died mid-way.
     `extra_args` go to redis-server after the defaults (e.g. cluster mode for a cluster test).
+
+    `password` sets `requirepass`; it is written to a 0600 config file in the private directory,
+    never put on the command line, where `ps` would show it to every user of the machine.
+    `tls` makes the server listen for TLS only, on the same kind of free port; `url` is then a
+    `rediss://` URL. `url` never contains the password (see `password`).
     """
 
     def __init__(
@@ -73,13 +108,19 @@ class LocalRedisServer:
         startup_timeout_s: float = 10.0,
         binary: str = REDIS_SERVER_BINARY,
         extra_args: Sequence[str] = (),
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        if password is not None and not password:
+            raise LocalRedisServerError("password must be non-empty (or None for no password)")
         self._requested_port = port
         self._port: int | None = port
         self._appendonly = appendonly
         self._startup_timeout_s = startup_timeout_s
         self._binary = binary
         self._extra_args = list(extra_args)
+        self._password = password
+        self._tls = tls
         self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
         self._directory = Path(directory) if directory is not None else None
         self._process: subprocess.Popen[bytes] | None = None
@@ -123,9 +164,26 @@ class LocalRedisServer:
     def _spawn(self, executable: str, port: int) -> None:
         assert self._directory is not None
         self._stderr_path = self._directory / f"redis-{port}.log"
-        command = [
-            executable,
-            "--port", str(port),
+        command = [executable]
+        if self._password is not None:
+            # The config file must come first; later command-line options add to it.
+            config = self._directory / f"redis-{port}.conf"
+            config.touch(mode=0o600)
+            config.chmod(0o600)
+            config.write_text(f"requirepass {_config_string(self._password, 'password')}\n")
+            command.append(str(config))
+        if self._tls is not None:
+            command += [
+                "--port", "0",
+                "--tls-port", str(port),
+                "--tls-cert-file", str(self._tls.cert_file),
+                "--tls-key-file", str(self._tls.key_file),
+                "--tls-ca-cert-file", str(self._tls.ca_file),
+                "--tls-auth-clients", "no",
+            ]
+        else:
+            command += ["--port", str(port)]
+        command += [
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self._appendonly else "no",
@@ -148,7 +206,7 @@ class LocalRedisServer:
         # turn "not listening yet" into seconds of sleeping.
         probe = redis.Redis(
             host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0), **self._auth_kwargs(),
         )
         try:
             while True:
@@ -239,11 +297,30 @@ class LocalRedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """`redis://` or, with TLS, `rediss://` URL of database 0; never with the password."""
+        scheme = "rediss" if self._tls is not None else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    @property
+    def password(self) -> str | None:
+        return self._password
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        return self._tls
+
+    def _auth_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {}
+        if self._password is not None:
+            kwargs["password"] = self._password
+        if self._tls is not None:
+            kwargs.update(ssl=True, ssl_ca_certs=str(self._tls.ca_file))
+        return kwargs
 
     def client(self, **kwargs: object) -> redis.Redis:
-        """A client for this server; keyword arguments go to `redis.Redis`."""
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)  # type: ignore[arg-type]
+        """A client for this server (with its password and CA, if any); keyword arguments go to
+        `redis.Redis` and override those."""
+        return redis.Redis(host="127.0.0.1", port=self.port, **{**self._auth_kwargs(), **kwargs})  # type: ignore[arg-type]
 
     def __enter__(self) -> LocalRedisServer:
         return self.start()
@@ -258,4 +335,5 @@ class LocalRedisServer:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
-        return f"LocalRedisServer(port={self._port}, {state})"
+        extras = (", password" if self._password is not None else "") + (", tls" if self._tls is not None else "")
+        return f"LocalRedisServer(port={self._port}{extras}, {state})"

@@ -48,6 +48,7 @@ from feature_pipelines.online.encoding import (
     encode_column,
     normalize_schema,
 )
+from feature_pipelines.online.errors import client_password, client_target, safe_cause, unavailable
 from feature_pipelines.online.keys import describe_entity, hash_keys, is_cluster_client, key_slot
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -280,6 +281,7 @@ def _send_pipelined(
     snapshot: EncodedSnapshot,
     batches: Sequence[range | list[int]],
     window: int,
+    progress: _Progress,
 ) -> tuple[PublishResult, list[range | list[int]]]:
     """Stream script calls on one connection with up to `window` replies outstanding.
 
@@ -304,7 +306,9 @@ def _send_pipelined(
         except _NOT_RUN:
             refused.append(rows)
         else:
-            result = result + _parse_counts(snapshot.view, reply)
+            counts = _parse_counts(snapshot.view, reply)
+            result = result + counts
+            progress.acknowledged += counts.total
 
     try:
         for index, rows in enumerate(batches):
@@ -346,12 +350,17 @@ def _targets(
     return list(by_node.values())
 
 
+@dataclass
+class _Progress:
+    acknowledged: int = 0
+
+
 def send_snapshot(
     client: redis.Redis,
     snapshot: EncodedSnapshot,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    batches_per_pipeline: int = DEFAULT_BATCHES_PER_PIPELINE,
+    batch_size: int | None = None,
+    batches_per_pipeline: int | None = None,
 ) -> PublishResult:
     """Run the publish script over an encoded snapshot, pipelined.
 
@@ -361,14 +370,44 @@ def send_snapshot(
     would be harmless anyway, an equal timestamp rewrites the same values). On a cluster, calls
     refused with MOVED/ASK are re-planned after a topology refresh.
 
-    A connection error is not retried here: it propagates, and the caller re-runs the publish,
-    which is idempotent.
+    A connection error is not retried here: it becomes an `OnlineStoreUnavailableError`
+    naming the view, the (redacted) target and how many entities were acknowledged, and the
+    caller re-runs the publish, which is idempotent. (The publish asset's Dagster retry policy
+    does that, with backoff.)
     """
-    result = PublishResult(snapshot.view)
+    # Defaults are looked up per call, so a test can shrink them to make one publish span many
+    # round trips (and be cut between them).
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    batches_per_pipeline = DEFAULT_BATCHES_PER_PIPELINE if batches_per_pipeline is None else batches_per_pipeline
     if not len(snapshot):
-        return result
+        return PublishResult(snapshot.view)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    progress = _Progress()
+    try:
+        return _send_all(client, snapshot, batch_size, batches_per_pipeline, progress)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        password = client_password(client)
+        raise unavailable(
+            error,
+            what=f"feature view {snapshot.view!r}: publishing {len(snapshot)} entities",
+            target=client_target(client),
+            password=password,
+            consequence=f"{progress.acknowledged} of {len(snapshot)} entities were acknowledged "
+            "before that; every entity is either fully old or fully new, and re-running the "
+            "publish completes it",
+        ) from safe_cause(error, password)
+
+
+def _send_all(
+    client: redis.Redis,
+    snapshot: EncodedSnapshot,
+    batch_size: int,
+    batches_per_pipeline: int,
+    progress: _Progress,
+) -> PublishResult:
+    """`send_snapshot` without the error translation: load the script, stream, re-send refusals."""
+    result = PublishResult(snapshot.view)
     cluster = is_cluster_client(client)
     pending: list[range | list[int]]
     if cluster:
@@ -385,7 +424,7 @@ def send_snapshot(
                     f"SCRIPT LOAD returned sha {sha!r}, expected {PUBLISH_SHA}"
                 )
             partial, not_run = _send_pipelined(
-                target, snapshot, batches, max(1, batches_per_pipeline)
+                target, snapshot, batches, max(1, batches_per_pipeline), progress
             )
             result = result + partial
             refused.extend(not_run)
@@ -409,14 +448,16 @@ def publish(
     schema: Mapping[str, pl.DataType | type[pl.DataType]],
     ttl: timedelta,
     frame: pl.DataFrame,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    batches_per_pipeline: int = DEFAULT_BATCHES_PER_PIPELINE,
+    batch_size: int | None = None,
+    batches_per_pipeline: int | None = None,
 ) -> PublishResult:
     """Publish one snapshot (one row per entity) of a feature view; see the module docstring.
 
     Columns other than the entity keys, `event_timestamp` and the schema's features are ignored.
     Returns how many entities were written, skipped as older than what Redis holds, and skipped
-    because their TTL had already run out.
+    because their TTL had already run out. `batch_size` and `batches_per_pipeline` default to
+    `DEFAULT_BATCH_SIZE` and `DEFAULT_BATCHES_PER_PIPELINE`. Raises `OnlineStoreUnavailableError`
+    (a `redis.ConnectionError`) when Redis cannot be reached or goes away mid-way.
     """
     snapshot = encode_snapshot(
         frame, prefix=prefix, view=view, entity_keys=entity_keys, schema=schema, ttl=ttl

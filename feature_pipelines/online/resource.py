@@ -4,7 +4,8 @@ A Redis URL often carries a password (redis://:secret@host:6379/0), and run conf
 config and code all end up in the Dagster UI, logs or git. So the config names environment
 variables, and the URL (and an optional separate password) are read from them when a client is
 made. `describe()` is the only form of the target that may be logged or attached as metadata:
-it never contains the password.
+it never contains the password. TLS is chosen by the URL (`rediss://`); a private CA's bundle
+comes from `FEATURE_PIPELINES_REDIS_CA_CERTS`, and the server's certificate is always verified.
 
 Timeouts are short and retries few on purpose: the online store sits on the serving path, where
 an unreachable Redis must turn into a fast, clear error (a 503), not a request that hangs for
@@ -22,10 +23,12 @@ from pydantic import Field
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from feature_pipelines.online.errors import client_password, safe_cause, unavailable
 from feature_pipelines.online.keys import OnlineKeyError, validate_prefix_and_view
 
 DEFAULT_URL_ENV_VAR = "FEATURE_PIPELINES_REDIS_URL"
 DEFAULT_PASSWORD_ENV_VAR = "FEATURE_PIPELINES_REDIS_PASSWORD"
+DEFAULT_CA_CERTS_ENV_VAR = "FEATURE_PIPELINES_REDIS_CA_CERTS"
 
 
 class RedisConfigError(RuntimeError):
@@ -67,9 +70,10 @@ class RedisResource(ConfigurableResource):
         "password in the URL).",
     )
     ssl_ca_certs_env_var: str | None = Field(
-        default=None,
+        default=DEFAULT_CA_CERTS_ENV_VAR,
         description="Environment variable holding the path of a CA bundle to verify the server's "
-        "TLS certificate (rediss:// URLs only).",
+        "TLS certificate (rediss:// URLs only); applied when set, otherwise the system's CAs are "
+        "trusted. The certificate is always verified.",
     )
     key_prefix: str = Field(description="Key prefix scoping a project/environment, e.g. 'fp:local'.")
     socket_timeout_s: float = Field(default=2.0, gt=0, description="Per-command socket timeout.")
@@ -96,15 +100,17 @@ class RedisResource(ConfigurableResource):
             return None
         return os.environ.get(self.password_env_var) or None
 
-    def _ca_certs(self, url: str) -> str | None:
+    def _ca_certs_path(self) -> str | None:
         if not self.ssl_ca_certs_env_var:
             return None
-        path = os.environ.get(self.ssl_ca_certs_env_var, "").strip()
-        if not path:
-            raise RedisConfigError(
-                f"ssl_ca_certs_env_var names {self.ssl_ca_certs_env_var}, which is not set; set it "
-                "to the path of a CA bundle or remove ssl_ca_certs_env_var"
-            )
+        return os.environ.get(self.ssl_ca_certs_env_var, "").strip() or None
+
+    def _ca_certs(self, url: str) -> str | None:
+        # Unset means the system's CA store, as for any TLS client; verification stays on either
+        # way, so a missing private CA fails the handshake loudly rather than trusting anyone.
+        path = self._ca_certs_path()
+        if path is None:
+            return None
         if urlsplit(url).scheme != "rediss":
             raise RedisConfigError(
                 f"{self.ssl_ca_certs_env_var} gives a CA bundle but {self.url_env_var} is not a "
@@ -150,6 +156,34 @@ class RedisResource(ConfigurableResource):
         parts = [f"redis {target}", f"prefix {self.key_prefix!r}"]
         if self._password() is not None:
             parts.append(f"password from ${self.password_env_var}")
-        if self.ssl_ca_certs_env_var:
+        if self._ca_certs_path() is not None:
             parts.append(f"CA bundle from ${self.ssl_ca_certs_env_var}")
         return ", ".join(parts)
+
+    def check(self) -> str:
+        """PING the configured server; returns `describe()` or raises a clear, secret-free error.
+
+        Why: a wrong password or an untrusted certificate otherwise surfaces as redis-py's bare
+        message at the first command of whatever runs next; this names the target and the
+        environment variable to fix, for the CLI, a deployment check, or a test.
+        """
+        client = self.client()
+        try:
+            client.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            password = client_password(client)
+            raise unavailable(
+                error, what="online store check (PING)", target=self.describe(), password=password,
+                consequence=self._fix_hint(error),
+            ) from safe_cause(error, password)
+        finally:
+            client.close()
+        return self.describe()
+
+    def _fix_hint(self, error: redis.RedisError) -> str:
+        if isinstance(error, redis.AuthenticationError):
+            source = f"${self.password_env_var}" if self.password_env_var else "the URL"
+            return f"Fix: set {source} (or the password in ${self.url_env_var}) to the server's password"
+        if "CERTIFICATE_VERIFY_FAILED" in str(error) and self.ssl_ca_certs_env_var:
+            return f"Fix: set ${self.ssl_ca_certs_env_var} to the path of the CA bundle that signed the server's certificate"
+        return ""

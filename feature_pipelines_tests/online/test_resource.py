@@ -15,11 +15,12 @@ from feature_pipelines.online.resource import RedisConfigError, RedisResource, r
 
 URL_VAR = "FEATURE_PIPELINES_REDIS_URL"
 PASSWORD_VAR = "FEATURE_PIPELINES_REDIS_PASSWORD"
+CA_VAR = "FEATURE_PIPELINES_REDIS_CA_CERTS"
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (URL_VAR, PASSWORD_VAR, "TEST_REDIS_CA"):
+    for name in (URL_VAR, PASSWORD_VAR, CA_VAR, "TEST_REDIS_CA"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -87,24 +88,44 @@ def test_redact_url() -> None:
 
 
 def test_tls_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings only; the handshake itself is tested against a real TLS server in test_tls.py."""
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not checked until a connection is made\n")
     resource = RedisResource(key_prefix="fp:test", ssl_ca_certs_env_var="TEST_REDIS_CA")
-    monkeypatch.setenv(URL_VAR, "redis://127.0.0.1:6390/0")
-    with pytest.raises(RedisConfigError, match="TEST_REDIS_CA, which is not set"):
-        resource.client()
-    monkeypatch.setenv("TEST_REDIS_CA", str(bundle))
-    with pytest.raises(RedisConfigError, match="not a rediss:// URL"):
-        resource.client()
     monkeypatch.setenv(URL_VAR, "rediss://127.0.0.1:6390/0")
+    client = resource.client()  # unset: the system CA store, verification still required
+    assert "ssl_ca_certs" not in client.connection_pool.connection_kwargs
+    assert client.connection_pool.connection_kwargs.get("ssl_cert_reqs", "required") == "required"
+    client.close()
+    assert "CA bundle" not in resource.describe()
+    monkeypatch.setenv("TEST_REDIS_CA", str(bundle))
     client = resource.client()
     assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == str(bundle)
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"
     client.close()
     assert "CA bundle from $TEST_REDIS_CA" in resource.describe()
+    monkeypatch.setenv("TEST_REDIS_CA", str(tmp_path / "missing.pem"))
+    with pytest.raises(RedisConfigError, match=r"CA bundle .*missing\.pem.* \(from TEST_REDIS_CA\) does not exist"):
+        resource.client()
+    monkeypatch.setenv("TEST_REDIS_CA", str(bundle))
+    monkeypatch.setenv(URL_VAR, "redis://127.0.0.1:6390/0")
+    with pytest.raises(RedisConfigError, match="not a rediss:// URL"):
+        resource.client()
     monkeypatch.setenv(URL_VAR, "http://127.0.0.1:6390/0")
     with pytest.raises(RedisConfigError, match="scheme 'http'"):
         resource.client()
+
+
+def test_ca_bundle_env_var_has_a_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x\n")
+    monkeypatch.setenv(URL_VAR, "rediss://127.0.0.1:6390/0")
+    monkeypatch.setenv(CA_VAR, str(bundle))
+    resource = RedisResource(key_prefix="fp:test")
+    client = resource.client()
+    assert client.connection_pool.connection_kwargs["ssl_ca_certs"] == str(bundle)
+    client.close()
+    assert resource.describe() == f"redis rediss://127.0.0.1:6390/0, prefix 'fp:test', CA bundle from ${CA_VAR}"
 
 
 def test_bad_prefix_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
