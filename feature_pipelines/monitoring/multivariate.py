@@ -172,7 +172,13 @@ def _encode(
     columns, categorical = [], []
     for name in features:
         ref, cur = reference.get_column(name), current.get_column(name)
-        if is_categorical(ref) or is_categorical(cur):
+        kinds = {is_categorical(series) for series in (ref, cur) if series.dtype != pl.Null}
+        if len(kinds) > 1:
+            raise DriftInputError(
+                f"classifier drift: column {name!r} is {ref.dtype} in the reference frame but "
+                f"{cur.dtype} in the current frame; both must be numeric or both categorical"
+            )
+        if True in kinds:
             codes, native = _category_codes(pl.concat([ref.cast(pl.String), cur.cast(pl.String)]))
             columns.append(codes)
             categorical.append(native)

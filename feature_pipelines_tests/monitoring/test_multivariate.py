@@ -96,3 +96,9 @@ def test_missing_columns_are_named_with_their_frame() -> None:
     frame = correlated(0.9, seed=16, rows=200)
     with pytest.raises(DriftInputError, match=r"\['y'\] missing from the current frame"):
         classifier_drift(frame, frame.drop("y"), FEATURES)
+
+
+def test_a_column_numeric_on_one_side_and_categorical_on_the_other_is_refused() -> None:
+    frame = correlated(0.9, seed=17, rows=200)
+    with pytest.raises(DriftInputError, match=r"column 'x' is Float64 in the reference frame but String"):
+        classifier_drift(frame, frame.with_columns(pl.col("x").cast(pl.String)), FEATURES)
