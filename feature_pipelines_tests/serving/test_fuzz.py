@@ -28,7 +28,6 @@ from schemathesis.specs.openapi.checks import (
 
 from feature_pipelines_tests.serving.conftest import TestClient
 
-API_KEY = "fuzz-key-\u00e9"  # non-ASCII on purpose: the header comparison is done on bytes
 ROUTE_FEATURES = [
     "route_delay_stats:route_dep_delay_mean_24h",
     "route_delay_stats:route_flights_count_24h",
