@@ -6,7 +6,10 @@ config is checked against the documented keys."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ from feature_pipelines.orchestration.concurrency import (
     run_tags_for_assets,
 )
 from feature_pipelines.orchestration.publish_assets import publish_asset_name
+from feature_pipelines.orchestration.runs import materialize_range
+from feature_pipelines.orchestration.schedules import DIMENSIONS_JOB
+from feature_pipelines_tests.conftest import make_pipeline
 from feature_pipelines_tests.deploy.conftest import DEPLOY, PostgresHome
 
 DEPLOY_YAMLS = ("dagster.local.yaml", "dagster.postgres.yaml", "dagster.k8s.yaml", "dagster.docker.yaml")
@@ -131,6 +137,32 @@ def test_the_local_yaml_loads_as_a_real_instance_that_enforces_pools(tmp_path: P
         config = instance.get_concurrency_config()
         assert config.pool_config.default_pool_limit == DEFAULT_POOL_LIMIT
         assert apply_pool_limits(instance) == {limit.pool: limit.limit for limit in POOL_LIMITS}
+
+
+def test_a_real_run_on_the_local_instance_claims_and_returns_its_pool_slots(tmp_path: Path, small_landing_root: Path) -> None:
+    """The demo's path: in-process runs on the SQLite instance go through the pools."""
+    shutil.copyfile(DEPLOY / "dagster.local.yaml", tmp_path / "dagster.yaml")
+    pipeline = make_pipeline(tmp_path, small_landing_root)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        run = materialize_range(pipeline.defs, DIMENSIONS_JOB, "", "", instance=instance)
+        assert run.result.success
+        info = instance.event_log_storage.get_concurrency_info(LAKE_WRITES_POOL)
+        # The pool was created at its default on first claim and every slot is free again.
+        assert (info.slot_count, info.active_slot_count) == (DEFAULT_POOL_LIMIT, 0)
+        assert instance.event_log_storage.get_concurrency_info(ONLINE_STORE_POOL).slot_count == 0  # never used
+
+
+def test_the_apply_command_sets_the_declared_limits(tmp_path: Path) -> None:
+    shutil.copyfile(DEPLOY / "dagster.local.yaml", tmp_path / "dagster.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "feature_pipelines.orchestration.concurrency", "apply"],
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        for limit in POOL_LIMITS:
+            assert instance.event_log_storage.get_concurrency_info(limit.pool).slot_count == limit.limit
+            assert f"pool {limit.pool}: limit {limit.limit}" in result.stdout
 
 
 def test_the_postgres_yaml_loads_as_a_real_instance_with_the_declared_limits(postgres_home: PostgresHome) -> None:
