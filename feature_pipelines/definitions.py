@@ -9,6 +9,8 @@ from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
+from feature_pipelines.features.candidates import CANDIDATE_VIEWS
+from feature_pipelines.orchestration.monitoring_assets import build_monitoring_assets, build_monitoring_job_and_schedule
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES, build_raw_assets
@@ -44,10 +46,12 @@ def build_definitions(settings: Settings) -> Definitions:
     training = FLIGHT_DELAY_TRAINING_SET
     training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
+    monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
+    monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings)
     return Definitions(
-        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets],
-        jobs=jobs,
-        schedules=schedules,
+        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets],
+        jobs=[*jobs, monitoring_job],
+        schedules=[*schedules, monitoring_schedule],
         resources=resources_for(settings),
     )
 

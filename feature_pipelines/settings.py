@@ -42,6 +42,17 @@ class Settings:
     lake_root: str
     landing_root: str
     replay: ReplayClock
+    reports_root: str | None = None
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where monitoring writes its plots and reports: `reports_root`, or `reports/` beside a
+        local lake (data/reports for the demo), or data/reports for an object-store lake."""
+        if self.reports_root:
+            return Path(self.reports_root)
+        if "://" in self.lake_root:
+            return REPO_ROOT / "data" / "reports"
+        return Path(self.lake_root).parent / "reports"
 
     @property
     def data_start(self) -> datetime:
@@ -55,7 +66,8 @@ class Settings:
 def load_settings() -> Settings:
     """FEATURE_PIPELINES_ENV picks the environment; FEATURE_PIPELINES_LAKE_ROOT the lake (default
     data/lake in the repo); FEATURE_PIPELINES_LANDING_ROOT the landing zone (default data/landing);
-    FEATURE_PIPELINES_REPLAY_START (YYYY-MM-DD) turns on replay mode."""
+    FEATURE_PIPELINES_REPLAY_START (YYYY-MM-DD) turns on replay mode; FEATURE_PIPELINES_REPORTS_ROOT
+    moves the monitoring reports (default: beside the lake)."""
     environment = os.environ.get("FEATURE_PIPELINES_ENV", "local")
     if environment not in ENVIRONMENTS:
         raise ValueError(f"FEATURE_PIPELINES_ENV must be one of {ENVIRONMENTS}, got {environment!r}")
@@ -63,4 +75,10 @@ def load_settings() -> Settings:
     landing_root = os.environ.get("FEATURE_PIPELINES_LANDING_ROOT", str(REPO_ROOT / "data" / "landing"))
     replay_start = os.environ.get("FEATURE_PIPELINES_REPLAY_START", "").strip()
     replay = ReplayClock.starting(date.fromisoformat(replay_start)) if replay_start else ReplayClock(timedelta(0))
-    return Settings(environment=environment, lake_root=lake_root, landing_root=landing_root, replay=replay)
+    return Settings(
+        environment=environment,
+        lake_root=lake_root,
+        landing_root=landing_root,
+        replay=replay,
+        reports_root=os.environ.get("FEATURE_PIPELINES_REPORTS_ROOT") or None,
+    )

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
-from feature_pipelines.features.flights import route_delay_stats
 from feature_pipelines.features.spec import FeatureDefinitionError, FeatureView, NullPolicy
 
 
@@ -24,6 +23,8 @@ def validate_candidates(candidates: Mapping[str, FeatureView], views: Mapping[st
             raise FeatureDefinitionError(f"candidate for {name!r} is named {candidate.name!r}; it must keep the view's name")
     return dict(candidates)
 
+
+route_delay_stats = FEATURE_VIEWS["route_delay_stats"]
 
 # Proposed by pricing-ml: a route whose 24h window holds a cancelled flight has no meaningful mean
 # delay ("propagate"), instead of the mean of the flights that did depart ("skip").

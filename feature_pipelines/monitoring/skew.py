@@ -40,9 +40,9 @@ import polars as pl
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
-from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
+from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.historical import AsOf, get_historical_features, stamp_column
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, value_json
+from feature_pipelines.serving.request_log import value_json
 
 REQUEST_KEY = ("request_id", "entity_index")
 NUMERIC_DTYPES = frozenset({"int64", "float64"})
@@ -130,15 +130,6 @@ class SkewReport:
     @property
     def passed(self) -> bool:
         return not self.failing
-
-
-def read_served_log(store: DeltaStore, start: datetime, end: datetime, *, table: str = FEATURE_LOG_TABLE) -> pl.DataFrame:
-    """The served values logged with request_time in [start, end); empty if nothing was logged."""
-    try:
-        lazy = store.scan(table)
-    except TableMissingError:
-        return pl.DataFrame()
-    return lazy.filter((pl.col("request_time") >= start) & (pl.col("request_time") < end)).collect()
 
 
 def _require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
