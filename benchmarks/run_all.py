@@ -14,6 +14,7 @@ BENCHMARKS = [
     ["benchmarks.bench_point_in_time", "--sizes", "100000,1000000,10000000"],
     ["benchmarks.bench_online"],
     ["benchmarks.bench_server", "--seconds", os.environ.get("BENCH_SERVER_SECONDS", "30")],
+    ["benchmarks.bench_serve_during_publish"],
     ["benchmarks.bench_backfill"],
 ]
 
