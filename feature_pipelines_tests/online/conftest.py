@@ -1,18 +1,31 @@
 """A real redis-server for the online store tests, on a free loopback port, never fakeredis,
-and the frames and comparisons the tests share (imported from here by the test modules)."""
+the frames and comparisons the tests share (imported from here by the test modules), and a
+replayed lake for the tests that publish through real Dagster runs."""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 import redis
+from dagster import DagsterInstance, Definitions
 
+from feature_pipelines.definitions import build_definitions
+from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_server import LocalRedisServer
+from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.runs import materialize_range, partition_keys_between
+from feature_pipelines.orchestration.schedules import RAW_HOURLY_JOB
+from feature_pipelines.settings import ReplayClock, Settings
+from feature_pipelines.sources.nycflights import DATA_START
+from feature_pipelines.timeutil import floor_to, utc_now
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +102,40 @@ def assert_frames_identical(actual: pl.DataFrame, expected: pl.DataFrame) -> Non
             assert float_bits(left) == float_bits(right), name
         else:
             assert left == right, name
+
+
+@dataclass(frozen=True)
+class ReplayLake:
+    """A real Definitions over a lake holding raw flights for the last closed days mapped onto
+    the present (replay mode), so that publishes write values that are still within their TTL.
+
+    `days` are the two last closed daily partitions (older first): a test publishes the first
+    normally and then the second under a fault, as the daily schedule would.
+    """
+
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    days: tuple[str, str]
+
+    def view_frame(self, view: str) -> pl.DataFrame:
+        return DeltaStore(root=self.settings.lake_root).read(view)
+
+
+@pytest.fixture(scope="session")
+def replay_lake(tmp_path_factory: pytest.TempPathFactory, small_landing_root: Path) -> ReplayLake:
+    """Built once per session (~5 s): definitions, and raw flights of the days the views read."""
+    today = floor_to(utc_now(), timedelta(days=1))
+    # Whole weeks (weekdays line up), chosen so the 11 replayed days cover the two days before today.
+    offset = timedelta(weeks=(today - timedelta(days=3) - DATA_START) // timedelta(weeks=1))
+    tmp = tmp_path_factory.mktemp("replay-online")
+    settings = Settings("local", str(tmp / "lake"), str(small_landing_root), ReplayClock(offset))
+    defs = build_definitions(settings)
+    instance = DagsterInstance.ephemeral()
+    first_day = today - timedelta(days=2)
+    hours = partition_keys_between(partitions_for(Partitioning.HOURLY, settings), first_day - timedelta(days=1), today)
+    days = partition_keys_between(partitions_for(Partitioning.DAILY, settings), first_day, today)
+    assert hours is not None and days is not None
+    raw = materialize_range(defs, RAW_HOURLY_JOB, *hours, instance=instance, assets=["raw_flights"])
+    assert raw.result.success
+    return ReplayLake(settings=settings, defs=defs, instance=instance, days=days)

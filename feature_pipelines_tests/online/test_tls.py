@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from dagster import serialize_value
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -23,11 +24,15 @@ from feature_pipelines.online.local_server import LocalRedisServer, TlsFiles
 from feature_pipelines.online.publish import PublishResult, publish
 from feature_pipelines.online.read import read_online
 from feature_pipelines.online.resource import RedisConfigError, RedisResource
+from feature_pipelines.orchestration.runs import materialize_range
+from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB
+from feature_pipelines_tests.conftest import step_failure_text
 from feature_pipelines_tests.online.conftest import (
     ENTITY_KEYS,
     FEATURES,
     VIEW,
     VIEW_ARGS,
+    ReplayLake,
     assert_frames_identical,
     now_utc,
     snapshot,
@@ -173,3 +178,29 @@ def test_a_plain_url_against_the_tls_server_is_refused_without_the_password(
     text = chain_text(error.value)
     assert f"redis://:***@127.0.0.1:{tls_env.port}/0" in text and PASSWORD not in text
     assert re.search("unreachable or closed the connection|did not answer", text), text
+
+
+def test_real_publish_run_over_tls_passes_parity_and_never_records_the_password(
+    tls_env: LocalRedisServer, replay_lake: ReplayLake
+) -> None:
+    """The daily job's publish asset, unchanged, against the TLS server: configuration is only
+    the three environment variables, and nothing the run records (events, metadata, check
+    results, logs) contains the password."""
+    day = replay_lake.days[0]
+    run = materialize_range(
+        replay_lake.defs, DAILY_SNAPSHOT_JOB, day, day, instance=replay_lake.instance,
+        assets=["aircraft_utilisation", "aircraft_utilisation_online"], raise_on_error=False,
+    )
+    assert run.result.success, step_failure_text(run.result)
+    [published] = [
+        e.materialization.metadata for e in run.result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "aircraft_utilisation_online"
+    ]
+    assert published["entities_written"].value > 500
+    assert published["online_store"].value == (
+        f"redis {tls_env.url}, prefix 'fp:local', password from ${PASSWORD_VAR}, CA bundle from ${CA_VAR}"
+    )
+    [parity] = [c for c in run.result.get_asset_check_evaluations() if c.check_name == "online_matches_offline"]
+    assert parity.passed and parity.metadata["entities_compared"].value == published["entities_written"].value
+    logged = serialize_value(list(replay_lake.instance.all_logs(run.result.run_id)))
+    assert tls_env.url in logged and PASSWORD not in logged
