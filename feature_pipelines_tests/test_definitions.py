@@ -30,7 +30,7 @@ def test_feature_assets_read_trailing_windows_through_partition_mappings() -> No
 
 
 def test_schedules_and_jobs_exist() -> None:
-    assert {s.name for s in defs.schedules} == {"raw_dimensions_job_schedule", "raw_hourly_job_schedule", "hourly_snapshot_features_schedule", "daily_snapshot_features_job_schedule"}
+    assert {s.name for s in defs.schedules} == {"raw_dimensions_job_schedule", "raw_hourly_job_schedule", "hourly_snapshot_features_schedule", "daily_snapshot_features_job_schedule", "monitoring_schedule"}
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
