@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +27,6 @@ SECRET_KEY_MARKERS = ("SECRET", "KEY", "TOKEN", "PASSWORD", "CREDENTIAL")
 REDACTED = "***"
 # Shorter values are not searched for in error text: they would blank out ordinary words.
 _MIN_REDACTED_LENGTH = 4
-WRITE_ID_KEY = "feature_pipelines_write_id"
 
 _T = TypeVar("_T")
 
@@ -306,37 +304,45 @@ class DeltaStore:
         commit_metadata: Mapping[str, str] | None,
     ) -> int:
         """One attempt against the latest snapshot; returns the version this attempt committed."""
-        write_id = uuid.uuid4().hex
-        metadata = {**dict(commit_metadata or {}), WRITE_ID_KEY: write_id}
-        current = self._current(table)
+        current = self._current(table) or self._create_empty(table, frame)
         self._guarded(
             table,
             f"{mode} commit",
             lambda: write_deltalake(
-                current if current is not None else self.table_uri(table),
+                current,
                 frame,
                 mode=mode,  # type: ignore[arg-type]
                 predicate=predicate,
                 schema_mode=schema_mode,  # type: ignore[arg-type]
-                storage_options=None if current is not None else self._options(),
-                commit_properties=CommitProperties(custom_metadata=metadata),
+                commit_properties=CommitProperties(custom_metadata=dict(commit_metadata or {})),
             ),
         )
-        if current is not None:
-            return current.version()  # the write advanced this snapshot to its own commit
-        return self._version_of_write(table, write_id)
+        return current.version()  # the write advanced this snapshot to its own commit
 
-    def _version_of_write(self, table: str, write_id: str) -> int:
-        """The version whose commit carries `write_id` (a table's first write, which has no
-        snapshot to advance; another writer may already have committed after it)."""
-        history = self._guarded(table, "history read", lambda: self.open(table).history(limit=100))
-        for commit in history:
-            if commit.get(WRITE_ID_KEY) == write_id:
-                return int(commit["version"])
-        raise DeltaStoreError(
-            f"table {table!r}: the commit of write {write_id} is not among the last 100 versions; "
-            "more than 100 concurrent commits landed after it"
-        )
+    def _create_empty(self, table: str, frame: pl.DataFrame) -> DeltaTable:
+        """Create the table empty (version 0) before its first data commit.
+
+        Delta's conflict check works from the snapshot a writer read. Two writers that both
+        found no table would each commit "create with my rows" and the second would be rebased
+        onto the first without removing its rows: the overlap would hold both. Writing data only
+        against an existing snapshot makes every data commit conflict-checked. Two creators
+        racing here both create the same empty table; the loser's error is expected and the
+        table it then finds is used.
+        """
+        try:
+            self._guarded(
+                table,
+                "create",
+                lambda: write_deltalake(self.table_uri(table), frame.head(0), mode="ignore", storage_options=self._options()),
+            )
+        except (CommitFailedError, DeltaStoreError):
+            if self._current(table) is None:
+                raise  # not a lost creation race: the table still does not exist
+            LOG.info("table %r: another writer created it first", table)
+        created = self._current(table)
+        if created is None:
+            raise DeltaStoreError(f"table {table!r} at {self.table_uri(table)}: created, yet no table is found there")
+        return created
 
     def scan_version_at(self, table: str, moment: datetime) -> int:
         """The table's version as of an instant (the latest commit at or before it)."""

@@ -1,0 +1,76 @@
+"""Writer processes for the fault tests: module-level functions so `multiprocessing` spawn can import them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from feature_pipelines.offline.delta_store import CommitRetryPolicy, DeltaStore, TimeSlice
+
+TABLE = "contested_feature"
+DAY0 = datetime(2013, 1, 1, tzinfo=timezone.utc)
+
+
+def day_start(day: int) -> datetime:
+    return DAY0 + timedelta(days=day)
+
+
+def day_slice(first_day: int, last_day: int) -> TimeSlice:
+    """Daily partitions [first_day, last_day] as one half-open window."""
+    return TimeSlice(column="event_timestamp", start=day_start(first_day), end=day_start(last_day + 1))
+
+
+def partition_frame(
+    writer: str, round_number: int, first_day: int, last_day: int, rows_per_day: int, *, noise_columns: int = 0
+) -> pl.DataFrame:
+    """`rows_per_day` rows in each day, every row stamped with who wrote it and in which round.
+
+    Noise columns (incompressible floats) make a frame slow to encode, so a writer can be caught
+    while its parquet files are being written."""
+    days = range(first_day, last_day + 1)
+    frame = pl.DataFrame(
+        {
+            "event_timestamp": [day_start(d) + timedelta(minutes=i) for d in days for i in range(rows_per_day)],
+            "entity": [f"e{i}" for _ in days for i in range(rows_per_day)],
+            "writer": writer,
+            "round": round_number,
+            "value": [float(d * 1000 + i) for d in days for i in range(rows_per_day)],
+        },
+        schema_overrides={"event_timestamp": pl.Datetime("us", "UTC"), "round": pl.Int64},
+    )
+    rng = np.random.default_rng(round_number)
+    return frame.with_columns(pl.Series(f"noise{n}", rng.random(frame.height)) for n in range(noise_columns))
+
+
+def contend(
+    root: str,
+    writer: str,
+    ranges: list[tuple[int, int]],
+    rows_per_day: int,
+    start_together: Any,
+    results: Any,
+) -> None:
+    """Write one range per round; every round starts at a shared barrier so commits collide."""
+    store = DeltaStore(root, retry=CommitRetryPolicy(max_attempts=12, base_delay_seconds=0.02, max_delay_seconds=0.5))
+    for round_number, (first_day, last_day) in enumerate(ranges):
+        start_together.wait(timeout=60)
+        frame = partition_frame(writer, round_number, first_day, last_day, rows_per_day)
+        store.write(
+            TABLE,
+            frame,
+            time_slice=day_slice(first_day, last_day),
+            commit_metadata={
+                "writer": writer, "round": str(round_number), "first_day": str(first_day), "last_day": str(last_day)
+            },
+        )
+    stats = store.conflict_stats
+    results.put({"writer": writer, "conflicts": stats.conflicts, "retries": stats.retries, "exhausted": stats.exhausted})
+
+
+def write_big_range(root: str, first_day: int, last_day: int, rows_per_day: int, noise_columns: int) -> None:
+    """The child that gets SIGKILLed: one large overwrite of many daily partitions."""
+    frame = partition_frame("killed", 1, first_day, last_day, rows_per_day, noise_columns=noise_columns)
+    DeltaStore(root).write(TABLE, frame, time_slice=day_slice(first_day, last_day))
