@@ -22,12 +22,18 @@ is null, as in a training set). An on-demand feature takes the worst status of i
 `event_timestamps` holds the snapshot time of each value (null when there is none).
 
 Failure modes, all answered with a JSON {"detail": ...} naming the problem, never a 500 for bad
-input: a body that is not UTF-8 400; malformed body 422; unknown view or feature 404; badly formed or duplicated reference,
-missing/unknown/mistyped entity column, columns of different lengths or no rows 422; more than
-`max_entities` rows or a body over `max_body_bytes` (counted as it streams in) 413; missing or wrong API key 401; a consumer asking for features its policy refuses (PII, or a
-view outside its allowed views) 403 naming them; Redis unreachable or
-slower than `request_timeout_s` 503 (the blocking read runs in a worker thread under a
-deadline, so a dead or hung Redis never hangs the request).
+input: a body that is not UTF-8 400; malformed body 422 (with each issue in "errors"); unknown
+view or feature 404; badly formed or duplicated reference, missing/unknown/mistyped entity
+column, a string that is not valid Unicode, columns of different lengths or no rows 422; more
+than `max_entities` rows or a body over `max_body_bytes` (counted as it streams in) 413; missing
+or wrong API key 401; a consumer asking for features its policy refuses (PII, or a view outside
+its allowed views) 403 naming them; Redis unreachable or slower than `request_timeout_s` 503
+(the blocking read runs in a worker thread under a deadline, so a dead or hung Redis never
+hangs the request).
+
+PII-tagged features, and on-demand features computed from them, are served to callers allowed
+them but never written to the request log: the log is for skew monitoring, not a copy of
+personal data.
 """
 
 from __future__ import annotations
@@ -210,6 +216,12 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _is_pii(reference: str, views: Mapping[str, FeatureView]) -> bool:
+    view_name, _, name = reference.partition(":")
+    view = views.get(view_name)
+    return view is not None and name in view.feature_names and view.feature(name).pii
+
+
 def _is_unicode(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -362,6 +374,10 @@ def create_app(
         *[(consumer.api_key.encode(), consumer.policy) for consumer in consumers],
     ]
     on_demand_inputs = {name: feature.inputs for name, feature in on_demand.items()}
+    pii_derived = {
+        name for name, feature in on_demand.items()
+        if any(_is_pii(reference, views) for reference in feature.inputs)
+    }
 
     def authenticate(provided: str | None = Security(header_scheme)) -> ConsumerPolicy | None:
         """The caller's policy (None: unrestricted), by a constant-time comparison with every
@@ -504,6 +520,8 @@ def create_app(
                 series = frame.get_column(feature)
                 names.append(f"{request.view.name}__{feature}" if request_plan.full_feature_names else feature)
                 results.append({"values": _json_values(series), "statuses": statuses, "event_timestamps": iso_stamps})
+                if request.view.feature(feature).pii:
+                    continue  # served, never logged
                 served.append(ServedFeature(request.view.name, feature, request.view.entity_keys,
                                             series.to_list(), statuses, stamps))
         for feature in request_plan.on_demand:
@@ -515,6 +533,8 @@ def create_app(
             series = frame.get_column(feature.name)
             names.append(f"{ON_DEMAND_VIEW}__{feature.name}" if request_plan.full_feature_names else feature.name)
             results.append({"values": _json_values(series), "statuses": statuses, "event_timestamps": no_times})
+            if feature.name in pii_derived:
+                continue  # computed from PII: served, never logged
             keys = tuple(dict.fromkeys(
                 [k for v in feature.input_views() for k in views[v].entity_keys] + list(feature.request_columns)
             ))

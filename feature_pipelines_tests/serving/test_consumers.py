@@ -195,3 +195,30 @@ def test_configuration_defaults_and_the_admin_key_clash() -> None:
     with pytest.raises(ConsumerConfigError, match="'a' and '<FEATURE_PIPELINES_API_KEY>' have the same API key"):
         create_app(redis_client_factory=lambda: redis.Redis(), prefix=PREFIX, views=VIEWS, on_demand=ON_DEMAND_FEATURES,
                    api_key="k-1", consumers=[ConsumerKey(only.policy, "k-1")])
+
+
+def test_pii_served_to_an_allowed_consumer_is_never_written_to_the_request_log(
+    published: Published, redis_client: redis.Redis, consumer_env: None, tmp_path: Any
+) -> None:
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.serving.app import key_columns_of
+    from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog
+
+    now = datetime.now(timezone.utc)
+    publish(redis_client, prefix=PREFIX, view=PII_VIEW.name, entity_keys=list(PII_VIEW.entity_keys),
+            schema=PII_VIEW.schema(), ttl=PII_VIEW.ttl, frame=pl.DataFrame({
+                "tailnum": ["N1"], "event_timestamp": pl.Series([now - timedelta(hours=1)], dtype=pl.Datetime("us", "UTC")),
+                PII_FEATURE: ["Jane Doe"], "aircraft_seats_latest": [4]}))
+    store = DeltaStore(root=str(tmp_path / "lake"))
+    log = RequestLog(store, key_columns=key_columns_of(list(VIEWS.values())), flush_interval_s=60)
+    app = create_app(redis_client_factory=lambda: published.server.client(socket_timeout=2), prefix=PREFIX,
+                     views=VIEWS, on_demand={"owner_name_length": OWNER_NAME_LENGTH}, consumers=consumers_from_env(),
+                     request_log=log, now=lambda: published.read_at)
+    with TestClient(app) as test_client:
+        response = test_client.post("/get-online-features", headers={"X-API-Key": FRAUD_KEY}, json={
+            "features": [PII_REF, SEATS_REF, "on_demand:owner_name_length"], "entities": {"tailnum": ["N1"]}})
+        assert response.status_code == 200, response.text
+        assert [r["values"] for r in response.json()["results"][1:]] == [["Jane Doe"], [4], [8]]
+    logged = store.read(FEATURE_LOG_TABLE)  # the app closed (flushed) the log on shutdown
+    assert logged["feature"].to_list() == ["aircraft_seats_latest"]
+    assert "Jane Doe" not in str(logged.rows())
