@@ -44,6 +44,15 @@ def _peak_rss_mib() -> float:
     raise RuntimeError("/proc/self/status has no VmHWM line: peak memory cannot be measured here")
 
 
+def _rss_mib() -> float:
+    """The process's resident memory now (after imports: the floor every peak stands on)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmRSS line: memory cannot be measured here")
+
+
 def _reset_peak() -> None:
     """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is one partition's own."""
     with open("/proc/self/clear_refs", "w") as clear:
@@ -73,6 +82,7 @@ def _per_partition(args: argparse.Namespace, compute: Callable[[Any, Any, Any], 
 
     spec = _spec(args)
     events = DeltaStore(args.lake).scan(TABLE)
+    rss_floor = _rss_mib()
     partitions = []
     bounds = list(partition_bounds(synthetic_view(), spec.start, spec.end))
     began = time.perf_counter()
@@ -83,7 +93,7 @@ def _per_partition(args: argparse.Namespace, compute: Callable[[Any, Any, Any], 
         partitions.append(
             {"partition": start.date().isoformat(), "seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(), **record}
         )
-    return {"seconds": time.perf_counter() - began, "partitions": partitions}
+    return {"seconds": time.perf_counter() - began, "rss_after_imports_mib": rss_floor, "partitions": partitions}
 
 
 def _chunked(args: argparse.Namespace) -> dict[str, Any]:
