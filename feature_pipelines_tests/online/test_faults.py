@@ -3,23 +3,30 @@
 Two ways to cut it: the server drops the publisher's connection (CLIENT KILL) while the data
 stays, and the server process is SIGKILLed and restarted with its append-only file reloaded.
 Each entity's hash is then checked field by field against its own `__ts`: all old values with
-the old timestamp, or all new values with the new one.
+the old timestamp, or all new values with the new one. A frozen server is the third way, and
+must give a timeout error, not a hang. (The same faults inside a real Dagster run, with its
+retry policy: test_publish_retry_dagster.py.)
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import polars as pl
+import pytest
 import redis
 
 from feature_pipelines.online.encoding import encode_column
+from feature_pipelines.online.errors import OnlineStoreUnavailableError
 from feature_pipelines.online.keys import hash_keys
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import PublishResult, publish
+from feature_pipelines.online.resource import RedisResource
 from feature_pipelines_tests.online.conftest import ENTITY_KEYS, PREFIX, SCHEMA, VIEW, VIEW_ARGS, now_utc, snapshot
 
 ENTITIES = 20_000
@@ -130,4 +137,24 @@ def test_server_killed_mid_publish_then_restarted() -> None:
         _interrupted_publish_then_rerun(
             client, lambda: server.restart(crash=True), lambda: server.client(socket_timeout=10)
         )
+        client.close()
+
+
+def test_frozen_server_times_out_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that stops answering (SIGSTOP: the port still accepts connections) is the case
+    where a publish could hang; the resource's socket timeout turns it into a clear error."""
+    with LocalRedisServer() as server:
+        monkeypatch.setenv("FEATURE_PIPELINES_REDIS_URL", server.url)
+        client = RedisResource(key_prefix=PREFIX, socket_timeout_s=0.3, connect_timeout_s=0.3).client()
+        assert client.ping()
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(OnlineStoreUnavailableError, match=(
+                rf"feature view '{VIEW}': publishing 100 entities against redis://127.0.0.1:{server.port}/0 "
+                r"failed: the server did not answer within the socket timeout"
+            )):
+                publish(client, frame=snapshot(100, now_utc()), **VIEW_ARGS)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert publish(client, frame=snapshot(100, now_utc()), **VIEW_ARGS).written == 100  # and recovers
         client.close()
