@@ -30,16 +30,17 @@ def partition_frame(
 
     Noise columns (incompressible floats) make a frame slow to encode, so a writer can be caught
     while its parquet files are being written."""
-    days = range(first_day, last_day + 1)
+    days = np.repeat(np.arange(first_day, last_day + 1, dtype=np.int64), rows_per_day)
+    index = np.tile(np.arange(rows_per_day, dtype=np.int64), last_day - first_day + 1)
+    epoch_us = int(DAY0.timestamp()) * 1_000_000
     frame = pl.DataFrame(
         {
-            "event_timestamp": [day_start(d) + timedelta(minutes=i) for d in days for i in range(rows_per_day)],
-            "entity": [f"e{i}" for _ in days for i in range(rows_per_day)],
-            "writer": writer,
-            "round": round_number,
-            "value": [float(d * 1000 + i) for d in days for i in range(rows_per_day)],
-        },
-        schema_overrides={"event_timestamp": pl.Datetime("us", "UTC"), "round": pl.Int64},
+            "event_timestamp": pl.Series(epoch_us + days * 86_400_000_000 + index * 1_000).cast(pl.Datetime("us", "UTC")),
+            "entity": pl.Series(index).cast(pl.String).str.pad_start(7, "0"),
+            "writer": pl.Series([writer] * len(days), dtype=pl.String),
+            "round": pl.Series([round_number] * len(days), dtype=pl.Int64),
+            "value": (days * 1000 + index).astype(np.float64),
+        }
     )
     rng = np.random.default_rng(round_number)
     return frame.with_columns(pl.Series(f"noise{n}", rng.random(frame.height)) for n in range(noise_columns))
