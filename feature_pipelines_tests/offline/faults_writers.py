@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,6 +13,9 @@ from feature_pipelines.offline.delta_store import CommitRetryPolicy, DeltaStore,
 
 TABLE = "contested_feature"
 DAY0 = datetime(2013, 1, 1, tzinfo=timezone.utc)
+ROWS_PER_DAY = {"A": 30, "B": 45}
+# (A's days, B's days) per round: overlapping, disjoint, identical; repeated so commits collide often.
+ROUND_SHAPES = [((0, 4), (3, 7)), ((0, 3), (4, 7)), ((2, 5), (2, 5))]
 
 
 def day_start(day: int) -> datetime:
@@ -53,9 +57,12 @@ def contend(
     rows_per_day: int,
     start_together: Any,
     results: Any,
+    storage_options: dict[str, str] | None = None,
 ) -> None:
     """Write one range per round; every round starts at a shared barrier so commits collide."""
-    store = DeltaStore(root, retry=CommitRetryPolicy(max_attempts=12, base_delay_seconds=0.02, max_delay_seconds=0.5))
+    store = DeltaStore(
+        root, storage_options, retry=CommitRetryPolicy(max_attempts=12, base_delay_seconds=0.02, max_delay_seconds=0.5)
+    )
     for round_number, (first_day, last_day) in enumerate(ranges):
         start_together.wait(timeout=60)
         frame = partition_frame(writer, round_number, first_day, last_day, rows_per_day)
@@ -75,3 +82,63 @@ def write_big_range(root: str, first_day: int, last_day: int, rows_per_day: int,
     """The child that gets SIGKILLed: one large overwrite of many daily partitions."""
     frame = partition_frame("killed", 1, first_day, last_day, rows_per_day, noise_columns=noise_columns)
     DeltaStore(root).write(TABLE, frame, time_slice=day_slice(first_day, last_day))
+
+
+def run_contention(root: str, *, cycles: int, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Two spawned writer processes, `cycles` times through ROUND_SHAPES; their conflict counts."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    plans = {writer: [shape[i] for shape in ROUND_SHAPES] * cycles for i, writer in enumerate(ROWS_PER_DAY)}
+    workers = [
+        context.Process(target=contend, args=(root, w, plans[w], ROWS_PER_DAY[w], barrier, results, storage_options))
+        for w in plans
+    ]
+    for worker in workers:
+        worker.start()
+    reports = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0, f"writer process exited with {worker.exitcode}"
+    return reports
+
+
+def state_by_day(frame: pl.DataFrame) -> dict[int, tuple[str, int, int]]:
+    """Per day: (writer, round, rows) — failing if a day holds rows of more than one write."""
+    per_day = (
+        frame.with_columns(day=(pl.col("event_timestamp").dt.day() - 1).cast(pl.Int64))
+        .group_by("day")
+        .agg(
+            writers=pl.struct("writer", "round").n_unique(),
+            writer=pl.col("writer").first(),
+            round=pl.col("round").first(),
+            rows=pl.len(),
+            distinct_keys=pl.struct("entity", "event_timestamp").n_unique(),
+        )
+    )
+    mixed = per_day.filter((pl.col("writers") > 1) | (pl.col("distinct_keys") != pl.col("rows")))
+    assert mixed.height == 0, f"days holding a mix of writes or duplicate rows: {mixed.to_dicts()}"
+    return {row["day"]: (row["writer"], row["round"], row["rows"]) for row in per_day.iter_rows(named=True)}
+
+
+def check_every_version(store: DeltaStore) -> int:
+    """Replay the log: each commit must replace exactly its own days with exactly its own rows.
+
+    Commits without a writer are the empty table creations (both writers may find no table and
+    create it); they must change nothing. Returns the number of data commits.
+    """
+    history = sorted(store.open(TABLE).history(), key=lambda commit: commit["version"])
+    expected: dict[int, tuple[str, int, int]] = {}
+    data_commits = 0
+    for commit in history:
+        if "writer" in commit:
+            data_commits += 1
+            writer, round_number = commit["writer"], int(commit["round"])
+            for day in range(int(commit["first_day"]), int(commit["last_day"]) + 1):
+                expected[day] = (writer, round_number, ROWS_PER_DAY[writer])
+        else:
+            assert commit["operationParameters"]["mode"] == "Ignore", commit
+        actual = state_by_day(store.read(TABLE, version=commit["version"]))
+        assert actual == expected, f"version {commit['version']}: {commit.get('writer')} round {commit.get('round')}"
+    return data_commits
+
+

@@ -6,86 +6,29 @@ every committed version is then checked against a model of what that commit must
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
 import pytest
 from deltalake import DeltaTable
 
 from feature_pipelines.offline.delta_store import CommitConflictError, CommitRetryPolicy, DeltaStore
-from feature_pipelines_tests.offline.faults_writers import TABLE, contend, day_slice, partition_frame
-
-ROWS_PER_DAY = {"A": 30, "B": 45}
-# (A's days, B's days) per round: overlapping, disjoint, identical; repeated so commits collide often.
-ROUND_SHAPES = [((0, 4), (3, 7)), ((0, 3), (4, 7)), ((2, 5), (2, 5))]
-CYCLES = 5
-
-
-def _state_by_day(frame: pl.DataFrame) -> dict[int, tuple[str, int, int]]:
-    """Per day: (writer, round, rows) — failing if a day holds rows of more than one write."""
-    per_day = (
-        frame.with_columns(day=(pl.col("event_timestamp").dt.day() - 1).cast(pl.Int64))
-        .group_by("day")
-        .agg(
-            writers=pl.struct("writer", "round").n_unique(),
-            writer=pl.col("writer").first(),
-            round=pl.col("round").first(),
-            rows=pl.len(),
-            distinct_keys=pl.struct("entity", "event_timestamp").n_unique(),
-        )
-    )
-    mixed = per_day.filter((pl.col("writers") > 1) | (pl.col("distinct_keys") != pl.col("rows")))
-    assert mixed.height == 0, f"days holding a mix of writes or duplicate rows: {mixed.to_dicts()}"
-    return {row["day"]: (row["writer"], row["round"], row["rows"]) for row in per_day.iter_rows(named=True)}
-
-
-def _check_every_version(root: Path) -> int:
-    """Replay the log: each commit must replace exactly its own days with exactly its own rows.
-
-    Commits without a writer are the empty table creations (both writers may find no table and
-    create it); they must change nothing. Returns the number of data commits.
-    """
-    uri = str(root / TABLE)
-    history = sorted(DeltaTable(uri).history(), key=lambda commit: commit["version"])
-    expected: dict[int, tuple[str, int, int]] = {}
-    data_commits = 0
-    for commit in history:
-        if "writer" in commit:
-            data_commits += 1
-            writer, round_number = commit["writer"], int(commit["round"])
-            for day in range(int(commit["first_day"]), int(commit["last_day"]) + 1):
-                expected[day] = (writer, round_number, ROWS_PER_DAY[writer])
-        else:
-            assert commit["operationParameters"]["mode"] == "Ignore", commit
-        actual = _state_by_day(pl.read_delta(uri, version=commit["version"]))
-        assert actual == expected, f"version {commit['version']}: {commit.get('writer')} round {commit.get('round')}"
-    return data_commits
-
+from feature_pipelines_tests.offline.faults_writers import (
+    ROUND_SHAPES,
+    TABLE,
+    check_every_version,
+    day_slice,
+    partition_frame,
+    run_contention,
+    state_by_day,
+)
 
 def test_two_processes_overwriting_overlapping_ranges_lose_and_double_nothing(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    plans = {
-        "A": [shape[0] for shape in ROUND_SHAPES] * CYCLES,
-        "B": [shape[1] for shape in ROUND_SHAPES] * CYCLES,
-    }
-    workers = [
-        context.Process(target=contend, args=(str(tmp_path), w, plans[w], ROWS_PER_DAY[w], barrier, results))
-        for w in plans
-    ]
-    for worker in workers:
-        worker.start()
-    reports = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0, f"writer process exited with {worker.exitcode}"
+    reports = run_contention(str(tmp_path), cycles=5)
 
-    versions = _check_every_version(tmp_path)
-    assert versions == 2 * len(ROUND_SHAPES) * CYCLES  # every write committed exactly once
-    final = _state_by_day(DeltaStore(str(tmp_path)).read(TABLE))
-    assert sorted(final) == list(range(8))  # no partition lost
+    store = DeltaStore(str(tmp_path))
+    assert check_every_version(store) == 2 * len(ROUND_SHAPES) * 5  # every write committed exactly once
+    assert sorted(state_by_day(store.read(TABLE))) == list(range(8))  # no partition lost
     conflicts = sum(r["conflicts"] for r in reports)
     print(f"\ncommit conflicts seen: {reports}")
     assert conflicts > 0, "the writers never collided: the test did not exercise conflict handling"
@@ -120,7 +63,7 @@ def test_conflict_is_retried_against_the_latest_version(tmp_path: Path) -> None:
 
     assert (retrying.conflict_stats.conflicts, retrying.conflict_stats.retries) == (2, 2)
     assert version == seeded + 2 == store.version(TABLE)  # after the other backfill's commit
-    state = _state_by_day(store.read(TABLE))
+    state = state_by_day(store.read(TABLE))
     assert {day: state[day][0] for day in range(8)} == {0: "A", 1: "A", 2: "C", 3: "C", 4: "A", 5: "A", 6: "A", 7: "A"}
     assert state[2][2] == 30
 
