@@ -4,9 +4,10 @@ replayed lake for the tests that publish through real Dagster runs."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -122,20 +123,41 @@ class ReplayLake:
         return DeltaStore(root=self.settings.lake_root).read(view)
 
 
+@dataclass(frozen=True)
+class _ReplaySeed:
+    settings: Settings
+    instance: DagsterInstance
+    days: tuple[str, str]
+
+
 @pytest.fixture(scope="session")
-def replay_lake(tmp_path_factory: pytest.TempPathFactory, small_landing_root: Path) -> ReplayLake:
-    """Built once per session (~5 s): definitions, and raw flights of the days the views read."""
+def _replay_seed(tmp_path_factory: pytest.TempPathFactory, small_landing_root: Path) -> _ReplaySeed:
+    """Raw flights of the days the views read, landed once per session (~5 s with definitions)."""
     today = floor_to(utc_now(), timedelta(days=1))
     # Whole weeks (weekdays line up), chosen so the 11 replayed days cover the two days before today.
     offset = timedelta(weeks=(today - timedelta(days=3) - DATA_START) // timedelta(weeks=1))
     tmp = tmp_path_factory.mktemp("replay-online")
     settings = Settings("local", str(tmp / "lake"), str(small_landing_root), ReplayClock(offset))
     defs = build_definitions(settings)
-    instance = DagsterInstance.ephemeral()
     first_day = today - timedelta(days=2)
     hours = partition_keys_between(partitions_for(Partitioning.HOURLY, settings), first_day - timedelta(days=1), today)
     days = partition_keys_between(partitions_for(Partitioning.DAILY, settings), first_day, today)
     assert hours is not None and days is not None
+    instance = DagsterInstance.ephemeral()
     raw = materialize_range(defs, RAW_HOURLY_JOB, *hours, instance=instance, assets=["raw_flights"])
     assert raw.result.success
-    return ReplayLake(settings=settings, defs=defs, instance=instance, days=days)
+    return _ReplaySeed(settings=settings, instance=instance, days=days)
+
+
+@pytest.fixture
+def replay_lake(_replay_seed: _ReplaySeed, tmp_path: Path) -> ReplayLake:
+    """A copy of the seeded lake per test, so no test sees feature partitions another wrote (a
+    publish of an older day after a newer one exists offline rightly fails the parity check).
+    The instance is shared: it records that the raw partitions were materialised."""
+    lake_root = tmp_path / "lake"
+    shutil.copytree(_replay_seed.settings.lake_root, lake_root)
+    settings = replace(_replay_seed.settings, lake_root=str(lake_root))
+    return ReplayLake(
+        settings=settings, defs=build_definitions(settings), instance=_replay_seed.instance,
+        days=_replay_seed.days,
+    )
