@@ -133,6 +133,13 @@ class PublishResult:
         )
 
 
+@dataclass
+class _Progress:
+    """Entities Redis has acknowledged so far in one publish, for the error if it is cut off."""
+
+    acknowledged: int = 0
+
+
 @dataclass(frozen=True)
 class EncodedSnapshot:
     """A frame turned into what the script receives: keys, timestamps and encoded columns.
@@ -348,11 +355,6 @@ def _targets(
             by_node[node.name] = (node_client, [])
         by_node[node.name][1].append(rows)
     return list(by_node.values())
-
-
-@dataclass
-class _Progress:
-    acknowledged: int = 0
 
 
 def send_snapshot(
