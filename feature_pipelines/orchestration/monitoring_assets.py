@@ -180,6 +180,7 @@ def build_skew_asset(views: Mapping[str, FeatureView], settings: Settings) -> As
             )
         ],
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _serving_skew(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         start, end = _day(context)
@@ -267,17 +268,36 @@ def drift_check_result(check_name: str, what: str, drifts: Sequence[FeatureDrift
     )
 
 
-def _training_reference(store: DeltaStore, training: TrainingSetSpec, features: Sequence[str], start: datetime) -> pl.DataFrame:
-    """The training rows of the REFERENCE_WINDOW before `start` (what the model learned from lately)."""
+def _history_start(store: DeltaStore, views: Sequence[FeatureView]) -> datetime | None:
+    """The first instant at which every view had a snapshot; None if one has none."""
+    starts = []
+    for view in views:
+        try:
+            first = store.scan(view.name).select(pl.col(EVENT_TIMESTAMP).min()).collect().item()
+        except TableMissingError:
+            return None
+        if first is None:
+            return None
+        starts.append(first)
+    return max(starts) if starts else None
+
+
+def _training_reference(
+    store: DeltaStore, training: TrainingSetSpec, views: Sequence[FeatureView], features: Sequence[str], start: datetime
+) -> pl.DataFrame:
+    """The training rows of the REFERENCE_WINDOW before `start` (what the model learned from lately),
+    leaving out rows stamped before every feature table had its first snapshot: their nulls say
+    that the history had not begun, not what the features look like."""
+    empty = pl.DataFrame(schema={name: pl.Float64 for name in features})
+    history = _history_start(store, views)
+    if history is None:
+        return empty
     try:
         lazy = store.scan(training.name)
     except TableMissingError:
-        return pl.DataFrame(schema={name: pl.Float64 for name in features})
-    return (
-        lazy.filter((pl.col(PREDICTION_TIMESTAMP) < start) & (pl.col(PREDICTION_TIMESTAMP) >= start - REFERENCE_WINDOW))
-        .select(features)
-        .collect()
-    )
+        return empty
+    low = max(start - REFERENCE_WINDOW, history)
+    return lazy.filter((pl.col(PREDICTION_TIMESTAMP) < start) & (pl.col(PREDICTION_TIMESTAMP) >= low)).select(features).collect()
 
 
 def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, FeatureView], settings: Settings) -> AssetsDefinition:
@@ -288,6 +308,7 @@ def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, Fea
     }
 
     joint_features = [name for name in names if thresholds[name].stationary]
+    training_views = [request.view for request in resolve_references(list(training.features), views)]
 
     @asset(
         name=SERVING_DRIFT_ASSET,
@@ -306,11 +327,12 @@ def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, Fea
                            "features jointly (AUC under 0.6 warn / 0.7 fail)."),
         ],
         kinds={"polars", "delta", "scikit-learn"},
+        pool="lake_writes",
     )
     def _serving_drift(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         start, end = _day(context)
         store = lake.store()
-        reference = _training_reference(store, training, names, start)
+        reference = _training_reference(store, training, training_views, names, start)
         current = served_wide(read_served_log(store, start, end), views, training.features).select(names)
         drifts = drift_report(reference, current, thresholds)
         # Only stationary features go into the joint test: a classifier tells any two days apart
@@ -377,6 +399,7 @@ def build_partition_drift_asset(views: Mapping[str, FeatureView], settings: Sett
         check_specs=[AssetCheckSpec(partition_drift_check(name), asset=PARTITION_DRIFT_ASSET,
                                     description=f"`{name}`: the day's values against the day before.") for name in monitored],
         kinds={"polars", "delta"},
+        pool="lake_writes",
     )
     def _partition_drift(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         start, end = _day(context)
