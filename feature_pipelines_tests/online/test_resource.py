@@ -11,6 +11,7 @@ import redis
 from dagster import Definitions, asset, materialize
 
 from feature_pipelines.online.local_server import LocalRedisServer
+from feature_pipelines.online.errors import client_target
 from feature_pipelines.online.resource import RedisConfigError, RedisResource, redact_url
 
 URL_VAR = "FEATURE_PIPELINES_REDIS_URL"
@@ -163,3 +164,17 @@ def test_is_a_dagster_resource(redis_server: LocalRedisServer, monkeypatch: pyte
     result = materialize([pinged], resources=defs.resources)
     assert result.success
     assert result.output_for_node("pinged") == f"redis {redis_server.url}, prefix 'fp:test'"
+
+
+def test_client_target_is_the_redacted_url_of_any_client() -> None:
+    """What publish errors name: built from the client, so it holds whatever the URL held."""
+    cases = {
+        "redis://:s3cret@127.0.0.1:6390/2": "redis://:***@127.0.0.1:6390/2",
+        "rediss://app:s3cret@cache.example:6380/0": "rediss://app:***@cache.example:6380/0",
+        "redis://app@127.0.0.1:6390/0": "redis://app@127.0.0.1:6390/0",
+        "unix:///run/redis.sock?db=3&password=s3cret": "unix://:***@/run/redis.sock?db=3",
+    }
+    for url, shown in cases.items():
+        client = redis.Redis.from_url(url)
+        assert client_target(client) == shown and "s3cret" not in client_target(client)
+        client.close()
