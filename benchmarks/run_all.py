@@ -15,6 +15,7 @@ BENCHMARKS = [
     ["benchmarks.bench_online"],
     ["benchmarks.bench_server", "--seconds", os.environ.get("BENCH_SERVER_SECONDS", "30")],
     ["benchmarks.bench_serve_during_publish"],
+    ["benchmarks.bench_skew"],
     ["benchmarks.bench_backfill"],
     ["benchmarks.bench_scale", "--sizes", os.environ.get("BENCH_SCALE_SIZES", "1000000,3000000,10000000"), "--partitions", os.environ.get("BENCH_SCALE_PARTITIONS", "3")],
 ]
