@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 # Distinctive values, so a test can search logs, metadata and errors for any leak of them.
@@ -54,12 +58,34 @@ def _free_port() -> int:
 
 @contextmanager
 def moto_s3() -> Iterator[S3Endpoint]:
-    """Start moto's server in this process (threaded, real HTTP on loopback) and stop it after."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    """Run `moto_server` as its own process on a free loopback port; stop it after.
+
+    Not moto's in-process threaded server: some deltalake calls hold the GIL while they wait
+    for HTTP, so a server thread in the same interpreter could never answer them.
+    """
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield S3Endpoint(f"http://127.0.0.1:{port}")
+        _wait_until_up(server, url)
+        yield S3Endpoint(url)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_until_up(server: subprocess.Popen[bytes], url: str, timeout_seconds: float = 30) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {server.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise RuntimeError(f"moto_server did not answer on {url} within {timeout_seconds} s")
