@@ -1,4 +1,5 @@
-"""Command-line verbs: backfill, SQL over the lake, check summaries, the feature server, local Redis."""
+"""Command-line verbs: backfill, SQL over the lake, check summaries, the feature server, local Redis,
+model traffic, injected skew and the monitors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 
 from dagster import DagsterInstance
 
+from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
 from feature_pipelines.timeutil import require_utc, utc_now
 
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     checks.set_defaults(handler=cmd_checks)
     add_serve_parser(verbs)
     add_redis_parsers(verbs)
+    add_monitoring_parsers(verbs)
     return parser
 
 

@@ -22,6 +22,11 @@ if [ -z "${FEATURE_PIPELINES_REDIS_URL:-}" ]; then
   echo "demo: no Redis URL configured; using a local redis-server at ${FEATURE_PIPELINES_REDIS_URL} (stop it with: .venv/bin/feature-pipelines redis-down)"
 fi
 .venv/bin/feature-pipelines backfill --days "${DEMO_DAYS:-21}"
+# A day of model traffic through the feature server (its served values are logged), then today's
+# skew, drift and shadow reports, so the monitoring group in the UI has something to show.
+.venv/bin/feature-pipelines traffic --hours 24
+.venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
+echo "demo: inject a skew and watch it caught: .venv/bin/feature-pipelines inject-skew zero-imputation && .venv/bin/feature-pipelines monitor"
 host="${DAGSTER_HOST:-127.0.0.1}"; port="${DAGSTER_PORT:-3000}"
 echo "demo: opening Dagster at http://${host}:${port} (Ctrl-C to stop)"
 echo "demo: the feature server is one command away: .venv/bin/feature-pipelines serve  (http://127.0.0.1:6566/docs)"

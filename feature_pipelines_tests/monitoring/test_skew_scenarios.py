@@ -19,10 +19,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -34,7 +33,8 @@ from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.drift_thresholds import DRIFT_THRESHOLDS
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.online.publish import publish
+from feature_pipelines.monitoring import scenarios
+from feature_pipelines.monitoring.cli import upcoming_departures
 from feature_pipelines.orchestration.monitoring_assets import (
     FEATURE_DRIFT_CHECK,
     MONITORING_JOB,
@@ -46,11 +46,10 @@ from feature_pipelines.orchestration.monitoring_assets import (
     partition_drift_check,
     shadow_check,
 )
-from feature_pipelines.orchestration.publish_assets import latest_per_entity
 from feature_pipelines.orchestration.runs import materialize_range, materialize_window
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.serving.app import create_app, key_columns_of
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog, ServedFeature, ServedRequest, requests_to_frame
+from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.nycflights import DATA_START
@@ -85,17 +84,6 @@ class Monitored:
 
 def key(day: datetime) -> str:
     return day.strftime("%Y-%m-%d")
-
-
-def upcoming_departures(settings: Settings, now: datetime, hours: int = 24) -> pl.DataFrame:
-    """The flights scheduled to leave in the next day (what a delay model is asked about; a whole
-    day, so the sample does not depend on the hour the test runs at)."""
-    low, high = settings.replay.to_source(now), settings.replay.to_source(now + timedelta(hours=hours))
-    return (
-        nycflights.flights()
-        .filter(pl.col("scheduled_departure_at").is_between(low, high, closed="left"), pl.col("tailnum").is_not_null())
-        .select("origin", "dest", "carrier", "tailnum")
-    )
 
 
 def serve(url: str, prefix: str, store: DeltaStore, entities: pl.DataFrame, features: Sequence[str], now: Callable[[], datetime]) -> None:
@@ -133,7 +121,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, online_store_url: str) -
     runs = materialize_window(defs, settings, floor_to(now, DAY) - 6 * DAY, end, instance=instance)
     assert all(run.result.success for run in runs), [run.job_name for run in runs if not run.result.success]
     store = DeltaStore(settings.lake_root)
-    upcoming = upcoming_departures(settings, now)
+    upcoming = upcoming_departures(pl.scan_parquet(tmp / "landing" / "flights" / "*.parquet"), settings.replay.to_source(now), 24)
     assert upcoming.height > 500
     serve(online_store_url, PREFIX, store, upcoming, FLIGHT_DELAY_TRAINING_SET.features, utc_now)
     return Monitored(settings, defs, instance, store, now, floor_to(now, DAY), tmp, online_store_url, upcoming)
@@ -165,21 +153,6 @@ def failing_features(check: Any) -> list[str]:
 def failed_drift(check: Any) -> list[str]:
     """Features whose drift reached its fail threshold (warnings left out)."""
     return [figure["feature"] for figure in check.metadata["figures"].value if figure["severity"] == "fail"]
-
-
-def log_rogue(store: DeltaStore, requests: list[ServedRequest]) -> None:
-    store.append(FEATURE_LOG_TABLE, requests_to_frame(requests, KEY_COLUMNS))
-
-
-def rogue_request(request_id: str, at: datetime, view: str, keys: dict[str, list[Any]], feature: str, values: list[Any]) -> ServedRequest:
-    """What a serving path that bypasses the platform logs: its values, no snapshot stamp."""
-    n = len(values)
-    return ServedRequest(request_id, at, keys, [ServedFeature(view, feature, tuple(keys), values, ["PRESENT"] * n, [None] * n)])
-
-
-def window_mean(raw: pl.DataFrame, keys: dict[str, Any], low: datetime, high: datetime) -> float | None:
-    rows = raw.filter(*[pl.col(k) == v for k, v in keys.items()], pl.col("dep_known_at") >= low, pl.col("dep_known_at") < high)
-    return rows["dep_delay"].mean()  # type: ignore[return-value]
 
 
 # -- the clean pipeline -------------------------------------------------------------------------
@@ -215,15 +188,7 @@ def test_clean_feature_tables_do_not_drift_and_the_candidate_is_reported(monitor
 
 def test_a_24h_window_ending_at_midnight_instead_of_the_request_is_caught(monitored: Monitored) -> None:
     _, defs, store = clone(monitored, "midnight", keep_log=False)
-    raw = store.read("raw_flights")
-    carriers = sorted(store.read("carrier_delay_stats")["carrier"].unique().to_list())
-    midnight = monitored.yesterday
-    requests = [
-        rogue_request(f"midnight-{hour}", midnight + hour * HOUR, "carrier_delay_stats", {"carrier": carriers},
-                      "carrier_dep_delay_mean_24h", [window_mean(raw, {"carrier": c}, midnight - DAY, midnight) for c in carriers])
-        for hour in range(4, 24, 3)
-    ]
-    log_rogue(store, requests)
+    scenarios.append_requests(store, scenarios.midnight_window(store, monitored.yesterday), KEY_COLUMNS)
     skew = run_monitoring(defs, monitored.yesterday, SKEW_ASSET)[SKEW_CHECK]
     assert not skew.passed and failing_features(skew) == ["carrier_delay_stats:carrier_dep_delay_mean_24h"]
     assert "carrier_dep_delay_mean_24h" in skew.description and skew.metadata["examples"].value
@@ -235,11 +200,7 @@ def test_zero_imputation_instead_of_the_null_policy_is_caught(monitored: Monitor
     had_nulls = sorted(set(log.filter(pl.col("value_float").is_null())
                            .select(pl.format("{}:{}", "view", "feature")).to_series().to_list()))
     assert had_nulls, "the clean day served no null; this scenario needs one"
-    imputed = log.with_columns(
-        pl.col("value_float").fill_null(0.0),
-        pl.when(pl.col("value_json") == "null").then(pl.lit("0.0")).otherwise(pl.col("value_json")).alias("value_json"),
-    )
-    store.write(FEATURE_LOG_TABLE, imputed, time_slice=None)
+    scenarios.rewrite_log(store, scenarios.zero_imputation, monitored.today, monitored.today + DAY)
     skew = run_monitoring(defs, monitored.today, SKEW_ASSET)[SKEW_CHECK]
     assert not skew.passed and failing_features(skew) == had_nulls
     assert all(example["reason"] == "null" and example["served"] == 0.0
@@ -248,31 +209,16 @@ def test_zero_imputation_instead_of_the_null_policy_is_caught(monitored: Monitor
 
 def test_a_local_time_day_boundary_instead_of_utc_is_caught(monitored: Monitored) -> None:
     _, defs, store = clone(monitored, "local_day", keep_log=False)
-    raw = store.read("raw_flights")
-    new_york = ZoneInfo("America/New_York")
-    routes = store.read("route_delay_stats").filter(pl.col("event_timestamp") == monitored.yesterday).select("origin", "dest")
-    requests = []
-    for hour in range(6, 24, 4):
-        at = monitored.yesterday + hour * HOUR
-        local_midnight = at.astimezone(new_york).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
-        values = [window_mean(raw, {"origin": o, "dest": d}, local_midnight - DAY, local_midnight) for o, d in routes.iter_rows()]
-        requests.append(rogue_request(f"local-{hour}", at, "route_delay_stats", routes.to_dict(as_series=False), "route_dep_delay_mean_24h", values))
-    log_rogue(store, requests)
+    scenarios.append_requests(store, scenarios.local_day_boundary(store, monitored.yesterday), KEY_COLUMNS)
     skew = run_monitoring(defs, monitored.yesterday, SKEW_ASSET)[SKEW_CHECK]
     assert not skew.passed and failing_features(skew) == ["route_delay_stats:route_dep_delay_mean_24h"]
 
 
 def test_an_online_store_left_stale_for_six_hours_is_caught(monitored: Monitored) -> None:
     _, defs, store = clone(monitored, "stale", keep_log=False)
-    client = redis.Redis.from_url(monitored.redis_url)
     stale_prefix = "fp:stale"
-    for stale_key in client.scan_iter(match=f"{stale_prefix}:*"):
-        client.delete(stale_key)
     cutoff = floor_to(monitored.now, HOUR) - 6 * HOUR  # the last publish that ran
-    for view in FEATURE_VIEWS.values():
-        snapshot = store.read(view.name).filter(pl.col("event_timestamp") <= cutoff)
-        publish(client, prefix=stale_prefix, view=view.name, entity_keys=list(view.entity_keys), schema=view.schema(),
-                ttl=view.ttl, frame=latest_per_entity(view, snapshot))
+    scenarios.publish_stale(redis.Redis.from_url(monitored.redis_url), stale_prefix, store, FEATURE_VIEWS, cutoff)
     serve(monitored.redis_url, stale_prefix, store, monitored.upcoming, FLIGHT_DELAY_TRAINING_SET.features, utc_now)
     skew = run_monitoring(defs, monitored.today, SKEW_ASSET)[SKEW_CHECK]
     hourly = {f"{v.name}:{f}" for v in FEATURE_VIEWS.values() if v.ttl < 6 * HOUR for f in v.feature_names}
@@ -313,11 +259,7 @@ def test_an_upstream_switch_to_nautical_miles_is_caught_as_partition_drift(monit
 
 def test_delays_served_in_seconds_are_caught_as_serving_drift(monitored: Monitored) -> None:
     _, defs, store = clone(monitored, "seconds")
-    log = store.read(FEATURE_LOG_TABLE)
-    seconds = log.with_columns(
-        pl.when(pl.col("feature") == "route_dep_delay_mean_24h").then(pl.col("value_float") * 60).otherwise(pl.col("value_float")).alias("value_float")
-    )
-    store.write(FEATURE_LOG_TABLE, seconds, time_slice=None)
+    scenarios.rewrite_log(store, scenarios.delays_in_seconds, monitored.today, monitored.today + DAY)
     checks = run_monitoring(defs, monitored.today, SKEW_ASSET, SERVING_DRIFT_ASSET)
     drift = checks[FEATURE_DRIFT_CHECK]
     assert not drift.passed and drift.severity.value == "ERROR" and failed_drift(drift) == ["route_dep_delay_mean_24h"]

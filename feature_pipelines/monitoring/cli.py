@@ -1,0 +1,128 @@
+"""Monitoring verbs: replay a day of model traffic, inject a skew scenario, run the day's monitors.
+
+    feature-pipelines traffic [--hours 24]      the next departures through the feature server
+    feature-pipelines inject-skew SCENARIO      write a faulty serving path's log for today
+    feature-pipelines monitor [--day D]         skew, drift and shadow reports of a day (Dagster run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from feature_pipelines.timeutil import floor_to, require_utc, utc_now
+
+SCENARIOS = ("midnight-window", "zero-imputation", "local-day-boundary", "delays-in-seconds", "stale-store")
+DAY = timedelta(days=1)
+
+
+def upcoming_departures(flights: pl.LazyFrame, source_now: datetime, hours: int) -> pl.DataFrame:
+    """Flights scheduled to leave in the next `hours` (source time): what a delay model is asked about."""
+    return (
+        flights.filter(
+            pl.col("scheduled_departure_at").is_between(source_now, source_now + timedelta(hours=hours), closed="left"),
+            pl.col("tailnum").is_not_null(),
+        )
+        .select("origin", "dest", "carrier", "tailnum")
+        .collect()
+    )
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    """Score the next departures through the real feature server app (in process, request log on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+
+    from feature_pipelines.resources import LandingResource
+    from feature_pipelines.serving.cli import app_from_env
+    from feature_pipelines.settings import load_settings
+    from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
+
+    settings = load_settings()
+    now = utc_now()
+    flights = LandingResource(root=settings.landing_root).zone().scan("flights")
+    entities = upcoming_departures(flights, settings.replay.to_source(now), args.hours)
+    sent = failed = 0
+    with TestClient(app_from_env()) as client:
+        for start in range(0, entities.height, args.batch):
+            batch = entities.slice(start, args.batch).to_dict(as_series=False)
+            response = client.post("/get-online-features", json={"features": list(FLIGHT_DELAY_TRAINING_SET.features), "entities": batch})
+            sent += 1
+            if response.status_code != 200:
+                failed += 1
+                print(f"traffic: request {sent} got {response.status_code}: {response.text[:300]}", file=sys.stderr)
+    print(f"traffic: scored {entities.height} departures of the next {args.hours}h in {sent} requests ({failed} failed); "
+          f"served values logged to {settings.lake_root}/_serving/feature_log")
+    return 1 if failed else 0
+
+
+def cmd_inject_skew(args: argparse.Namespace) -> int:
+    """Write one scenario's faulty serving log for today (its old versions stay readable in Delta)."""
+    from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.monitoring import scenarios
+    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.serving.app import key_columns_of
+    from feature_pipelines.serving.cli import redis_resource_from_env
+    from feature_pipelines.settings import load_settings
+
+    settings = load_settings()
+    store = DeltaStore(root=settings.lake_root)
+    today = floor_to(utc_now(), DAY)
+    keys = key_columns_of(list(FEATURE_VIEWS.values()))
+    scenario = args.scenario
+    if scenario == "midnight-window":
+        scenarios.append_requests(store, scenarios.midnight_window(store, today), keys)
+    elif scenario == "local-day-boundary":
+        scenarios.append_requests(store, scenarios.local_day_boundary(store, today), keys)
+    elif scenario == "zero-imputation":
+        scenarios.rewrite_log(store, scenarios.zero_imputation, today, today + DAY)
+    elif scenario == "delays-in-seconds":
+        scenarios.rewrite_log(store, scenarios.delays_in_seconds, today, today + DAY)
+    else:  # stale-store: the online store as of 6 hours ago, then a day of traffic against it
+        resource = redis_resource_from_env()
+        scenarios.publish_stale(resource.client(), resource.validated_prefix(), store, FEATURE_VIEWS,
+                                floor_to(utc_now(), timedelta(hours=1)) - timedelta(hours=6))
+        print("inject-skew: the online store now holds the snapshots of 6 hours ago; run `feature-pipelines traffic`, "
+              "then `feature-pipelines monitor` (the next hourly publish repairs the store)")
+        return 0
+    print(f"inject-skew: {scenario} written to today's serving log; run `feature-pipelines monitor` to see it caught")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Run the monitoring job for one day in this Dagster instance; print its checks; 1 on a failure."""
+    from dagster import DagsterInstance
+
+    from feature_pipelines.definitions import defs
+    from feature_pipelines.orchestration.monitoring_assets import MONITORING_JOB
+
+    day = require_utc(datetime.fromisoformat(args.day), "--day") if args.day else floor_to(utc_now(), DAY)
+    result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+        partition_key=day.strftime("%Y-%m-%d"), instance=DagsterInstance.get(), raise_on_error=False
+    )
+    failed = False
+    for check in result.get_asset_check_evaluations():
+        state = "passed" if check.passed else f"FAILED ({check.severity.value})"
+        failed |= not check.passed and check.severity.value == "ERROR"
+        print(f"  {check.asset_key.to_user_string()}:{check.check_name}: {state}: {(check.description or '')[:400]}")
+    print(f"monitor: run {result.run_id} for {day:%Y-%m-%d}; reports under the lake's reports directory")
+    return 1 if failed or not result.success else 0
+
+
+def add_monitoring_parsers(verbs: Any) -> None:
+    traffic = verbs.add_parser("traffic", help="score the next departures through the feature server (logs served values)")
+    traffic.add_argument("--hours", type=int, default=24, help="departures of the next N hours (default 24)")
+    traffic.add_argument("--batch", type=int, default=50, help="entity rows per request (default 50)")
+    traffic.set_defaults(handler=cmd_traffic)
+    inject = verbs.add_parser("inject-skew", help="write a faulty serving path's log for today (demo of the monitors)")
+    inject.add_argument("scenario", choices=SCENARIOS)
+    inject.set_defaults(handler=cmd_inject_skew)
+    monitor = verbs.add_parser("monitor", help="run today's (or --day's) skew, drift and shadow reports; exit 1 on an ERROR")
+    monitor.add_argument("--day", help="YYYY-MM-DDT00:00+00:00 (default: today, UTC)")
+    monitor.set_defaults(handler=cmd_monitor)

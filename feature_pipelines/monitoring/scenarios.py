@@ -1,0 +1,115 @@
+"""Injected training/serving skew, for the demo and the tests: the faults the monitors must catch.
+
+Each scenario writes what a faulty serving path would have logged into the request log table
+(`_serving/feature_log`), in the log's own format, so the `serving_skew` / `serving_drift`
+assets judge it exactly as they judge the real server's log:
+
+- `midnight_window`: a service computing the carrier 24h mean delay over the window ending at
+  the last midnight instead of at the request time;
+- `zero_imputation`: a service layer replacing null features by 0 instead of keeping the
+  declared null policy;
+- `local_day_boundary`: a daily route feature computed with New York midnights instead of UTC;
+- `delays_in_seconds`: a service reading the route mean delay in seconds, not minutes;
+- `stale_store` (`publish_stale`): an online store whose publishing stopped hours ago.
+
+A rogue path logs no snapshot stamp (it bypasses the platform), so its values are judged
+against the offline point-in-time value alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import redis
+
+from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.online.publish import publish
+from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, ServedFeature, ServedRequest, requests_to_frame
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def rogue_request(request_id: str, at: datetime, view: str, keys: Mapping[str, list[Any]], feature: str, values: list[Any]) -> ServedRequest:
+    """What a serving path that bypasses the platform logs: its values and no snapshot stamp."""
+    n = len(values)
+    return ServedRequest(request_id, at, dict(keys), [ServedFeature(view, feature, tuple(keys), values, ["PRESENT"] * n, [None] * n)])
+
+
+def _window_mean(raw: pl.DataFrame, keys: Mapping[str, Any], low: datetime, high: datetime) -> float | None:
+    rows = raw.filter(*[pl.col(k) == v for k, v in keys.items()], pl.col("dep_known_at") >= low, pl.col("dep_known_at") < high)
+    return rows["dep_delay"].mean()  # type: ignore[return-value]
+
+
+def midnight_window(store: DeltaStore, day: datetime) -> list[ServedRequest]:
+    """carrier_dep_delay_mean_24h over [midnight - 24h, midnight) at requests through `day`."""
+    raw = store.read("raw_flights")
+    carriers = sorted(store.read("carrier_delay_stats")["carrier"].unique().to_list())
+    return [
+        rogue_request(f"midnight-window-{hour}", day + hour * HOUR, "carrier_delay_stats", {"carrier": carriers},
+                      "carrier_dep_delay_mean_24h", [_window_mean(raw, {"carrier": c}, day - DAY, day) for c in carriers])
+        for hour in range(4, 24, 3)
+    ]
+
+
+def local_day_boundary(store: DeltaStore, day: datetime) -> list[ServedRequest]:
+    """route_dep_delay_mean_24h over the New York day before each request, not the UTC one."""
+    raw = store.read("raw_flights")
+    routes = store.read("route_delay_stats").filter(pl.col(EVENT_TIMESTAMP) == day).select("origin", "dest")
+    requests = []
+    for hour in range(6, 24, 4):
+        at = day + hour * HOUR
+        local_midnight = at.astimezone(NEW_YORK).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+        values = [_window_mean(raw, {"origin": o, "dest": d}, local_midnight - DAY, local_midnight) for o, d in routes.iter_rows()]
+        requests.append(rogue_request(f"local-day-{hour}", at, "route_delay_stats", routes.to_dict(as_series=False),
+                                      "route_dep_delay_mean_24h", values))
+    return requests
+
+
+def zero_imputation(log: pl.DataFrame) -> pl.DataFrame:
+    """The served log as a service that imputes 0 for every null would have written it."""
+    return log.with_columns(
+        pl.col("value_float").fill_null(0.0),
+        pl.when(pl.col("value_json") == "null").then(pl.lit("0.0")).otherwise(pl.col("value_json")).alias("value_json"),
+    )
+
+
+def delays_in_seconds(log: pl.DataFrame, feature: str = "route_dep_delay_mean_24h") -> pl.DataFrame:
+    """The served log with one delay feature read in seconds instead of minutes."""
+    scaled = pl.when(pl.col("feature") == feature)
+    return log.with_columns(
+        scaled.then(pl.col("value_float") * 60).otherwise(pl.col("value_float")).alias("value_float"),
+        scaled.then((pl.col("value_float") * 60).cast(pl.String)).otherwise(pl.col("value_json")).fill_null("null").alias("value_json"),
+    )
+
+
+def publish_stale(client: redis.Redis, prefix: str, store: DeltaStore, views: Mapping[str, FeatureView], cutoff: datetime) -> None:
+    """Fill an online store as it would be had publishing stopped at `cutoff`."""
+    from feature_pipelines.orchestration.publish_assets import latest_per_entity  # the publish assets' own selection
+
+    for stale_key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(stale_key)
+    for view in views.values():
+        snapshot = store.read(view.name).filter(pl.col(EVENT_TIMESTAMP) <= cutoff)
+        publish(client, prefix=prefix, view=view.name, entity_keys=list(view.entity_keys), schema=view.schema(),
+                ttl=view.ttl, frame=latest_per_entity(view, snapshot))
+
+
+def append_requests(store: DeltaStore, requests: list[ServedRequest], key_columns: Mapping[str, pl.DataType]) -> int:
+    """Log rogue requests in the request log table, as the server's log would hold them."""
+    return store.append(FEATURE_LOG_TABLE, requests_to_frame(requests, key_columns))
+
+
+def rewrite_log(store: DeltaStore, transform: Callable[[pl.DataFrame], pl.DataFrame], start: datetime, end: datetime) -> int:
+    """Apply a fault to the logged values of [start, end) (a new Delta version; the old stays readable)."""
+    from feature_pipelines.offline.delta_store import TimeSlice
+
+    log = store.read(FEATURE_LOG_TABLE, time_slice=TimeSlice("request_time", start, end))
+    return store.write(FEATURE_LOG_TABLE, transform(log), time_slice=TimeSlice("request_time", start, end))
