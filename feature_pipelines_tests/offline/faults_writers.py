@@ -142,3 +142,29 @@ def check_every_version(store: DeltaStore) -> int:
     return data_commits
 
 
+
+
+def dagster_backfill(
+    tmp_path: str, landing_root: str, raw_first_day: str, first_day: str, last_day: str, start_together: Any, results: Any
+) -> None:
+    """One real Dagster backfill (own ephemeral instance) of raw hours from `raw_first_day` (the
+    24h window reads the day before) and of carrier_delay_stats over [first_day, last_day], into
+    the lake shared with the other process."""
+    from pathlib import Path
+
+    from feature_pipelines.orchestration.runs import materialize_range
+    from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
+    from feature_pipelines_tests.conftest import make_pipeline, step_failure_text
+
+    pipeline = make_pipeline(Path(tmp_path), Path(landing_root))
+    start_together.wait(timeout=120)
+    outcome: dict[str, Any] = {"range": (first_day, last_day)}
+    for job, first, last, assets in (
+        (RAW_HOURLY_JOB, f"{raw_first_day}-00:00", f"{last_day}-23:00", None),
+        (HOURLY_SNAPSHOT_JOB, first_day, last_day, ["carrier_delay_stats"]),
+    ):
+        run = materialize_range(pipeline.defs, job, first, last, instance=pipeline.instance, raise_on_error=False, assets=assets)
+        outcome[job] = run.result.success
+        if not run.result.success:
+            outcome[f"{job} failure"] = step_failure_text(run.result)
+    results.put(outcome)
