@@ -99,9 +99,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     """Run the monitoring job for one day in this Dagster instance; print its checks; 1 on a failure."""
     from dagster import DagsterInstance
 
-    from feature_pipelines.definitions import defs
+    from feature_pipelines.definitions import build_definitions
     from feature_pipelines.orchestration.monitoring_assets import MONITORING_JOB
+    from feature_pipelines.settings import load_settings
 
+    defs = build_definitions(load_settings())
     day = require_utc(datetime.fromisoformat(args.day), "--day") if args.day else floor_to(utc_now(), DAY)
     result = defs.resolve_job_def(MONITORING_JOB).execute_in_process(
         partition_key=day.strftime("%Y-%m-%d"), instance=DagsterInstance.get(), raise_on_error=False

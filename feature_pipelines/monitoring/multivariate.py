@@ -230,3 +230,19 @@ def _cross_validate(
 
 
 __all__ = ["MultivariateDrift", "classifier_drift"]
+
+
+def rank_transform(frame: pl.DataFrame, features: Sequence[str], *, seed: int = 0) -> pl.DataFrame:
+    """Each numeric feature replaced by its rank within `frame`, scaled to (0, 1] (ties broken at
+    random, seeded; nulls stay null): the copula of the sample.
+
+    Applied to each side separately before `classifier_drift`, it makes every marginal uniform on
+    both sides, so the classifier can only find a change in how features move *together*; shifts
+    of a single feature are the per-feature tests' job (PSI/KS/JSD), and features whose marginals
+    move from day to day by nature (the weather) no longer make any two days separable.
+    """
+    numeric = [name for name in features if not is_categorical(frame.get_column(name))]
+    return frame.with_columns(
+        (pl.col(name).rank("random", seed=seed + index) / pl.col(name).count()).alias(name)
+        for index, name in enumerate(numeric)
+    )

@@ -43,7 +43,7 @@ from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.features.spec import FeatureMonitoring, FeatureView, Partitioning
 from feature_pipelines.monitoring.drift import FeatureDrift, Severity, drift_report, worst
-from feature_pipelines.monitoring.multivariate import classifier_drift
+from feature_pipelines.monitoring.multivariate import classifier_drift, rank_transform
 from feature_pipelines.monitoring.plots import markdown_image, plot_feature_histograms, plot_psi_bars, plot_skew_bars
 from feature_pipelines.monitoring.served_log import read_served_log, served_wide
 from feature_pipelines.monitoring.shadow import shadow_compare
@@ -323,8 +323,8 @@ def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, Fea
             AssetCheckSpec(FEATURE_DRIFT_CHECK, asset=SERVING_DRIFT_ASSET,
                            description="Per feature PSI/KS/JSD under the feature's declared warn/fail thresholds."),
             AssetCheckSpec(MULTIVARIATE_CHECK, asset=SERVING_DRIFT_ASSET,
-                           description="A classifier cannot tell training rows from serving rows by their stationary "
-                           "features jointly (AUC under 0.6 warn / 0.7 fail)."),
+                           description="A classifier cannot tell training rows from serving rows by how their features "
+                           "move together, each side rank-transformed (AUC under 0.6 warn / 0.7 fail)."),
         ],
         kinds={"polars", "delta", "scikit-learn"},
         pool="lake_writes",
@@ -335,9 +335,11 @@ def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, Fea
         reference = _training_reference(store, training, training_views, names, start)
         current = served_wide(read_served_log(store, start, end), views, training.features).select(names)
         drifts = drift_report(reference, current, thresholds)
-        # Only stationary features go into the joint test: a classifier tells any two days apart
-        # by their weather-driven features (features/drift_thresholds.py).
-        joint = classifier_drift(reference, current, joint_features, seed=0)
+        # The joint test sees the stationary features' copula (each side's ranks): marginal shifts
+        # are the per-feature tests' job, and weather-driven features would make any two days (or
+        # any burst of requests at one instant) separable.
+        joint = classifier_drift(rank_transform(reference, joint_features, seed=0),
+                                 rank_transform(current, joint_features, seed=1), joint_features, seed=0)
         version = _write_figures(store, "monitoring/serving_drift", _drift_rows("training_vs_serving", start, drifts), _DRIFT_SCHEMA, start, end)
         directory = _report_dir(settings, SERVING_DRIFT_ASSET)
         histograms = plot_feature_histograms(

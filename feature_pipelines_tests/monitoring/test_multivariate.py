@@ -11,7 +11,7 @@ import pytest
 
 from feature_pipelines.features.spec import FeatureMonitoring
 from feature_pipelines.monitoring.drift import DriftInputError, Severity, drift_report
-from feature_pipelines.monitoring.multivariate import classifier_drift
+from feature_pipelines.monitoring.multivariate import classifier_drift, rank_transform
 
 ROWS = 1_500
 
@@ -102,3 +102,15 @@ def test_a_column_numeric_on_one_side_and_categorical_on_the_other_is_refused() 
     frame = correlated(0.9, seed=17, rows=200)
     with pytest.raises(DriftInputError, match=r"column 'x' is Float64 in the reference frame but String"):
         classifier_drift(frame, frame.with_columns(pl.col("x").cast(pl.String)), FEATURES)
+
+
+def test_ranked_sides_hide_marginal_shifts_but_not_a_changed_correlation() -> None:
+    numeric = ("x", "y", "noise")
+    reference = correlated(0.9, seed=5)
+    shifted = correlated(0.9, seed=6).with_columns(pl.col("x") * 3 + 5, pl.col("noise") + 2)  # marginals move, coupling kept
+    flipped = correlated(-0.9, seed=7)
+    assert classifier_drift(reference, shifted, numeric).severity is Severity.FAIL  # raw: the shift is obvious
+    ranked = rank_transform(reference, numeric, seed=0)
+    assert rank_transform(shifted, numeric, seed=1).select(numeric).null_count().row(0) == shifted.select(numeric).null_count().row(0)
+    assert classifier_drift(ranked, rank_transform(shifted, numeric, seed=1), numeric).severity is Severity.PASS
+    assert classifier_drift(ranked, rank_transform(flipped, numeric, seed=1), numeric).severity is Severity.FAIL

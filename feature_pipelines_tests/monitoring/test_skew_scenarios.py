@@ -28,6 +28,7 @@ import pytest
 import redis
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from feature_pipelines.cli import main
 from feature_pipelines.definitions import build_definitions
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.drift_thresholds import DRIFT_THRESHOLDS
@@ -37,6 +38,7 @@ from feature_pipelines.monitoring import scenarios
 from feature_pipelines.monitoring.cli import upcoming_departures
 from feature_pipelines.orchestration.monitoring_assets import (
     FEATURE_DRIFT_CHECK,
+    MULTIVARIATE_CHECK,
     MONITORING_JOB,
     PARTITION_DRIFT_ASSET,
     SERVING_DRIFT_ASSET,
@@ -168,6 +170,8 @@ def test_clean_serving_day_raises_no_alarm(monitored: Monitored) -> None:
     drift = checks[FEATURE_DRIFT_CHECK]
     warn_only = {name for name, t in DRIFT_THRESHOLDS.items() if t.ks_fail > 1}
     assert drift.passed or (drift.severity.value == "WARN" and set(drift.metadata["drifting_features"].value) <= warn_only), drift.description
+    joint = checks[MULTIVARIATE_CHECK]
+    assert joint.passed, joint.description
     report = Path(monitored.settings.reports_dir) / SKEW_ASSET / f"{key(monitored.today)}.md"
     assert report.exists() and (report.parent / f"{key(monitored.today)}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -264,3 +268,19 @@ def test_delays_served_in_seconds_are_caught_as_serving_drift(monitored: Monitor
     drift = checks[FEATURE_DRIFT_CHECK]
     assert not drift.passed and drift.severity.value == "ERROR" and failed_drift(drift) == ["route_dep_delay_mean_24h"]
     assert failing_features(checks[SKEW_CHECK]) == ["route_delay_stats:route_dep_delay_mean_24h"]
+
+
+def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(monitored: Monitored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, _, store = clone(monitored, "demo_verbs", keep_log=False)
+    monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", settings.lake_root)
+    monkeypatch.setenv("FEATURE_PIPELINES_LANDING_ROOT", settings.landing_root)
+    monkeypatch.setenv("FEATURE_PIPELINES_REPORTS_ROOT", str(tmp_path / "reports"))
+    monkeypatch.setenv("FEATURE_PIPELINES_REPLAY_START", settings.data_start.date().isoformat())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    assert main(["traffic", "--hours", "24"]) == 0
+    assert store.read(FEATURE_LOG_TABLE).height == monitored.upcoming.height * len(FLIGHT_DELAY_TRAINING_SET.features)
+    assert main(["monitor"]) == 0
+    assert main(["inject-skew", "zero-imputation"]) == 0
+    assert main(["monitor"]) == 1
+    assert (tmp_path / "reports" / SKEW_ASSET / f"{key(monitored.today)}.md").exists()
