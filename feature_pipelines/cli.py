@@ -43,9 +43,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from feature_pipelines.offline.sql import query_lake
+    from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.settings import load_settings
 
-    print(query_lake(load_settings(), args.query))
+    print(query_lake(lake_for(load_settings()).store(), args.query))
     return 0
 
 
@@ -53,11 +54,11 @@ def cmd_checks(args: argparse.Namespace) -> int:
     """Each table's last run's check outcomes from the quality ledger; exit 1 on a blocking failure."""
     import polars as pl
 
-    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.quality.ledger import QualityLedger
     from feature_pipelines.settings import load_settings
 
-    outcomes = QualityLedger(DeltaStore(load_settings().lake_root)).last_runs()
+    outcomes = QualityLedger(lake_for(load_settings()).store()).last_runs()
     if outcomes.height == 0:
         print("no check outcomes recorded yet")
         return 0

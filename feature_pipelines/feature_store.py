@@ -34,8 +34,10 @@ class FeatureStore:
     @classmethod
     def from_environment(cls, *, redis_client: redis.Redis | None = None) -> FeatureStore:
         """The lake of FEATURE_PIPELINES_LAKE_ROOT and the environment's key prefix."""
+        from feature_pipelines.orchestration.resources_by_env import lake_for  # the one place for paths and options
+
         settings = load_settings()
-        return cls(lake=DeltaStore(settings.lake_root), redis_client=redis_client, key_prefix=f"fp:{settings.environment}")
+        return cls(lake=lake_for(settings).store(), redis_client=redis_client, key_prefix=f"fp:{settings.environment}")
 
     def get_historical_features(
         self,

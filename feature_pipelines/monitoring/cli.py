@@ -66,13 +66,13 @@ def cmd_inject_skew(args: argparse.Namespace) -> int:
     """Write one scenario's faulty serving log for today (its old versions stay readable in Delta)."""
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.monitoring import scenarios
-    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.serving.app import key_columns_of
     from feature_pipelines.serving.cli import redis_resource_from_env
     from feature_pipelines.settings import load_settings
 
     settings = load_settings()
-    store = DeltaStore(root=settings.lake_root)
+    store = lake_for(settings).store()
     today = floor_to(utc_now(), DAY)
     keys = key_columns_of(list(FEATURE_VIEWS.values()))
     scenario = args.scenario

@@ -10,7 +10,6 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.settings import Settings
 
 
 def lake_tables(store: DeltaStore) -> list[str]:
@@ -28,7 +27,7 @@ def lake_connection(duckdb: DuckDBResource, store: DeltaStore) -> Iterator[objec
         yield connection
 
 
-def query_lake(settings: Settings, query: str) -> pl.DataFrame:
-    store = DeltaStore(root=settings.lake_root)
+def query_lake(store: DeltaStore, query: str) -> pl.DataFrame:
+    """Run `query` over every table of the lake (the caller's store carries its storage options)."""
     with lake_connection(DuckDBResource(database=":memory:"), store) as connection:
         return connection.sql(query).pl()  # type: ignore[attr-defined]

@@ -59,7 +59,7 @@ def app_from_env() -> FastAPI:
     """The server app configured from the environment; uvicorn's `--factory` target per worker."""
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
-    from feature_pipelines.offline.delta_store import DeltaStore
+    from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.serving.app import create_app, key_columns_of
     from feature_pipelines.serving.request_log import RequestLog
     from feature_pipelines.settings import load_settings
@@ -71,7 +71,7 @@ def app_from_env() -> FastAPI:
     request_log = None
     if os.environ.get(REQUEST_LOG_ENV_VAR, "1") != "0":
         request_log = RequestLog(
-            DeltaStore(root=load_settings().lake_root), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
+            lake_for(load_settings()).store(), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
         )
     consumers = consumers_from_env()
     logger.info("feature server: %s; consumers: %s", resource.describe(),

@@ -54,8 +54,11 @@ def definitions_for(environment: str, monkeypatch: pytest.MonkeyPatch) -> Defini
     lake = LAKES[environment]
     if lake is None:
         monkeypatch.delenv("FEATURE_PIPELINES_LAKE_ROOT", raising=False)
+        monkeypatch.delenv("FEATURE_PIPELINES_STORAGE_OPTIONS", raising=False)
     else:
         monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", lake)
+        # Staging and prod refuse to start without their storage options (read again at run time).
+        monkeypatch.setenv("FEATURE_PIPELINES_STORAGE_OPTIONS", '{"AWS_REGION": "eu-west-1"}')
     settings = load_settings()
     assert settings.environment == environment
     return build_definitions(settings)

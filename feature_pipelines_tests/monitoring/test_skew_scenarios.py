@@ -48,7 +48,7 @@ from feature_pipelines.orchestration.monitoring_assets import (
     partition_drift_check,
     shadow_check,
 )
-from feature_pipelines.orchestration.runs import materialize_range, materialize_window
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.serving.app import create_app, key_columns_of
 from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog
@@ -57,7 +57,7 @@ from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.nycflights import DATA_START
 from feature_pipelines.timeutil import floor_to, utc_now
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
-from feature_pipelines_tests.conftest import SMALL_START, write_small_landing
+from feature_pipelines_tests.conftest import SMALL_START, backfill_to_last_hour, write_small_landing
 from feature_pipelines_tests.serving.conftest import TestClient
 
 PREFIX = "fp:local"
@@ -118,10 +118,8 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, online_store_url: str) -
     client = redis.Redis.from_url(online_store_url)
     for stale in client.scan_iter(match=f"{PREFIX}:*"):
         client.delete(stale)
-    end = floor_to(now, HOUR)
     # Six whole days: daily snapshots from five days ago, training sets over four of them.
-    runs = materialize_window(defs, settings, floor_to(now, DAY) - 6 * DAY, end, instance=instance)
-    assert all(run.result.success for run in runs), [run.job_name for run in runs if not run.result.success]
+    now, _ = backfill_to_last_hour(defs, settings, lambda at: floor_to(at, DAY) - 6 * DAY, instance)
     store = DeltaStore(settings.lake_root)
     upcoming = upcoming_departures(pl.scan_parquet(tmp / "landing" / "flights" / "*.parquet"), settings.replay.to_source(now), 24)
     assert upcoming.height > 500

@@ -122,8 +122,9 @@ def test_time_travel_by_version_and_timestamp(pipeline: Pipeline) -> None:
     assert before.height > 0
     assert pipeline.store.read("origin_weather").height > before.height
     assert pipeline.store.read("origin_weather", version=v0).equals(before)
-    first_commit = min(h["timestamp"] for h in DeltaTable(pipeline.store.table_uri("origin_weather")).history())
-    as_of = datetime.fromtimestamp(first_commit / 1000, tz=timezone.utc)
+    # (A table's first data commit follows an empty create commit; the instant of v0 is the one.)
+    commit = next(h["timestamp"] for h in DeltaTable(pipeline.store.table_uri("origin_weather")).history() if h["version"] == v0)
+    as_of = datetime.fromtimestamp(commit / 1000, tz=timezone.utc)
     assert pipeline.store.scan("origin_weather", as_of=as_of).collect().equals(before)
 
 

@@ -15,12 +15,14 @@ from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.retrieval import get_online_features
-from feature_pipelines.orchestration.runs import materialize_range, materialize_window
+from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources.nycflights import DATA_START
 from feature_pipelines.timeutil import floor_to, utc_now
 from dagster import DagsterInstance
+
+from feature_pipelines_tests.conftest import backfill_to_last_hour
 
 PREFIX = "fp:local"
 
@@ -36,9 +38,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, small_landing_root: Path,
     instance = DagsterInstance.ephemeral()
     client = redis.Redis.from_url(online_store_url)
     client.flushall()
-    end = floor_to(now, timedelta(hours=1))
-    runs = materialize_window(defs, settings, end - timedelta(days=2), end, instance=instance)
-    assert all(run.result.success for run in runs)
+    _, runs = backfill_to_last_hour(defs, settings, lambda at: floor_to(at, timedelta(hours=1)) - timedelta(days=2), instance)
     return settings, defs, instance, DeltaStore(settings.lake_root), client, runs
 
 
