@@ -7,7 +7,6 @@ every committed version is then checked against a model of what that commit must
 from __future__ import annotations
 
 import multiprocessing
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +93,6 @@ def test_attempts_running_out_raise_naming_table_and_partitions_and_commit_nothi
     assert store.read(TABLE).sort("event_timestamp").equals(before)
 
 
-@pytest.mark.skipif(
-    os.environ.get("FEATURE_PIPELINES_SLOW_TESTS") != "1",
-    reason="two spawned Dagster processes plus a reference run: 40-50 s on 2 shared cores; FEATURE_PIPELINES_SLOW_TESTS=1 runs it",
-)
 def test_two_dagster_backfills_of_the_same_feature_at_once(tmp_path: Path, small_landing_root: Path) -> None:
     """Two processes, each with its own Dagster instance, backfill overlapping days of the same
     raw tables and feature table into one lake: both runs succeed and no row is doubled or lost."""
