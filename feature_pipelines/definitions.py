@@ -42,6 +42,7 @@ def build_definitions(settings: Settings) -> Definitions:
         hourly_snapshot_views=with_publish(Partitioning.HOURLY),
         daily_snapshot_views=with_publish(Partitioning.DAILY),
         hourly_snapshot_partitions=partitions_for(Partitioning.DAILY, settings, in_progress=True),
+        publish_assets=[publish_asset_name(v) for v in views],
     )
     training = FLIGHT_DELAY_TRAINING_SET
     training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]

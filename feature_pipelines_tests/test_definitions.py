@@ -33,6 +33,14 @@ def test_schedules_and_jobs_exist() -> None:
     assert {s.name for s in defs.schedules} == {"raw_dimensions_job_schedule", "raw_hourly_job_schedule", "hourly_snapshot_features_schedule", "daily_snapshot_features_job_schedule", "monitoring_schedule"}
 
 
+def test_jobs_that_publish_to_redis_carry_the_online_store_run_tag() -> None:
+    from feature_pipelines.orchestration.concurrency import ONLINE_STORE_RUN_TAG
+
+    for name in ("hourly_snapshot_features_job", "daily_snapshot_features_job"):
+        assert defs.resolve_job_def(name).tags.get(ONLINE_STORE_RUN_TAG) == "true", name
+    assert ONLINE_STORE_RUN_TAG not in defs.resolve_job_def("raw_hourly_job").tags
+
+
 def test_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(

@@ -24,6 +24,7 @@ from dagster import (
     schedule,
 )
 
+from feature_pipelines.orchestration.concurrency import run_tags_for_assets
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, require_utc
 
@@ -52,6 +53,7 @@ def build_jobs_and_schedules(
     hourly_snapshot_views: Sequence[str],
     daily_snapshot_views: Sequence[str],
     hourly_snapshot_partitions: TimeWindowPartitionsDefinition,
+    publish_assets: Sequence[str] = (),
 ) -> tuple[list[object], list[ScheduleDefinition]]:
     """Jobs per grain; in replay mode their schedules start running with `dagster dev`."""
     status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
@@ -65,11 +67,13 @@ def build_jobs_and_schedules(
         HOURLY_SNAPSHOT_JOB,
         selection=AssetSelection.assets(*hourly_snapshot_views),
         description="Feature views snapshotted hourly, one daily partition (today's is refreshed every hour).",
+        tags=run_tags_for_assets(hourly_snapshot_views, publish_assets),
     )
     daily_job = define_asset_job(
         DAILY_SNAPSHOT_JOB,
         selection=AssetSelection.assets(*daily_snapshot_views),
         description="Feature views snapshotted daily, one day.",
+        tags=run_tags_for_assets(daily_snapshot_views, publish_assets),
     )
 
     @schedule(
