@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,18 +16,7 @@ from feature_pipelines.online.local_server import LocalRedisServer, LocalRedisSe
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
 from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE
 from feature_pipelines_tests.serving.conftest import PREFIX, Published
-
-REPO = Path(__file__).resolve().parents[2]
-_RUN_CLI = (
-    "import argparse, sys\n"
-    "from feature_pipelines.serving.cli import add_serve_parser, add_redis_parsers\n"
-    "parser = argparse.ArgumentParser()\n"
-    "verbs = parser.add_subparsers(dest='verb', required=True)\n"
-    "add_serve_parser(verbs); add_redis_parsers(verbs)\n"
-    "args = parser.parse_args(sys.argv[1:])\n"
-    "sys.exit(args.handler(args))\n"
-)
-
+from feature_pipelines_tests.serving.serve_process import serve_process
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
@@ -41,12 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     add_serve_parser(verbs)
     add_redis_parsers(verbs)
     return parser
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_serve_defaults_to_loopback_and_one_worker() -> None:
@@ -63,33 +40,15 @@ def test_serve_without_a_redis_url_says_what_to_do(monkeypatch: pytest.MonkeyPat
 
 
 def test_uvicorn_server_with_two_workers_serves_and_logs(published: Published, tmp_path: Path) -> None:
-    port = _free_port()
     lake = tmp_path / "serve-lake"
     env = {
-        **os.environ,
         "FEATURE_PIPELINES_REDIS_URL": published.server.url,
         "FEATURE_PIPELINES_REDIS_PREFIX": PREFIX,
         "FEATURE_PIPELINES_LAKE_ROOT": str(lake),
         "FEATURE_PIPELINES_API_KEY": "k-123",
-        "PYTHONPATH": str(REPO),
     }
-    env.pop("FEATURE_PIPELINES_REDIS_PASSWORD", None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.1)
+    with serve_process(env, ["--workers", "2"]) as served:
+        base = served.base
         body = {"features": ["route_delay_stats:route_dep_delay_mean_24h", "on_demand:route_dep_delay_ratio_24h_7d"],
                 "entities": {"origin": ["EWR"], "dest": ["ORD"]}}
         assert httpx.post(f"{base}/get-online-features", json=body, timeout=5).status_code == 401
@@ -98,11 +57,8 @@ def test_uvicorn_server_with_two_workers_serves_and_logs(published: Published, t
             assert response.status_code == 200, response.text
             assert [r["values"] for r in response.json()["results"][2:]] == [[-7.25], [-7.25 / 2.5]]
         assert httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        output = process.communicate(timeout=20)[0].decode(errors="replace")
-    assert process.returncode == 0, output
-    assert f"on http://127.0.0.1:{port} with 2 worker(s)" in output
+    assert served.returncode == 0, served.output
+    assert f"on http://127.0.0.1:{served.port} with 2 worker(s)" in served.output
     # Each worker flushed its request log on shutdown.
     rows = DeltaStore(root=str(lake)).read(FEATURE_LOG_TABLE)
     assert rows.height == 4 * 2

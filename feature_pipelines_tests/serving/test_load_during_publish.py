@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ import pytest
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
+from feature_pipelines_tests.serving.serve_process import serve_process
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "fp:load"
@@ -50,16 +50,6 @@ MAX_REQUESTS_PER_CLIENT = 3_000  # a hard bound, whatever the speed
 MAX_GENERATIONS = 3_000
 MULTI_ENTITY_ROWS = 25
 GENERATION_STRIDE = 1_000_000
-_RUN_CLI = (
-    "import argparse, sys\n"
-    "from feature_pipelines.serving.cli import add_serve_parser\n"
-    "parser = argparse.ArgumentParser()\n"
-    "add_serve_parser(parser.add_subparsers(dest='verb', required=True))\n"
-    "args = parser.parse_args(sys.argv[1:])\n"
-    "sys.exit(args.handler(args))\n"
-)
-
-
 class TornEntityError(AssertionError):
     """One entity of one response holds values of two publishes (or of another entity)."""
 
@@ -116,12 +106,6 @@ class ClientTally:
     mixed_across_entities: int = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def listening_addresses(port: int) -> set[str]:
     """Local addresses (hex, as in /proc/net/tcp*) of sockets listening on `port` (Linux)."""
     found = set()
@@ -137,34 +121,13 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.fixture
 def server(redis_server: LocalRedisServer, tmp_path: Path) -> Iterator[str]:
     """`feature-pipelines serve` with its defaults (loopback, one worker, request log on)."""
-    port = _free_port()
-    env = {**os.environ, "FEATURE_PIPELINES_REDIS_URL": redis_server.url, "FEATURE_PIPELINES_REDIS_PREFIX": PREFIX,
-           "FEATURE_PIPELINES_LAKE_ROOT": str(tmp_path / "lake"), "PYTHONPATH": str(REPO)}
-    for name in ("FEATURE_PIPELINES_API_KEY", "FEATURE_PIPELINES_CONSUMERS", "FEATURE_PIPELINES_REDIS_PASSWORD"):
-        env.pop(name, None)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.1)
+    env = {"FEATURE_PIPELINES_REDIS_URL": redis_server.url, "FEATURE_PIPELINES_REDIS_PREFIX": PREFIX,
+           "FEATURE_PIPELINES_LAKE_ROOT": str(tmp_path / "lake")}
+    with serve_process(env) as served:
         # Default bind: loopback only (127.0.0.1 is 0100007F in /proc's little-endian hex).
-        assert listening_addresses(port) == {"0100007F"}
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        output = process.communicate(timeout=30)[0].decode(errors="replace")
-        assert process.returncode == 0, output
+        assert listening_addresses(served.port) == {"0100007F"}
+        yield served.base
+    assert served.returncode == 0, served.output
 
 
 def publish_until_terminated(redis_url: str, base_iso: str) -> None:
