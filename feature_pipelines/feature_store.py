@@ -10,6 +10,7 @@ import polars as pl
 import redis
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.on_demand import OnDemandFeature
 from feature_pipelines.features.spec import FeatureView
@@ -30,6 +31,7 @@ class FeatureStore:
     views: Mapping[str, FeatureView] = field(default_factory=lambda: dict(FEATURE_VIEWS))
     redis_client: redis.Redis | None = None
     key_prefix: str = "fp:local"
+    consumer: ConsumerPolicy | None = None  # a consumer's policy (PII, views), applied to both paths
 
     @classmethod
     def from_environment(cls, *, redis_client: redis.Redis | None = None) -> FeatureStore:
@@ -64,7 +66,7 @@ class FeatureStore:
         """The frame and the Delta version of every table read (pass them back as `as_of`)."""
         return get_historical_features(
             self.lake, self.views, entity_df, features, timestamp_column=timestamp_column, as_of=as_of,
-            ledger=QualityLedger(self.lake), allow_failed_checks=allow_failed_checks,
+            ledger=QualityLedger(self.lake), allow_failed_checks=allow_failed_checks, consumer=self.consumer,
         )
 
     def get_online_features(
@@ -79,6 +81,7 @@ class FeatureStore:
         """Values past their TTL at `now` come back null, as they would offline."""
         if self.redis_client is None:
             raise ValueError("this FeatureStore has no Redis client: pass redis_client= to read online features")
+        check_feature_access(features, self.views, self.consumer)
         return get_online_features(
             self.redis_client, prefix=self.key_prefix, views=self.views, entity_rows=entity_rows,
             features=features, now=now or utc_now(), include_metadata=include_metadata, on_demand=on_demand,

@@ -128,3 +128,19 @@ def test_a_training_set_for_an_excluding_consumer_cannot_include_pii(tmp_path: P
     assert harmless["aircraft_seats_latest"].to_list() == [4, 180]
     allowed = get_historical_features(store, VIEWS, labels, [SEATS_REF, PII_REF], consumer=WITH_PII).frame
     assert allowed[PII_FEATURE].to_list() == ["Jane Doe", None]
+
+
+def test_the_feature_store_facade_applies_its_consumer_to_both_paths(tmp_path: Path) -> None:
+    from feature_pipelines import FeatureStore
+    from feature_pipelines.online.local_server import LocalRedisServer
+
+    store = DeltaStore(root=str(tmp_path / "lake"))
+    entities = pl.DataFrame({"tailnum": ["N1"], "event_timestamp": [datetime(2013, 1, 2, tzinfo=timezone.utc)]})
+    with LocalRedisServer() as server:
+        facade = FeatureStore(lake=store, views=VIEWS, redis_client=server.client(), consumer=NO_PII)
+        with pytest.raises(FeatureAccessError, match=f"pricing-model.*{PII_FEATURE}"):
+            facade.get_historical_features(entities, [PII_REF])
+        with pytest.raises(FeatureAccessError, match=f"pricing-model.*{PII_FEATURE}"):
+            facade.get_online_features(entities.drop("event_timestamp"), [PII_REF, SEATS_REF])
+        allowed = FeatureStore(lake=store, views=VIEWS, redis_client=server.client(), consumer=WITH_PII)
+        assert allowed.get_online_features(entities.drop("event_timestamp"), [PII_REF]).height == 1
