@@ -12,6 +12,7 @@ from dagster import DagsterInstance
 
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
+from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import require_utc, utc_now
 
 
@@ -46,8 +47,20 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.settings import load_settings
 
-    print(query_lake(lake_for(load_settings()).store(), args.query))
+    settings = load_settings()
+    print(query_lake(lake_for(settings).store(), args.query, lake_table_names(settings)))
     return 0
+
+
+def lake_table_names(settings: Settings) -> list[str]:
+    """Every table the platform writes: the assets' own tables and the internal ones."""
+    from feature_pipelines.definitions import build_definitions
+    from feature_pipelines.orchestration.monitoring_assets import MONITORING_TABLES
+    from feature_pipelines.quality.ledger import LEDGER_TABLE
+    from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE
+
+    assets = [spec.key.to_user_string() for spec in build_definitions(settings).resolve_all_asset_specs()]
+    return [*assets, LEDGER_TABLE, FEATURE_LOG_TABLE, *MONITORING_TABLES]
 
 
 def cmd_checks(args: argparse.Namespace) -> int:

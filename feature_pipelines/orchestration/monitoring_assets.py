@@ -56,6 +56,10 @@ from feature_pipelines.timeutil import floor_to, require_utc
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpec
 
 MONITORING_GROUP = "monitoring"
+SKEW_TABLE = "monitoring/serving_skew"
+SERVING_DRIFT_TABLE = "monitoring/serving_drift"
+PARTITION_DRIFT_TABLE = "monitoring/feature_partition_drift"
+MONITORING_TABLES = (SKEW_TABLE, SERVING_DRIFT_TABLE, PARTITION_DRIFT_TABLE)
 MONITORING_JOB = "monitoring_job"
 SKEW_ASSET = "serving_skew"
 SKEW_CHECK = "served_values_match_offline"
@@ -193,7 +197,7 @@ def build_skew_asset(views: Mapping[str, FeatureView], settings: Settings) -> As
              "tolerance": f.tolerance, "passed": f.passed}
             for f in report.features
         ]
-        version = _write_figures(store, "monitoring/serving_skew", rows, _SKEW_SCHEMA, start, end)
+        version = _write_figures(store, SKEW_TABLE, rows, _SKEW_SCHEMA, start, end)
         directory = _report_dir(settings, SKEW_ASSET)
         image = None
         if report.features:
@@ -340,7 +344,7 @@ def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, Fea
         # any burst of requests at one instant) separable.
         joint = classifier_drift(rank_transform(reference, joint_features, seed=0),
                                  rank_transform(current, joint_features, seed=1), joint_features, seed=0)
-        version = _write_figures(store, "monitoring/serving_drift", _drift_rows("training_vs_serving", start, drifts), _DRIFT_SCHEMA, start, end)
+        version = _write_figures(store, SERVING_DRIFT_TABLE, _drift_rows("training_vs_serving", start, drifts), _DRIFT_SCHEMA, start, end)
         directory = _report_dir(settings, SERVING_DRIFT_ASSET)
         histograms = plot_feature_histograms(
             reference, current, drifts, directory / f"{context.partition_key}-histograms.png",
@@ -414,7 +418,7 @@ def build_partition_drift_asset(views: Mapping[str, FeatureView], settings: Sett
             previous = _partition_rows(store, view, start - (end - start), start, list(thresholds))
             results[name] = drift_report(previous, current, thresholds)
             rows += _drift_rows(f"{name}:previous_day", start, results[name])
-        version = _write_figures(store, "monitoring/feature_partition_drift", rows, _DRIFT_SCHEMA, start, end)
+        version = _write_figures(store, PARTITION_DRIFT_TABLE, rows, _DRIFT_SCHEMA, start, end)
         directory = _report_dir(settings, PARTITION_DRIFT_ASSET)
         everything = [d for drifts in results.values() for d in drifts]
         bars = plot_psi_bars(everything, directory / f"{context.partition_key}.png",

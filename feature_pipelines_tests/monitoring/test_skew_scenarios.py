@@ -268,7 +268,9 @@ def test_delays_served_in_seconds_are_caught_as_serving_drift(monitored: Monitor
     assert failing_features(checks[SKEW_CHECK]) == ["route_delay_stats:route_dep_delay_mean_24h"]
 
 
-def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(monitored: Monitored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(
+    monitored: Monitored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings, _, store = clone(monitored, "demo_verbs", keep_log=False)
     monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", settings.lake_root)
     monkeypatch.setenv("FEATURE_PIPELINES_LANDING_ROOT", settings.landing_root)
@@ -278,6 +280,11 @@ def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(monitored: Moni
     (tmp_path / "dagster_home").mkdir()
     assert main(["traffic", "--hours", "24"]) == 0
     assert store.read(FEATURE_LOG_TABLE).height == monitored.upcoming.height * len(FLIGHT_DELAY_TRAINING_SET.features)
+    capsys.readouterr()
+    assert main(["sql", "select count(*) as served, count(distinct request_id) as requests from serving_feature_log"]) == 0
+    printed = capsys.readouterr().out
+    assert str(monitored.upcoming.height * len(FLIGHT_DELAY_TRAINING_SET.features)) in printed
+    assert main(["sql", "select count(*) as n from raw_flights join carrier_delay_stats using (carrier)"]) == 0
     assert main(["monitor"]) == 0
     assert main(["inject-skew", "zero-imputation"]) == 0
     assert main(["monitor"]) == 1

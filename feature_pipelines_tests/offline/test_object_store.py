@@ -18,6 +18,7 @@ from deltalake.exceptions import DeltaError
 import feature_pipelines
 from feature_pipelines.definitions import build_definitions
 from feature_pipelines.offline.delta_store import REDACTED, DeltaStore, DeltaStoreError, redact_text
+from feature_pipelines.offline.sql import query_lake
 from feature_pipelines.orchestration.resources_by_env import (
     LAKE_ROOT_VAR,
     STORAGE_OPTIONS_VAR,
@@ -76,6 +77,10 @@ def test_write_overwrite_append_and_time_travel_on_s3(s3: S3Endpoint) -> None:
     keys = s3.keys(BUCKET, "basics/")
     assert f"basics/{TABLE}/_delta_log/{v_second:020d}.json" in keys
     assert any(key.startswith("basics/log/") and key.endswith(".parquet") for key in keys)
+    # SQL over the object-store lake: tables found by asking the store, not by walking a directory.
+    counts = query_lake(store, f"select writer, count(*) as n from {TABLE} group by writer order by writer", [TABLE, "log", "missing"])
+    assert counts.rows() == [("A", 30), ("B", 25)]
+    assert query_lake(store, "select sum(n) as total from log", [TABLE, "log"]).item() == 6
 
 
 def _instant(epoch_ms: int):  # type: ignore[no-untyped-def]
