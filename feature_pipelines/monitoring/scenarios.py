@@ -29,7 +29,7 @@ import redis
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.online.publish import publish
+from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, ServedFeature, ServedRequest, requests_to_frame
 
 DAY = timedelta(days=1)
@@ -92,8 +92,6 @@ def delays_in_seconds(log: pl.DataFrame, feature: str = "route_dep_delay_mean_24
 
 def publish_stale(client: redis.Redis, prefix: str, store: DeltaStore, views: Mapping[str, FeatureView], cutoff: datetime) -> None:
     """Fill an online store as it would be had publishing stopped at `cutoff`."""
-    from feature_pipelines.orchestration.publish_assets import latest_per_entity  # the publish assets' own selection
-
     for stale_key in client.scan_iter(match=f"{prefix}:*"):
         client.delete(stale_key)
     for view in views.values():

@@ -12,7 +12,6 @@ without seeing how much, where and for whom.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ import polars as pl
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
 from feature_pipelines.features.spec import FeatureDefinitionError, FeatureView
+from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
 
 MAX_EXAMPLES = 5
 
@@ -85,23 +85,10 @@ class ShadowReport:
         )
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _differs(current: pl.Expr, candidate: pl.Expr, numeric: bool, tolerance: float) -> pl.Expr:
     if not numeric:
         return current.ne_missing(candidate)
-    a, b = current.cast(pl.Float64), candidate.cast(pl.Float64)
-    equal = (
-        pl.when(a.is_null() & b.is_null()).then(True)
-        .when(a.is_null() | b.is_null()).then(False)
-        .when(a.is_nan() & b.is_nan()).then(True)
-        .otherwise((a == b) | ((a - b).abs() <= tolerance))
-    )
-    return ~equal
+    return ~numbers_equal(current, candidate, tolerance)
 
 
 def shadow_compare(
@@ -138,7 +125,7 @@ def shadow_compare(
     diffs = []
     for name in shared:
         old_feature, new_feature = current.feature(name), candidate.feature(name)
-        numeric = old_feature.dtype in ("int64", "float64") and new_feature.dtype in ("int64", "float64")
+        numeric = old_feature.dtype in NUMERIC_DTYPES and new_feature.dtype in NUMERIC_DTYPES
         tolerance = min(old_feature.monitoring.abs_tolerance, new_feature.monitoring.abs_tolerance)
         other = f"{name}__candidate"
         flagged = both.with_columns(
@@ -151,10 +138,10 @@ def shadow_compare(
             max_diff = float(values.max()) if values.len() else None  # type: ignore[arg-type]
         examples = tuple(
             {
-                "entity": json.dumps({k: _plain(row[k]) for k in current.entity_keys}),
-                "event_timestamp": _plain(row[EVENT_TIMESTAMP]),
-                "current": _plain(row[name]),
-                "candidate": _plain(row[other]),
+                "entity": json.dumps({k: json_safe(row[k]) for k in current.entity_keys}),
+                "event_timestamp": json_safe(row[EVENT_TIMESTAMP]),
+                "current": json_safe(row[name]),
+                "candidate": json_safe(row[other]),
             }
             for row in flagged.head(MAX_EXAMPLES).iter_rows(named=True)
         )

@@ -30,10 +30,8 @@ inputs are checked here, the on-demand expressions themselves by the parity test
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -42,10 +40,10 @@ from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.historical import AsOf, get_historical_features, stamp_column
+from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
 from feature_pipelines.serving.request_log import value_json
 
 REQUEST_KEY = ("request_id", "entity_index")
-NUMERIC_DTYPES = frozenset({"int64", "float64"})
 MAX_EXAMPLES = 5
 
 
@@ -167,13 +165,7 @@ def _offline_long(frame: pl.DataFrame, view: FeatureView, features: Sequence[str
 
 def _equal(served_float: str, served_json: str, offline_float: str, offline_json: str, tolerance: str) -> pl.Expr:
     """Served == offline: numbers within tolerance (NaN == NaN), nulls only with nulls, others by JSON."""
-    a, b = pl.col(served_float), pl.col(offline_float)
-    numeric = (
-        pl.when(a.is_null() & b.is_null()).then(True)
-        .when(a.is_null() | b.is_null()).then(False)
-        .when(a.is_nan() & b.is_nan()).then(True)
-        .otherwise((a == b) | ((a - b).abs() <= pl.col(tolerance)))
-    )
+    numeric = numbers_equal(pl.col(served_float), pl.col(offline_float), pl.col(tolerance))
     textual = pl.col(served_json) == pl.col(offline_json)
     return pl.when(pl.col(offline_json).is_not_null()).then(textual).otherwise(numeric).fill_null(False)
 
@@ -281,19 +273,14 @@ def _example(row: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     served = row["served_float"] if row["served_json"] is None else row["served_json"]
     expected = row["expected_float"] if row["expected_json"] is None else row["expected_json"]
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        return value.isoformat() if isinstance(value, datetime) else value
-
     return {
         "request_id": row["request_id"],
-        "entity": json.dumps({k: plain(row[k]) for k in keys}),
-        "request_time": plain(row["request_time"]),
-        "served": plain(served),
-        "served_snapshot": plain(row["event_timestamp"]),
-        "expected": plain(expected),
-        "expected_snapshot": plain(row["expected_event_timestamp"]),
+        "entity": json.dumps({k: json_safe(row[k]) for k in keys}),
+        "request_time": json_safe(row["request_time"]),
+        "served": json_safe(served),
+        "served_snapshot": json_safe(row["event_timestamp"]),
+        "expected": json_safe(expected),
+        "expected_snapshot": json_safe(row["expected_event_timestamp"]),
         "reason": row["reason"],
     }
 

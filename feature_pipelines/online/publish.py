@@ -40,6 +40,8 @@ import redis
 import redis.connection
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
+from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.online.encoding import (
     FORMAT_VERSION_BYTES,
     TIMESTAMP_FIELD,
@@ -51,7 +53,6 @@ from feature_pipelines.online.encoding import (
 from feature_pipelines.online.errors import client_password, client_target, safe_cause, unavailable
 from feature_pipelines.online.keys import describe_entity, hash_keys, is_cluster_client, key_slot
 
-EVENT_TIMESTAMP = "event_timestamp"
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_BATCHES_PER_PIPELINE = 10
 
@@ -438,6 +439,17 @@ def _send_all(
     raise redis.RedisError(
         f"feature view {snapshot.view!r}: {len(pending)} publish calls were still refused "
         "(NOSCRIPT/MOVED) after 3 attempts"
+    )
+
+
+def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame:
+    """Each entity's newest snapshot in the range read (what the online store should serve)."""
+    keys = list(view.entity_keys)
+    return (
+        features.sort(EVENT_TIMESTAMP, *keys)
+        .group_by(keys, maintain_order=True)
+        .last()
+        .select(*keys, EVENT_TIMESTAMP, *view.feature_names)
     )
 
 

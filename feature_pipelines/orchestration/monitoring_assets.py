@@ -305,14 +305,13 @@ def _training_reference(
 
 
 def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, FeatureView], settings: Settings) -> AssetsDefinition:
-    names = [name for request in resolve_references(list(training.features), views) for name in request.features]
+    requests = resolve_references(list(training.features), views)
     thresholds: dict[str, FeatureMonitoring] = {
-        name: request.view.feature(name).monitoring
-        for request in resolve_references(list(training.features), views) for name in request.features
+        name: request.view.feature(name).monitoring for request in requests for name in request.features
     }
-
+    names = list(thresholds)
     joint_features = [name for name in names if thresholds[name].stationary]
-    training_views = [request.view for request in resolve_references(list(training.features), views)]
+    training_views = [request.view for request in requests]
 
     @asset(
         name=SERVING_DRIFT_ASSET,

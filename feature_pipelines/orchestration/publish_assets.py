@@ -24,7 +24,7 @@ from dagster import (
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.historical import get_historical_features
-from feature_pipelines.online.publish import publish
+from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.online.retrieval import get_online_features
 from feature_pipelines.orchestration.partitions import view_partitions
@@ -40,17 +40,6 @@ DEFAULT_PARITY_SAMPLE = 2000
 
 def publish_asset_name(view: FeatureView) -> str:
     return f"{view.name}_online"
-
-
-def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame:
-    """Each entity's newest snapshot in the range read (what the online store should serve)."""
-    keys = list(view.entity_keys)
-    return (
-        features.sort(EVENT_TIMESTAMP, *keys)
-        .group_by(keys, maintain_order=True)
-        .last()
-        .select(*keys, EVENT_TIMESTAMP, *view.feature_names)
-    )
 
 
 def parity_report(view: FeatureView, published: pl.DataFrame, lake: LakeResource, redis: RedisResource) -> ParityReport:

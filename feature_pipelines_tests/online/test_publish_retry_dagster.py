@@ -45,7 +45,7 @@ from feature_pipelines.online.encoding import FORMAT_VERSION_BYTES, encode_colum
 from feature_pipelines.online.keys import hash_keys
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.orchestration import publish_assets
-from feature_pipelines.orchestration.publish_assets import latest_per_entity
+from feature_pipelines.online.publish import latest_per_entity
 from feature_pipelines.orchestration.runs import RangeRun, materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB
 from feature_pipelines_tests.conftest import step_failure_text
