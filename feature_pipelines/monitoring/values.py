@@ -28,7 +28,11 @@ def numbers_equal(a: pl.Expr, b: pl.Expr, tolerance: pl.Expr | float) -> pl.Expr
 
 
 def json_safe(value: Any) -> Any:
-    """A value for a JSON report: datetimes as ISO text, non-finite floats as text."""
+    """A value for a JSON report: datetimes as ISO text, non-finite floats as text ("nan", "inf").
+
+    Unlike `quality.outcome.jsonable`, which turns NaN into None, NaN stays visible: these
+    monitors treat NaN and null as different values, so their examples must show which was served.
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value.isoformat() if isinstance(value, datetime) else value
