@@ -39,7 +39,7 @@ from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.monitoring_assets import SKEW_CHECK, build_skew_asset
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.serving.app import key_columns_of
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, ServedFeature, ServedRequest, requests_to_frame
+from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, log_schema
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 
@@ -119,8 +119,8 @@ def build_log(store: DeltaStore, requests: int, rng: np.random.Generator) -> pl.
         pl.when(pl.col("view").is_in([v for v, ks in views_keys.items() if key in ks])).then(pl.col(key)).otherwise(None).alias(key)
         for key in keys
     )
-    template = requests_to_frame([ServedRequest("t", DAY, {"carrier": ["C00"]}, [ServedFeature("carrier_delay_stats", "carrier_flights_count_24h", ("carrier",), [1], ["PRESENT"], [DAY])])], keys)
-    served = served.select(template.columns).cast(template.schema)
+    schema = log_schema(keys)
+    served = served.select(list(schema)).cast(schema)
     store.append(FEATURE_LOG_TABLE, served)
     return served
 
