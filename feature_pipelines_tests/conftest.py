@@ -102,22 +102,14 @@ def pipeline(tmp_path: Path, small_landing_root: Path) -> Iterator[Pipeline]:
 def backfill_to_last_hour(
     defs: Definitions, settings: Settings, start: Callable[[datetime], datetime], instance: DagsterInstance
 ) -> tuple[datetime, list[RangeRun]]:
-    """Backfill (start(now), last closed hour]; returns the `now` it settled on and the runs.
-
-    If an hour closes while it runs, the open day's snapshots need a raw hour that did not exist
-    when the raw job ran, and the feature run fails (naming it); the backfill is then run again
-    to the new last hour, once.
-    """
-    for _ in range(2):
-        now = datetime.now(timezone.utc)
-        end = now.replace(minute=0, second=0, microsecond=0)
-        runs = materialize_window(defs, settings, start(now), end, instance=instance, raise_on_error=False)
-        if all(run.result.success for run in runs):
-            return now, runs
-        if datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) == end:
-            break
-    failed = [run.job_name for run in runs if not run.result.success]
-    raise AssertionError(f"backfill failed: {failed}: {step_failure_text(next(r.result for r in runs if not r.result.success))}")
+    """Backfill (start(now), last closed hour] on one clock; returns that clock and the runs."""
+    now = datetime.now(timezone.utc)
+    end = now.replace(minute=0, second=0, microsecond=0)
+    runs = materialize_window(defs, settings, start(now), end, instance=instance, now=now, raise_on_error=False)
+    failed = [run for run in runs if not run.result.success]
+    if failed:
+        raise AssertionError(f"backfill failed: {[r.job_name for r in failed]}: {step_failure_text(failed[0].result)}")
+    return now, runs
 
 
 def step_failure_text(result: object) -> str:

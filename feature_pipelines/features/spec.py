@@ -242,8 +242,6 @@ class FeatureView:
     lifecycle: Lifecycle = Lifecycle.EXPERIMENTAL
     tags: Mapping[str, str] = field(default_factory=dict)
     snapshot_every: Partitioning | None = None
-    # Volume tolerance: a partition whose row count leaves [1/f, f] x the recent median fails.
-    volume_tolerance_factor: float = 3.0
 
     def __post_init__(self) -> None:
         if not _SNAKE.match(self.name):

@@ -132,6 +132,48 @@ class TimeSlice:
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """Rows whose string `column` lies in [first, last] (partition keys of one run, which sort in
+    time order): the quarantine replaces exactly the partitions a run judged."""
+
+    column: str
+    first: str
+    last: str
+
+    def sql_predicate(self) -> str:
+        quote = lambda text: "'" + text.replace("'", "''") + "'"  # noqa: E731
+        return f"{self.column} >= {quote(self.first)} AND {self.column} <= {quote(self.last)}"
+
+    def polars_filter(self) -> pl.Expr:
+        return pl.col(self.column).is_between(pl.lit(self.first), pl.lit(self.last), closed="both")
+
+    def describe(self) -> str:
+        return f"{self.column} in [{self.first!r}, {self.last!r}]"
+
+
+@dataclass(frozen=True)
+class Slices:
+    """Several disjoint slices replaced in one commit: the partitions of a range that passed
+    their checks, around the ones held back."""
+
+    parts: tuple[TimeSlice | KeyRange, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("Slices needs at least one slice")
+
+    def sql_predicate(self) -> str:
+        return " OR ".join(f"({part.sql_predicate()})" for part in self.parts)
+
+    def polars_filter(self) -> pl.Expr:
+        return pl.any_horizontal([part.polars_filter() for part in self.parts])
+
+    def describe(self) -> str:
+        shown = "; ".join(part.describe() for part in self.parts[:3])
+        return shown + (f"; and {len(self.parts) - 3} more" if len(self.parts) > 3 else "")
+
+
+@dataclass(frozen=True)
 class DeltaStore:
     """Where tables live: a root (local path or s3://, gs://, az:// URI) plus its storage options.
 
@@ -217,7 +259,7 @@ class DeltaStore:
         table: str,
         frame: pl.DataFrame,
         *,
-        time_slice: TimeSlice | None,
+        time_slice: TimeSlice | KeyRange | Slices | None,
         commit_metadata: Mapping[str, str] | None = None,
     ) -> int:
         """Replace exactly the rows of `time_slice` (or the whole table when None) in one commit.

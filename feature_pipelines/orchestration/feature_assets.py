@@ -3,8 +3,9 @@
 
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
+import numpy as np
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -13,7 +14,6 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     FreshnessPolicy,
-    Output,
     TableColumnDep,
     TableColumnLineage,
     TimeWindowPartitionMapping,
@@ -21,23 +21,22 @@ from dagster import (
 )
 
 from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
-from feature_pipelines.features.spec import FeatureView
-from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partition_window, view_partitions
-from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
-from feature_pipelines.quality.ledger import QualityLedger
-from feature_pipelines.quality.outcome import CUSTOM_EXPECTATIONS
+from feature_pipelines.features.spec import FeatureView, Partitioning
+from feature_pipelines.orchestration.clock import run_clock
+from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
+from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
+from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
+from feature_pipelines.quality.gate import GateVerdict
 from feature_pipelines.quality.suites import (
-    EXTRA_EXPECTATIONS,
-    FEATURE_CHECKS,
-    VOLUME,
     PartitionWindow,
-    check_volume,
+    assign_partitions,
+    view_rules,
     validate_feature_partitions,
 )
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
-from feature_pipelines.timeutil import floor_to, utc_now
+from feature_pipelines.timeutil import floor_to
 
 CREATED_TIMESTAMP = "created_timestamp"
 
@@ -71,7 +70,9 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         start_offset=-lookback_partitions(view), end_offset=0, allow_nonexistent_upstream_partitions=True
     )
     partitions = view_partitions(view, settings)
-    check_names = [*FEATURE_CHECKS, *([CUSTOM_EXPECTATIONS] if EXTRA_EXPECTATIONS.get(view.name) else [])]
+    raw_partitions = partitions_for(Partitioning.HOURLY, settings)
+    rules = view_rules(view)
+    target = WriteTarget(view.name, EVENT_TIMESTAMP, "right")
     feature_list = "\n".join(
         f"- `{f.name}` ({f.dtype}): {f.aggregation.value} over {f.window}, nulls: {f.null_policy.value}. "
         f"{f.description}"
@@ -85,7 +86,8 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         f"{view.cadence.value}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
         group_name="features",
         partitions_def=partitions,
-        ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping)},
+        ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping,
+                               metadata={PER_PARTITION_READINESS: True})},
         backfill_policy=BackfillPolicy.single_run(),
         metadata={
             TIME_COLUMN_KEY: EVENT_TIMESTAMP,
@@ -99,56 +101,58 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         freshness_policy=FreshnessPolicy.time_window(
             fail_window=view.freshness.fail_after, warn_window=view.freshness.warn_after
         ),
-        check_specs=gate_check_specs(view.name, check_names),
+        check_specs=gate_check_specs(view.name, rules),
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
         pool="lake_writes",
     )
     def _feature_table(context: AssetExecutionContext, events: pl.DataFrame, lake: LakeResource):
-        window = context.partition_time_window
-        key_range = context.partition_key_range
-        # An open partition (today) gets the snapshots that have already happened, no more.
         began = time.perf_counter()
-        end = min(window.end.astimezone(timezone.utc), floor_to(utc_now(), view.cadence.interval))
+        now = run_clock(context)
+        store = lake.store()
+        windows = [partition_window(partitions, key) for key in context.partition_keys]
+        # An open partition (today) gets the snapshots that have happened by the run's clock, no more.
+        last_snapshot = floor_to(now, view.cadence.interval)
+        until = {w.key: max(w.start, min(w.end, last_snapshot)) for w in windows}
+        reads_from = {w.key: w.start + view.cadence.interval - view.max_window - view.source.max_lateness for w in windows}
+        gaps = upstream_gaps(context, upstream=view.source.asset, mapping=mapping, partitions_def=partitions,
+                             upstream_partitions_def=raw_partitions, needed={k: (reads_from[k], until[k]) for k in until},
+                             store=store)
         features = snapshot_features(
             events,
             view,
-            start=window.start.astimezone(timezone.utc),
-            end=max(end, window.start.astimezone(timezone.utc)),
-            context=f"table {view.source.asset!r} partitions {key_range.start}..{key_range.end} "
+            start=windows[0].start,
+            end=until[windows[-1].key],
+            context=f"table {view.source.asset!r} partitions {windows[0].key}..{windows[-1].key} "
             f"(for feature view {view.name!r})",
         )
-        features = features.with_columns(pl.lit(utc_now()).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
+        features = features.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
         computed = time.perf_counter()
-        store = lake.store()
-        windows = [partition_window(partitions, key) for key in context.partition_keys]
-        history = QualityLedger(store).recent_row_counts(view.name, windows[0].key, limit=14)
-        outcomes = validate_feature_partitions(view, features, partitions=windows, recent_row_counts=history)
-        counts = full_partition_counts(view, features, windows, end)
+        source_rows = _source_rows(view, events, windows, until)
+        outcomes = validate_feature_partitions(view, features, partitions=windows, source_rows=source_rows)
         for window in windows:
-            if counts[window.key] != _rows_in(features, window):  # an open partition: judge its pace
-                outcomes[window.key] = [
-                    check_volume(view.name, window.key, counts[window.key], history, view.volume_tolerance_factor)
-                    if o.check_name == VOLUME else o
-                    for o in outcomes[window.key]
-                ]
-        passed = False
-        for item in run_gate(context, table=view.name, frame=features, outcomes_by_partition=outcomes,
-                             check_names=check_names, row_counts=counts, store=store):
-            if isinstance(item, bool):
-                passed = item
+            outcomes[window.key].append(upstream_outcome(view.name, window.key, [gaps.get(window.key)]))
+        row_partition = assign_partitions(features, EVENT_TIMESTAMP, windows, closed="right")
+        counts = np.bincount(row_partition, minlength=len(windows))
+        verdict = None
+        for item in run_gate(context, table=view.name, frame=features, row_partition=row_partition,
+                             partition_keys=context.partition_keys, outcomes_by_partition=outcomes, rules=rules,
+                             row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
+            if isinstance(item, GateVerdict):
+                verdict = item
             else:
                 yield item
-        if not passed:
-            return
-        yield Output(
-            features,
+        assert verdict is not None
+        written = features.filter(pl.Series(verdict.keep))
+        yield from write_verdict(
+            context, target=target, frame=features, verdict=verdict, windows=windows, store=store,
             metadata={
                 "dagster/column_lineage": column_lineage(view),
-                "entities": features.select(view.entity_keys).n_unique() if features.height else 0,
-                "snapshots": features[EVENT_TIMESTAMP].n_unique() if features.height else 0,
+                "entities": written.select(view.entity_keys).n_unique() if written.height else 0,
+                "snapshots": written[EVENT_TIMESTAMP].n_unique() if written.height else 0,
                 "source_rows_read": events.height,
+                "computed_until": until[windows[-1].key].isoformat(),
                 "compute_seconds": round(computed - began, 4),
                 "quality_check_seconds": round(time.perf_counter() - computed, 4),
             },
@@ -157,21 +161,15 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     return _feature_table
 
 
-def _rows_in(features: pl.DataFrame, window: PartitionWindow) -> int:
-    stamps = features.get_column(EVENT_TIMESTAMP)
-    return int(((stamps > window.start) & (stamps <= window.end)).sum())
-
-
-def full_partition_counts(
-    view: FeatureView, features: pl.DataFrame, windows: list[PartitionWindow], computed_until: datetime
+def _source_rows(
+    view: FeatureView, events: pl.DataFrame, windows: list[PartitionWindow], until: dict[str, datetime]
 ) -> dict[str, int]:
-    """Rows per partition, with an open partition's count scaled to a whole partition at the pace
-    of the snapshots it has so far, so its volume is judged like a closed one's."""
+    """Per partition, the source events inside the windows of its snapshots: [first t - W, last t)."""
+    if events.height == 0 or view.source.known_at_column not in events.columns:
+        return {w.key: 0 for w in windows}
+    known = events.get_column(view.source.known_at_column)
     counts = {}
     for window in windows:
-        rows = _rows_in(features, window)
-        done = min(window.end, computed_until) - window.start
-        counts[window.key] = rows if done >= window.end - window.start or done <= timedelta(0) else round(
-            rows * ((window.end - window.start) / done)
-        )
+        low = window.start + view.cadence.interval - view.max_window
+        counts[window.key] = int(((known >= low) & (known < until[window.key])).sum()) if until[window.key] > window.start else 0
     return counts

@@ -1,5 +1,9 @@
 """Delta IO manager: writes each run's partition range atomically and reads upstream windows that
-Dagster's partition mappings chose, so trailing windows never rely on hidden reads."""
+Dagster's partition mappings chose, so trailing windows never rely on hidden reads.
+
+A plain input refuses a range with a never-materialised or failed partition. An input declared
+with PER_PARTITION_READINESS is loaded as it is, and its asset refuses exactly the partitions
+that depend on what is missing (orchestration.upstream)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.resources import LakeResource
+
+# AssetIn metadata: the asset refuses its partitions one by one (orchestration.upstream), so the
+# IO manager loads whatever of the range is there instead of refusing the whole range.
+PER_PARTITION_READINESS = "feature_pipelines/per_partition_readiness"
 
 TIME_COLUMN_KEY = "partition_time_column"
 CLOSED_KEY = "partition_time_closed"
@@ -82,7 +90,8 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
         table = table_name(context.asset_key.path)
         time_slice = self._slice(context, upstream.definition_metadata or {})
         store = self._store()
-        if time_slice is not None:
+        judged_per_partition = bool(_definition_value(context.definition_metadata or {}, PER_PARTITION_READINESS, None))
+        if time_slice is not None and not judged_per_partition:
             _require_materialized(context, table, time_slice)
             if not self.allow_failed_checks:
                 QualityLedger(store).require_passed(

@@ -1,53 +1,103 @@
-"""Write-audit-publish for every gated asset: check the computed frame before it is written.
+"""Write-audit-publish for every gated asset, partition by partition.
 
-The asset computes its frame, runs the quality checks on it per partition, records every outcome
-in the quality ledger, and then either hands the frame to the IO manager (all blocking checks
-passed) or writes it to `_quarantine/<table>` for inspection and produces no output, so the
-table keeps its last good version and nothing downstream runs. Later runs that read a partition
-whose latest blocking check failed are refused by the IO manager (see QualityLedger).
+The asset computes its frame for the run's range and its checks' outcomes per partition; the
+gate applies each rule's action (quality.gate.judge), records every outcome in the quality
+ledger, replaces the quarantine of the judged partitions, and yields Dagster's check results.
+The asset then writes what the verdict keeps (`write_verdict`):
+
+- every partition passed: one Output for the range (the IO manager writes it; downstream steps
+  of the same run go on);
+- some failed: the passing partitions are written in one Delta commit, one AssetMaterialization
+  each, and the failed ones get none. Their blocking checks fail, so the step and the run fail:
+  Dagster shows exactly those partitions red and the rest materialised, and the next runs read
+  the good ones (see orchestration.upstream).
+
+Per-partition check evaluations (AssetCheckEvaluation with `partition`) are emitted for the
+partitions that failed or dropped rows; one range-level result per check summarises the rest.
+Dagster 1.13 records an evaluation per partition only this way (AssetCheckResult has no
+partition), and each costs about 15 ms on the local SQLite instance, so a clean year of 8,760
+hourly partitions x 15 rules would spend half an hour on green squares.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator, Mapping, Sequence
-import json
+from dataclasses import dataclass
+from datetime import datetime
 
+import numpy as np
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    MetadataValue,
+    Output,
+)
 
-from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.delta_store import DeltaStore, Slices, TimeSlice
+from feature_pipelines.quality.actions import RuleAction
+from feature_pipelines.quality.gate import GateVerdict, judge
 from feature_pipelines.quality.ledger import QualityLedger
-from feature_pipelines.quality.outcome import CheckOutcome
-from feature_pipelines.timeutil import utc_now
+from feature_pipelines.quality.outcome import CheckOutcome, jsonable
+from feature_pipelines.quality.quarantine import Quarantine, held_back_rows, rows_table
+from feature_pipelines.quality.suites import PartitionWindow
 
-QUARANTINE_PREFIX = "_quarantine"
+MAX_PARTITIONS_LISTED = 50
 
 
-def gate_check_specs(asset_name: str, check_names: Sequence[str], warn_only: frozenset[str] = frozenset()) -> list[AssetCheckSpec]:
+def gate_check_specs(asset_name: str, rules: Mapping[str, RuleAction]) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec(
             name,
             asset=asset_name,
-            blocking=name not in warn_only,
-            description=("Warns only (real data breaks it); " if name in warn_only else "Blocking; ")
-            + f"evaluated on the computed frame before it is written ({name.replace('_', ' ')}).",
+            blocking=rule.blocking,
+            description=f"Action {rule.describe()}: {rule.reason}. Evaluated per partition on the computed frame "
+            f"before it is written ({name.replace('_', ' ')}).",
         )
-        for name in check_names
+        for name, rule in rules.items()
     ]
 
 
-def _result(name: str, outcomes: list[CheckOutcome]) -> AssetCheckResult:
+def _summary(name: str, rule: RuleAction, outcomes: list[CheckOutcome]) -> AssetCheckResult:
     failed = [o for o in outcomes if not o.passed]
-    blocking = all(o.blocking for o in outcomes) if outcomes else True
+    dropped = sum(int(o.metadata.get("dropped_rows", 0) or 0) for o in outcomes if o.passed)
     first = failed[0] if failed else None
+    if first:
+        description = first.message if len(failed) == 1 else f"{len(failed)} of {len(outcomes)} partitions failed; first: {first.message}"
+    else:
+        description = f"passed on {len(outcomes)} partition(s)" + (f"; {dropped} row(s) dropped to quarantine" if dropped else "")
     return AssetCheckResult(
         check_name=name,
         passed=not failed,
-        severity=AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN,
-        description=first.message if first else f"passed on {len(outcomes)} partition(s)",
+        severity=AssetCheckSeverity.ERROR if rule.blocking else AssetCheckSeverity.WARN,
+        description=description,
         metadata={
+            "action": rule.action.value,
             "partitions_checked": len(outcomes),
-            "failed_partitions": MetadataValue.json([o.partition for o in failed][:50]),
-            "first_failure": MetadataValue.json(json.loads(json.dumps(first.metadata, default=str)) if first else {}),
+            "failed_partitions": MetadataValue.json([o.partition for o in failed][:MAX_PARTITIONS_LISTED]),
+            "failed_partition_count": len(failed),
+            "dropped_rows": dropped,
+            "first_failure": MetadataValue.json(jsonable(first.metadata) if first else {}),
         },
+    )
+
+
+def _per_partition(asset: str, rule: RuleAction, o: CheckOutcome) -> AssetCheckEvaluation:
+    return AssetCheckEvaluation(
+        asset_key=AssetKey(asset),
+        check_name=o.check_name,
+        passed=o.passed,
+        partition=o.partition,
+        blocking=rule.blocking,
+        severity=AssetCheckSeverity.ERROR if rule.blocking else AssetCheckSeverity.WARN,
+        description=o.message,
+        metadata={key: MetadataValue.json(jsonable(value)) if isinstance(value, (list, dict)) else value
+                  for key, value in o.metadata.items() if value is not None},
     )
 
 
@@ -56,29 +106,104 @@ def run_gate(
     *,
     table: str,
     frame: pl.DataFrame,
+    row_partition: np.ndarray,
+    partition_keys: Sequence[str],
     outcomes_by_partition: Mapping[str, list[CheckOutcome]],
-    check_names: Sequence[str],
+    rules: Mapping[str, RuleAction],
     row_counts: Mapping[str, int],
     store: DeltaStore,
-) -> Iterator[AssetCheckResult | bool]:
-    """Yield one AssetCheckResult per check, then True when the frame may be published."""
-    ledger = QualityLedger(store)
-    outcomes = [o for partition in outcomes_by_partition.values() for o in partition]
-    ledger.record(outcomes, run_id=context.run_id, row_counts=dict(row_counts))
-    for name in check_names:
-        yield _result(name, [o for o in outcomes if o.check_name == name])
-    blocked = [o for o in outcomes if not o.passed and o.blocking]
-    if blocked:
-        # One quarantine table per run: a bad frame may have any schema (a dropped column, string
-        # delays), and it must be kept as it came, not coerced into an earlier one.
-        quarantine = f"{QUARANTINE_PREFIX}/{table}/{context.run_id}"
-        store.append(
-            quarantine,
-            frame.with_columns(pl.lit(utc_now()).dt.cast_time_unit("us").alias("quarantined_at")),
-            commit_metadata={"failed_checks": ",".join(sorted({o.check_name for o in blocked}))},
-        )
+    now: datetime,
+) -> Iterator[AssetCheckResult | AssetCheckEvaluation | GateVerdict]:
+    """Yield the check results, then the verdict (last) for `write_verdict`."""
+    verdict = judge(table, row_partition, partition_keys, outcomes_by_partition, rules)
+    run_id = context.run.run_id
+    QualityLedger(store).record(verdict.outcomes, run_id=run_id, row_counts=dict(row_counts))
+    held_back = held_back_rows(frame, row_partition, verdict, run_id=run_id, at=now)
+    Quarantine(store).replace_rows(table, held_back, first_partition=partition_keys[0], last_partition=partition_keys[-1])
+    for name, rule in rules.items():
+        outcomes = [o for o in verdict.outcomes if o.check_name == name]
+        if outcomes:
+            yield _summary(name, rule, outcomes)
+    for partition in verdict.partitions:
+        for o in partition.outcomes:
+            # Blocking failures and drops get their own square; warnings are in the summary.
+            if (not o.passed and o.blocking) or o.metadata.get("dropped_rows"):
+                yield _per_partition(table, rules[o.check_name], o)
+    if verdict.failed:
+        first = verdict.failed[0].first_failure()
         context.log.error(
-            f"table {table!r}: {len(blocked)} blocking check failure(s); nothing written, the frame is kept in "
-            f"{quarantine!r} for inspection. First: {blocked[0].message}"
+            f"table {table!r}: {len(verdict.failed)} of {len(verdict.partitions)} partition(s) held back "
+            f"({', '.join(p.partition for p in verdict.failed[:5])}{', ...' if len(verdict.failed) > 5 else ''}); "
+            f"their rows are in {rows_table(table)!r}. First: {first.message if first else ''}"
         )
-    yield not blocked
+    yield verdict
+
+
+@dataclass(frozen=True)
+class WriteTarget:
+    """How a gated asset's partitions map to its Delta table: time column and window closure."""
+
+    table: str
+    time_column: str
+    closed: str  # "left": events in [start, end); "right": snapshots in (start, end]
+
+    def slice_of(self, windows: Sequence[PartitionWindow]) -> TimeSlice:
+        return TimeSlice(self.time_column, windows[0].start, windows[-1].end, self.closed)
+
+
+def _runs(windows: Sequence[PartitionWindow], passed: set[str]) -> list[list[PartitionWindow]]:
+    """The contiguous runs of passed partitions, in order."""
+    runs: list[list[PartitionWindow]] = []
+    for window in windows:
+        if window.key not in passed:
+            runs.append([])
+        elif not runs or not runs[-1]:
+            runs.append([window])
+        else:
+            runs[-1].append(window)
+    return [run for run in runs if run]
+
+
+def write_verdict(
+    context: AssetExecutionContext,
+    *,
+    target: WriteTarget,
+    frame: pl.DataFrame,
+    verdict: GateVerdict,
+    windows: Sequence[PartitionWindow],
+    store: DeltaStore,
+    metadata: Mapping[str, object],
+) -> Iterator[Output | AssetMaterialization]:
+    """Write what the verdict keeps: one Output when every partition passed, else the passing
+    partitions directly (one commit) with one materialization each."""
+    kept = frame.filter(pl.Series(verdict.keep))
+    dropped = verdict.dropped_by_check()
+    common = {**metadata, "dropped_rows": sum(dropped.values()), "dropped_rows_by_rule": MetadataValue.json(dropped)}
+    if not verdict.failed:
+        yield Output(kept, metadata=common)
+        return
+    by_key = {p.partition: p for p in verdict.partitions}
+    runs = _runs(windows, set(verdict.passed_keys))
+    if not runs:
+        return
+    slices = Slices(tuple(target.slice_of(run) for run in runs))
+    rows = kept.filter(slices.polars_filter())
+    version = store.write(target.table, rows, time_slice=slices,
+                          commit_metadata={"dagster_run_id": context.run.run_id, "partition_window": slices.describe()})
+    for run in runs:
+        for window in run:
+            inside = TimeSlice(target.time_column, window.start, window.end, target.closed).polars_filter()
+            count = int(rows.select(inside.sum()).item()) if rows.height else 0
+            yield AssetMaterialization(
+                asset_key=target.table,
+                partition=window.key,
+                metadata={
+                    **common,
+                    "delta_version": version,
+                    "delta_table_uri": MetadataValue.path(store.table_uri(target.table)),
+                    "dagster/row_count": count,
+                    "partition_window": TimeSlice(target.time_column, window.start, window.end, target.closed).describe(),
+                    "dropped_rows_here": by_key[window.key].dropped_rows,
+                    "held_back_in_this_run": MetadataValue.json([p.partition for p in verdict.failed][:MAX_PARTITIONS_LISTED]),
+                },
+            )

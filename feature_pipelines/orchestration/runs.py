@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +19,7 @@ from dagster import (
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.schedules import (
     DAILY_SNAPSHOT_JOB,
@@ -26,6 +29,7 @@ from feature_pipelines.orchestration.schedules import (
     TRAINING_JOB,
 )
 from feature_pipelines.settings import Settings
+from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 from feature_pipelines.timeutil import require_utc
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -40,10 +44,10 @@ class RangeRun:
     result: ExecuteInProcessResult
 
 
-def partition_keys_between(
+def partition_keys_in(
     partitions: TimeWindowPartitionsDefinition, start: datetime, end: datetime, *, overlapping: bool = False
-) -> tuple[str, str] | None:
-    """First and last keys of the partitions inside [start, end) (or overlapping it), or None."""
+) -> list[str]:
+    """The keys of the partitions inside [start, end) (or overlapping it), in order."""
     start, end = require_utc(start, "start"), require_utc(end, "end")
     keys = partitions.get_partition_keys_in_time_window(time_window=TimeWindow(start, end))
     if not overlapping:
@@ -53,6 +57,14 @@ def partition_keys_between(
             if partitions.time_window_for_partition_key(key).start >= start
             and partitions.time_window_for_partition_key(key).end <= end
         ]
+    return list(keys)
+
+
+def partition_keys_between(
+    partitions: TimeWindowPartitionsDefinition, start: datetime, end: datetime, *, overlapping: bool = False
+) -> tuple[str, str] | None:
+    """First and last keys of the partitions inside [start, end) (or overlapping it), or None."""
+    keys = partition_keys_in(partitions, start, end, overlapping=overlapping)
     return (keys[0], keys[-1]) if keys else None
 
 
@@ -65,17 +77,24 @@ def materialize_range(
     instance: DagsterInstance,
     raise_on_error: bool = True,
     assets: Sequence[str] | None = None,
+    now: datetime | None = None,
+    log_level: str | None = None,
 ) -> RangeRun:
     """One run over [first_partition, last_partition]: every asset reads and writes the range at once.
 
     `assets` narrows the run to some of the job's assets; empty partition keys run an
-    unpartitioned job.
+    unpartitioned job. `now` is the run's clock (see orchestration.clock); `log_level` quiets the
+    console (the event log in the instance keeps everything, for the UI).
     """
+    tags = {RANGE_START_TAG: first_partition, RANGE_END_TAG: last_partition} if first_partition else {}
+    if now is not None:
+        tags.update(clock_tags(now))
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
-        tags={RANGE_START_TAG: first_partition, RANGE_END_TAG: last_partition} if first_partition else None,
+        tags=tags or None,
         raise_on_error=raise_on_error,
         asset_selection=[AssetKey(name) for name in assets] if assets is not None else None,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}} if log_level else None,
     )
     return RangeRun(job_name, first_partition, last_partition, result)
 
@@ -85,6 +104,55 @@ def raw_history_lead() -> timedelta:
     return max(view.max_window + view.source.max_lateness for view in FEATURE_VIEWS.values())
 
 
+def training_reach() -> timedelta:
+    """How far before its day a training row reads features: its lead time plus each view's TTL,
+    rounded up to whole days (feature partitions are days)."""
+    spec = FLIGHT_DELAY_TRAINING_SET
+    views = {reference.split(":")[0] for reference in spec.features}
+    reach = max(FEATURE_VIEWS[name].ttl for name in views) + spec.lead_time
+    return timedelta(days=math.ceil(reach / timedelta(days=1)))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a backfill: a job over a contiguous range of its partitions."""
+
+    job_name: str
+    first_partition: str
+    last_partition: str
+    partitions: int
+
+
+def plan_window(settings: Settings, start: datetime, end: datetime, *, chunk: int | None = None) -> list[PlannedRun]:
+    """The runs of a backfill of snapshots in (start, end], in order, each job's range cut into
+    runs of at most `chunk` partitions (None: one run per job). Values do not depend on the cut.
+
+    Dimension tables; the feature views from `start` minus the training set's reach (its rows read
+    features up to a TTL before their day), raw hours from there minus the longest trailing window
+    (so no feature is computed from partial history); the hourly-snapshot views (and their
+    publish) over every day overlapping the range, the open day included; the daily-snapshot views
+    over the whole days inside it; labels and training sets over the whole days before the last.
+    """
+    plan = [PlannedRun(DIMENSIONS_JOB, "", "", 1)]
+    # Training rows read features up to their TTL before their day, so features start that much earlier.
+    features_start = max(settings.data_start, start - training_reach())
+    jobs = [
+        (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, features_start - raw_history_lead()), False),
+        (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), features_start, True),
+        (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), features_start, False),
+        # Labels need the raw hours of the day after, so training sets stop a day before `end`.
+        (TRAINING_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
+    ]
+    for job_name, partitions, job_start, overlapping in jobs:
+        job_end = end - timedelta(days=1) if job_name == TRAINING_JOB else end
+        keys = partition_keys_in(partitions, job_start, job_end, overlapping=overlapping)
+        step = chunk or len(keys) or 1
+        for first in range(0, len(keys), step):
+            part = keys[first:first + step]
+            plan.append(PlannedRun(job_name, part[0], part[-1], len(part)))
+    return plan
+
+
 def materialize_window(
     defs: Definitions,
     settings: Settings,
@@ -92,34 +160,28 @@ def materialize_window(
     end: datetime,
     *,
     instance: DagsterInstance,
+    now: datetime,
     raise_on_error: bool = True,
+    chunk: int | None = None,
+    log_level: str | None = None,
+    on_run: Callable[[PlannedRun, RangeRun], None] | None = None,
 ) -> list[RangeRun]:
-    """The demo's and the benchmark's backfill of snapshots in (start, end]: one run per job.
+    """The demo's and the benchmark's backfill of snapshots in (start, end], on one clock `now`
+    (every run carries it: no run computes past what an earlier run of the backfill covered).
 
-    Dimension tables; raw hours from `start` minus the longest trailing window (so no feature is
-    computed from partial history); the hourly-snapshot views (and their publish) over every day
-    overlapping the range, the open day included; the daily-snapshot views over the whole days
-    inside it; labels and training sets over the whole days before the last.
+    A failed run does not stop the next: its good partitions were written, and each later run
+    refuses only the partitions that read a failed one, naming them. A failed dimensions run
+    stops the backfill (every raw check needs the dimensions).
     """
-    dimensions = materialize_range(defs, DIMENSIONS_JOB, "", "", instance=instance, raise_on_error=raise_on_error)
-    if not dimensions.result.success:
-        return [dimensions]
-    plan = [
-        (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, start - raw_history_lead()), False),
-        (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), start, True),
-        (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
-        # Labels need the raw hours of the day after, so training sets stop a day before `end`.
-        (TRAINING_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
-    ]
-    runs = [dimensions]
-    for job_name, partitions, job_start, overlapping in plan:
-        job_end = end - timedelta(days=1) if job_name == TRAINING_JOB else end
-        keys = partition_keys_between(partitions, job_start, job_end, overlapping=overlapping)
-        if keys is None:
-            continue
-        # A failed job does not stop the next: independent views still run, and anything that
-        # needs the failed partitions is refused by the quality ledger, naming them.
-        runs.append(materialize_range(defs, job_name, *keys, instance=instance, raise_on_error=raise_on_error))
+    runs = []
+    for planned in plan_window(settings, start, end, chunk=chunk):
+        run = materialize_range(defs, planned.job_name, planned.first_partition, planned.last_partition, instance=instance,
+                                raise_on_error=raise_on_error, now=now, log_level=log_level)
+        runs.append(run)
+        if on_run is not None:
+            on_run(planned, run)
+        if planned.job_name == DIMENSIONS_JOB and not run.result.success:
+            break
     return runs
 
 

@@ -1,8 +1,11 @@
 """Label and training-set assets, and the training set's leakage audit as a blocking check."""
 
 import json
-from datetime import timezone
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -15,7 +18,6 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     MetadataValue,
-    Output,
     TimeWindowPartitionMapping,
     asset,
 )
@@ -25,12 +27,19 @@ from feature_pipelines.features.references import resolve_references
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.offline.historical import get_historical_features
-from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.clock import run_clock
+from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
+from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES
+from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
+from feature_pipelines.quality.actions import fail
+from feature_pipelines.quality.gate import GateVerdict
 from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow, assign_partitions
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
+from feature_pipelines.timeutil import floor_to
 from feature_pipelines.training.audit import LeakageReport, audit_recomputation, audit_stamps
 from feature_pipelines.training.labels import flight_delay_labels
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpec
@@ -38,48 +47,72 @@ from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpe
 LABELS_ASSET = "flight_delay_labels"
 LEAKAGE_CHECK = "no_feature_leakage"
 RAW_KNOWN_AT = {table.name: table.time_column for table in RAW_TABLES if table.time_column}
+READINESS_RULES = {UPSTREAM: FEATURE_RULES[UPSTREAM]}
 
 
 def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefinition:
     """Labels of the flights scheduled on a day; they need the next day's raw hours (arrivals)."""
+    days = partitions_for(Partitioning.DAILY, settings)
+    hours = partitions_for(Partitioning.HOURLY, settings)
+    mapping = TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True)
+    target = WriteTarget(LABELS_ASSET, "scheduled_departure_at", "left")
 
     @asset(
         name=LABELS_ASSET,
         description=f"One row per arrived flight: `{spec.label}` (arrival delay > 15 min), stamped "
         f"`{PREDICTION_TIMESTAMP}` = scheduled departure - {spec.lead_time}. Partitioned by the "
         "scheduled departure's UTC day; needs the following day's raw hours, since an outcome can "
-        "become known up to a day after the schedule.",
+        "become known up to a day after the schedule. A day whose raw hours are missing or held back "
+        "is refused, and only that day.",
         group_name="training",
-        partitions_def=partitions_for(Partitioning.DAILY, settings),
-        ins={
-            "flights": AssetIn(
-                key=AssetKey("raw_flights"),
-                partition_mapping=TimeWindowPartitionMapping(
-                    start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True
-                ),
-            )
-        },
+        partitions_def=days,
+        ins={"flights": AssetIn(key=AssetKey("raw_flights"), partition_mapping=mapping, metadata={PER_PARTITION_READINESS: True})},
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
+        check_specs=gate_check_specs(LABELS_ASSET, READINESS_RULES),
+        output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
         pool="lake_writes",
     )
-    def _labels(context: AssetExecutionContext, flights: pl.DataFrame) -> pl.DataFrame:
-        window = context.partition_time_window
-        start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+    def _labels(context: AssetExecutionContext, flights: pl.DataFrame, lake: LakeResource):
+        now = run_clock(context)
+        store = lake.store()
+        windows = [partition_window(days, key) for key in context.partition_keys]
+        last_hour = floor_to(now, timedelta(hours=1))
+        gaps = upstream_gaps(context, upstream="raw_flights", mapping=mapping, partitions_def=days, upstream_partitions_def=hours,
+                             needed={w.key: (w.start - timedelta(days=1), min(w.end + timedelta(days=1), last_hour)) for w in windows},
+                             store=store)
+        start, end = windows[0].start, windows[-1].end
         scheduled = flights.filter(pl.col("scheduled_departure_at") >= start, pl.col("scheduled_departure_at") < end)
         labels = flight_delay_labels(scheduled, lead_time=spec.lead_time)
-        context.add_output_metadata(
-            {
-                "flights_scheduled": scheduled.height,
-                "unlabelled_cancelled_or_diverted": scheduled.height - labels.height,
-                "late_share": float(labels[spec.label].mean()) if labels.height else 0.0,
-            }
-        )
-        return labels
+        yield from _gated(context, target, labels, windows, {k: [gaps.get(k)] for k in context.partition_keys}, store, now, {
+            "flights_scheduled": scheduled.height,
+            "unlabelled_cancelled_or_diverted": scheduled.height - labels.height,
+            "late_share": float(labels[spec.label].mean()) if labels.height else 0.0,
+        })
 
     return _labels
+
+
+def _gated(
+    context: AssetExecutionContext, target: WriteTarget, frame: pl.DataFrame, windows: list[PartitionWindow],
+    gaps: Mapping[str, Sequence[UpstreamGap | None]], store: DeltaStore, now: datetime, metadata: Mapping[str, object],
+) -> Iterator[object]:
+    """Refuse the partitions whose upstream is not ready, write the others."""
+    outcomes = {w.key: [upstream_outcome(target.table, w.key, gaps.get(w.key, []))] for w in windows}
+    row_partition = assign_partitions(frame, target.time_column, windows, closed=target.closed)
+    counts = np.bincount(row_partition, minlength=len(windows))
+    verdict = None
+    for item in run_gate(context, table=target.table, frame=frame, row_partition=row_partition,
+                         partition_keys=[w.key for w in windows], outcomes_by_partition=outcomes, rules=READINESS_RULES,
+                         row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
+        if isinstance(item, GateVerdict):
+            verdict = item
+        else:
+            yield item
+    assert verdict is not None
+    yield from write_verdict(context, target=target, frame=frame, verdict=verdict, windows=windows, store=store, metadata=metadata)
 
 
 def _audit(frame: pl.DataFrame, spec: TrainingSetSpec, store: DeltaStore) -> LeakageReport:
@@ -103,18 +136,31 @@ def _audit(frame: pl.DataFrame, spec: TrainingSetSpec, store: DeltaStore) -> Lea
 
 def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefinition:
     """Labels joined point-in-time to the declared features; versions read recorded for rebuilds."""
-    views = sorted({reference.split(":")[0] for reference in spec.features})
+    views = [FEATURE_VIEWS[name] for name in sorted({reference.split(":")[0] for reference in spec.features})]
+    days = partitions_for(Partitioning.DAILY, settings)
+    labels_mapping = TimeWindowPartitionMapping()
+    # A row predicted at p reads each view's snapshots in [p - ttl, p]; p lies up to the lead time
+    # before its day.
+    view_mappings = {
+        view.name: TimeWindowPartitionMapping(
+            start_offset=-math.ceil((view.ttl + spec.lead_time) / view.partitioning.interval), allow_nonexistent_upstream_partitions=True)
+        for view in views
+    }
+    target = WriteTarget(spec.name, "scheduled_departure_at", "left")
+    rules = {LEAKAGE_CHECK: fail("a feature stamped after its prediction time is leakage; no such set is ever written"),
+             **READINESS_RULES}
 
     @asset(
         name=spec.name,
         description=f"{spec.description}\n\nFeatures: {', '.join(spec.features)}. Every row's features are "
         f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL); the Delta version "
         "of every feature table read is in the metadata (`feature_table_versions`) so the set can be "
-        "rebuilt byte for byte.",
+        "rebuilt byte for byte. A day whose labels or feature partitions are missing or held back is refused, "
+        "and only that day.",
         group_name="training",
-        partitions_def=partitions_for(Partitioning.DAILY, settings),
-        ins={"labels": AssetIn(key=AssetKey(LABELS_ASSET))},
-        deps=[AssetDep(view, partition_mapping=TimeWindowPartitionMapping(start_offset=-1)) for view in views],
+        partitions_def=days,
+        ins={"labels": AssetIn(key=AssetKey(LABELS_ASSET), metadata={PER_PARTITION_READINESS: True})},
+        deps=[AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views],
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
         check_specs=[
@@ -124,7 +170,8 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
                 blocking=True,
                 description="No feature stamped after its row's prediction time, and a sample of "
                 "values recomputed from raw events known before their stamp matches.",
-            )
+            ),
+            *gate_check_specs(spec.name, READINESS_RULES),
         ],
         output_required=False,
         io_manager_key="delta_io_manager",
@@ -132,11 +179,28 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         pool="lake_writes",
     )
     def _training_set(context: AssetExecutionContext, labels: pl.DataFrame, lake: LakeResource):
+        now = run_clock(context)
         store = lake.store()
+        windows = [partition_window(days, key) for key in context.partition_keys]
+        gaps: dict[str, list[UpstreamGap | None]] = {w.key: [] for w in windows}
+        label_gaps = upstream_gaps(context, upstream=LABELS_ASSET, mapping=labels_mapping, partitions_def=days,
+                                   upstream_partitions_def=days, needed={w.key: (w.start, w.end) for w in windows}, store=store)
+        for view in views:
+            view_gaps = upstream_gaps(
+                context, upstream=view.name, mapping=view_mappings[view.name], partitions_def=days,
+                upstream_partitions_def=view_partitions(view, settings),
+                needed={w.key: (w.start - spec.lead_time - view.ttl, w.end) for w in windows}, store=store)
+            for key, gap in view_gaps.items():
+                gaps[key].append(gap)
+        for key, gap in label_gaps.items():
+            gaps[key].append(gap)
+        ready = [w for w in windows if not any(gaps[w.key])]
+        rows = labels.filter(pl.any_horizontal([
+            TimeSlice("scheduled_departure_at", w.start, w.end).polars_filter() for w in ready] or [pl.lit(False)]))
         built = get_historical_features(
             store,
             FEATURE_VIEWS,
-            labels,
+            rows,
             spec.features,
             timestamp_column=PREDICTION_TIMESTAMP,
             ledger=QualityLedger(store),
@@ -156,15 +220,12 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
             return  # write-audit-publish: a leaky set is never written
         feature_names = [name.split(":")[1] for name in spec.features]
         null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0 for name in feature_names}
-        yield Output(
-            frame,
-            metadata={
-                "feature_table_versions": MetadataValue.json(built.versions),
-                "features": MetadataValue.json(list(spec.features)),
-                "label": spec.label,
-                "lead_time": str(spec.lead_time),
-                "null_rates": MetadataValue.json(null_rates),
-            },
-        )
+        yield from _gated(context, target, frame, windows, gaps, store, now, {
+            "feature_table_versions": MetadataValue.json(built.versions),
+            "features": MetadataValue.json(list(spec.features)),
+            "label": spec.label,
+            "lead_time": str(spec.lead_time),
+            "null_rates": MetadataValue.json(null_rates),
+        })
 
     return _training_set

@@ -61,6 +61,9 @@ class CheckOutcome:
     partition: str
     message: str
     metadata: dict[str, object]
+    # Rows (indices into the validated frame) that failed, when every failed rule is row-level;
+    # None when some failure judges the partition as a whole (a `drop` action cannot apply then).
+    failing_rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def blocking(self) -> bool:
@@ -77,6 +80,8 @@ class Finding:
     detail: str = ""
     observed: object = None
     examples: tuple[dict[str, object], ...] = field(default_factory=tuple)
+    # Indices (into the validated frame) of this partition's failing rows, for row-level rules.
+    row_indices: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         if len(self.columns) == 1:
@@ -144,7 +149,16 @@ def outcome(
         "failures": [finding.as_metadata() for finding in failed],
     }
     metadata.update({key: jsonable(value) for key, value in (extra_metadata or {}).items()})
-    return CheckOutcome(check_name, not failed, table, partition, message, metadata)
+    return CheckOutcome(check_name, not failed, table, partition, message, metadata, failing_row_union(failed))
+
+
+def failing_row_union(failed: Sequence[Finding]) -> np.ndarray | None:
+    """The union of the failed findings' rows, or None if one of them is not row-level."""
+    if any(finding.row_indices is None for finding in failed):
+        return None
+    if not failed:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([finding.row_indices for finding in failed]))  # type: ignore[misc]
 
 
 def rule_text(expectation_type: str, kwargs: Mapping[str, object]) -> str:
@@ -285,7 +299,10 @@ def _row_findings(result: ExpectationValidationResult, space: _RowSpace, rule: s
             if not passed:
                 examples = space.examples(indices[space.row_partition[indices] == part], columns)
         observed = {"unexpected_count": bad, "rows_considered": total}
-        findings.append(Finding(rule, columns, passed, detail if not passed else "", observed, examples))
+        mine = indices if space.n_partitions == 1 else indices[space.row_partition[indices] == part]
+        # A `mostly` rule judges the share, so its rows are no row-level verdict to drop.
+        rows = mine if mostly >= 1 else None
+        findings.append(Finding(rule, columns, passed, detail if not passed else "", observed, examples, rows))
     return findings
 
 

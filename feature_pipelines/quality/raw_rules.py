@@ -1,46 +1,52 @@
-"""Quality rules for the raw hourly tables, for what really goes wrong in this data.
+"""Quality rules for the raw hourly tables, each declared with its action (warn, drop or fail).
 
-Thresholds were checked against every hourly partition of the real 2013 data; a rule that real
-data breaks is a WARN (metadata blocking=False), never blocking:
+Every action was chosen against every hourly partition of the real 2013 data; the reason is
+written beside the rule in `FLIGHTS_RULES` / `WEATHER_RULES`. The figures behind them:
 
-- The flights table is partitioned by `dep_known_at` (the actual departure, or the scheduled one
-  of a cancelled flight), like the raw asset, so `flights_in_partition_window` checks that column,
-  and `flights_cancelled_have_null_times` also checks that it is the departure (or, cancelled, the
-  schedule): a wrong dep_known_at would put a flight in the wrong partition unnoticed.
+- `flights_null_rate` warns: the 2013-02-08/09 blizzard cancelled every flight of whole hours, so
+  no threshold below 100% passes every real hour of >= 20 flights. At 50% it flags 20 real hours.
 - Tail numbers are missing only on cancelled flights (2,512 of 8,255 cancelled, none of the
-  departed ones), so `flights_tailnum_present` allows 2% missing among departed flights; counted
-  over all rows it would fail 679 real hours.
-- `flights_null_rate` (dep_delay null = cancelled, by `flights_cancelled_have_null_times`) is a
-  WARN: the 2013-02-08/09 blizzard cancelled every flight of whole hours, so no threshold below
-  100% passes every real hour of >= 20 flights. At 50% it flags 20 real hours (the blizzard and
-  a few thunderstorm hours); hours with fewer than 20 flights are skipped.
-- `weather_hours_covered` is a WARN: the source misses 75 origin-hours in 35 hours of its span,
-  and has no observation before 2013-01-01 06:00 UTC or after 2013-12-30 23:00 UTC (89 hourly
-  partitions of the data range warn).
-- `weather_wind_speed_plausible` (<= 100 mph) is a WARN, split from `weather_values_in_range`:
-  EWR at 2013-02-12 08:00 UTC reports 1048.36 mph between readings of 20.7 and 12.7 mph, a
-  sensor/transcription error that cannot be corrected by re-running the hour; blocking it would
-  stall that partition forever. The feature gates (origin_weather: wind features <= 100) still
-  catch the value downstream.
-- Null keys (carrier, origin, times, ...) are never legitimate, so `flights_required_columns_not_null`
-  is a blocking rule added next to the requested ones.
+  departed ones), so `flights_tailnum_present` allows 2% missing among departed flights and warns.
+- `flights_known_aircraft` warns: 50,094 flights (14.9%) carry tail numbers that the FAA registry
+  in `planes` does not hold (American and Envoy report fleet numbers). Dropping them would remove
+  a seventh of the year; their carrier and route features are sound.
+- `weather_hours_covered` warns: the source misses 75 origin-hours in 35 hours of its span, and
+  has no observation before 2013-01-01 06:00 UTC or after 2013-12-30 23:00 UTC.
+- `weather_wind_speed_plausible` drops: EWR at 2013-02-12 08:00 UTC reports 1048.36 mph between
+  readings of 20.7 and 12.7 mph, a sensor or transcription error. The reading is quarantined and
+  counted; the other two airports' readings of that hour land.
+- Row-level rules that real data never breaks (null keys, inconsistent cancellations, values out
+  of range, unknown carriers or airports, NaN, re-deliveries) drop the offending rows within a
+  budget of 1% of a partition's rows (at least one row): one bad record holds back only itself,
+  while a partition that needs more dropped than that is a broken feed and fails whole.
+- Rules about the partition as a whole (the landing contract, the schema, the partition window,
+  the volume) fail the partition: there is no row to drop. The flights volume rule compares an
+  hour with the same New York hour of the 7 preceding days (traffic follows the wall clock, so
+  comparing UTC hours would flag every hour around the DST changes); its calibration is beside
+  `RAW_VOLUME_FACTOR`. The weather volume only warns: the source misses whole hours.
 
-An empty partition passes every blocking raw rule (a quiet night hour is real); volume is judged
-elsewhere.
+Verdicts depend only on data. The volume rule compares an hour with the same hour of the
+preceding days of the landed source itself, and uniqueness is judged against every delivery in
+the landing zone, in delivery (file name) order: the first delivery of a record wins, a later
+identical copy is dropped as a re-delivery, and a later copy with other values is dropped as a
+conflict (see `LandingFacts`).
 """
 
 from __future__ import annotations
 
 import functools
 import statistics
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import great_expectations as gx
 import numpy as np
 import polars as pl
 from great_expectations.expectations.row_conditions import Column
 
+from feature_pipelines.quality.actions import RuleAction, drop, fail, warn
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, gx_findings, jsonable, outcome
 from feature_pipelines.quality.suites import (
     check_volume,
@@ -67,17 +73,90 @@ FLIGHTS_PARTITION_COLUMN = "dep_known_at"  # must match the raw_flights asset's 
 WEATHER_PARTITION_COLUMN = "observed_at"
 WEATHER_KEY = ("origin", "observed_at")
 _WINDOW = {"min_value": {"$PARAMETER": "window_start"}, "max_value": {"$PARAMETER": "window_end"}, "strict_max": True}
+RAW_VOLUME = "row_volume_within_tolerance"
+# Calibrated on every hour of 2013 against the same New York hour of the 7 preceding days: the
+# lowest real ratio is 5 flights against a median of 50 (2013-11-29 01:00 UTC, the evening after
+# Thanksgiving), so a factor of 12 passes all of 2013 while an hour that collapses below a twelfth
+# of its usual traffic (or an emptied busy hour) fails. Hours whose median is under 10 flights are
+# not judged: 2013-01-10 04:00 UTC (23:00 in New York) had none against a median of 5.
+RAW_VOLUME_FACTOR = 12.0
+RAW_VOLUME_DAYS = 7  # the same local hour of this many preceding days
+VOLUME_ZONE = ZoneInfo(nycflights.NEW_YORK)  # traffic follows the airports' wall clock, also across DST
+MIN_MEDIAN_FOR_VOLUME = {FLIGHTS_TABLE: 10, WEATHER_TABLE: 1}
 
-FLIGHTS_CHECKS = (
-    "flights_schema_matches", "flights_required_columns_not_null", "flights_cancelled_have_null_times",
-    "flights_tailnum_present", "flights_unique", "flights_in_partition_window", "flights_values_in_range",
-    "flights_null_rate",
-)
-WEATHER_CHECKS = (
-    "weather_schema_matches", "weather_unique_observations", "weather_hours_covered",
-    "weather_in_partition_window", "weather_values_in_range", "weather_wind_speed_plausible",
-)
-WARN_CHECKS = frozenset({"flights_null_rate", "weather_hours_covered", "weather_wind_speed_plausible"})
+_ROWS = "Real 2013 data never breaks it; "
+FLIGHTS_RULES: dict[str, RuleAction] = {
+    "flights_landing_contract": fail("a landed file whose columns, dtypes or time zones break the contract is quarantined whole; the hours it covers would be incomplete without it"),
+    "flights_schema_matches": fail("a frame that does not have the declared columns and dtypes cannot be written"),
+    "flights_required_columns_not_null": drop(_ROWS + "a flight without its keys or times cannot be placed in any feature"),
+    "flights_cancelled_have_null_times": drop(_ROWS + "a departure time on a cancelled flight (or none on a departed one) contradicts itself"),
+    "flights_tailnum_present": warn("tail numbers are missing only on cancelled flights in 2013; carrier and route features do not need them"),
+    "flights_unique": drop(_ROWS + "a later delivery of a flight with other values is a conflicting re-delivery; the first delivery wins"),
+    "flights_redelivered": drop("an identical copy of an earlier delivery adds nothing; dropping it loses nothing", budget=1.0),
+    "flights_in_partition_window": fail("rows outside their hour mean the partitioning itself is wrong"),
+    "flights_values_in_range": drop(_ROWS + "a negative distance or a delay beyond a day is one bad record"),
+    "flights_values_not_nan": drop(_ROWS + "NaN is no value and no null; it would poison every sum and mean"),
+    "flights_null_rate": warn("the February 2013 blizzard cancelled every flight of whole hours (20 real hours over 50%)"),
+    "flights_known_carrier": drop(_ROWS + "every 2013 carrier is in `airlines`; an unknown code would become a new carrier entity"),
+    "flights_known_airports": drop(_ROWS + "origins are EWR/JFK/LGA and every destination is in `airports` or among the four whose zones the loader knows"),
+    "flights_known_aircraft": warn("50,094 flights (14.9%) fly tails the FAA registry in `planes` does not hold; dropping them would lose a seventh of the year"),
+    RAW_VOLUME: fail("an empty or collapsed busy hour is a broken feed, not a quiet hour; judged against the source's own same hour of the preceding days"),
+}
+WEATHER_RULES: dict[str, RuleAction] = {
+    "weather_landing_contract": fail("a landed file whose columns, dtypes or time zones break the contract is quarantined whole; the hours it covers would be incomplete without it"),
+    "weather_schema_matches": fail("a frame that does not have the declared columns and dtypes cannot be written"),
+    "weather_keys_not_null": drop(_ROWS + "an observation without an airport or a time belongs nowhere"),
+    "weather_unique_observations": drop(_ROWS + "a later delivery of an observation with other values is a conflict; the first delivery wins"),
+    "weather_redelivered": drop("an identical copy of an earlier delivery adds nothing; dropping it loses nothing", budget=1.0),
+    "weather_hours_covered": warn("the source misses 75 origin-hours in 35 hours of 2013, and has nothing before 06:00 UTC on Jan 1 or after Dec 30 23:00 UTC"),
+    "weather_in_partition_window": fail("rows outside their hour mean the partitioning itself is wrong"),
+    "weather_values_in_range": drop(_ROWS + "an unknown airport, a temperature beyond -40..130 F or a humidity beyond 0..100 is one bad reading"),
+    "weather_values_not_nan": drop(_ROWS + "NaN is no value and no null; GX would count it as missing"),
+    "weather_wind_speed_plausible": drop("one real reading (EWR 2013-02-12 08:00 UTC, 1048.36 mph) is a sensor error; dropped and counted, it no longer holds back its hour"),
+    RAW_VOLUME: warn("the source itself misses whole hours of 2013 (see weather_hours_covered); an hour without weather where the preceding days had it is reported, and the feature gates judge what it does to the features"),
+}
+FLIGHTS_CHECKS = tuple(FLIGHTS_RULES)
+WEATHER_CHECKS = tuple(WEATHER_RULES)
+RAW_RULES = {FLIGHTS_TABLE: FLIGHTS_RULES, WEATHER_TABLE: WEATHER_RULES}
+WARN_CHECKS = frozenset(name for rules in RAW_RULES.values() for name, rule in rules.items() if not rule.blocking)
+
+
+@dataclass(frozen=True)
+class LandingFacts:
+    """What the rules know beyond the run's own rows, all read from the landing zone's data.
+
+    - `rejected_hours`: hour start -> messages of the landed files that break the contract and
+      cover that hour (each such hour fails its `*_landing_contract` rule).
+    - `first_delivery`: for every record key ever delivered, the (file, row) of its first
+      delivery and a hash of its values; with it a row knows whether it is the first delivery,
+      an identical re-delivery or a conflicting one, whatever hour the other copy sits in.
+    - `hourly_counts`: landed rows per hour over the whole source, for the volume rule.
+    - `known_keys`: dimension column -> values the dimension tables hold.
+    When a field is None the rule falls back to the run's own rows (unit tests of a single frame).
+    """
+
+    rejected_hours: Mapping[datetime, Sequence[str]] = field(default_factory=dict)
+    first_delivery: pl.DataFrame | None = None
+    hourly_counts: Mapping[datetime, int] | None = None
+    known_keys: Mapping[str, frozenset[str]] | None = None
+
+
+SOURCE_FILE, SOURCE_ROW, ROW_HASH = "__source_file", "__source_row", "__row_hash"
+
+
+def delivery_index(landed: pl.DataFrame, key: Sequence[str], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """Per record key, its first delivery in (file name, row) order and the hash of its values."""
+    hashed = landed.with_columns(pl.struct(list(schema)).hash(seed=0).alias(ROW_HASH))
+    return (
+        hashed.sort(SOURCE_FILE, SOURCE_ROW, maintain_order=True)
+        .group_by(list(key), maintain_order=True)
+        .agg(pl.col(SOURCE_FILE).first(), pl.col(SOURCE_ROW).first(), pl.col(ROW_HASH).first())
+    )
+
+
+def hourly_counts(landed: pl.DataFrame, time_column: str) -> dict[datetime, int]:
+    counts = landed.group_by(pl.col(time_column).dt.truncate("1h").alias("hour")).len()
+    return dict(zip(counts["hour"].to_list(), counts["len"].to_list()))
 
 
 @functools.cache
@@ -108,7 +187,6 @@ def _flights_suite(with_null_rate: bool) -> gx.ExpectationSuite:
             column_A="dep_known_at", column_B=other, row_condition=condition), "flights_cancelled_have_null_times"))
     found.append(tagged(E.ExpectColumnValuesToNotBeNull(
         column="tailnum", mostly=1 - MAX_MISSING_TAILNUM_FRACTION, row_condition=departed), "flights_tailnum_present"))
-    found.append(tagged(E.ExpectCompoundColumnsToBeUnique(column_list=list(FLIGHTS_KEY)), "flights_unique"))
     found.append(tagged(E.ExpectColumnValuesToBeBetween(column=FLIGHTS_PARTITION_COLUMN, **_WINDOW), "flights_in_partition_window"))
     for column, low, high, strict in (("distance", 0, 5000, True), ("dep_delay", -120, 1440, False), ("air_time", 0, 800, False)):
         found.append(tagged(E.ExpectColumnValuesToBeBetween(
@@ -122,8 +200,7 @@ def _flights_suite(with_null_rate: bool) -> gx.ExpectationSuite:
 @functools.cache
 def _weather_suite() -> gx.ExpectationSuite:
     found = _schema_expectations("weather_schema_matches", weather_schema())
-    found += [tagged(E.ExpectColumnValuesToNotBeNull(column=c), "weather_unique_observations") for c in WEATHER_KEY]
-    found.append(tagged(E.ExpectCompoundColumnsToBeUnique(column_list=list(WEATHER_KEY)), "weather_unique_observations"))
+    found += [tagged(E.ExpectColumnValuesToNotBeNull(column=c), "weather_keys_not_null") for c in WEATHER_KEY]
     found.append(tagged(E.ExpectColumnValuesToBeBetween(column=WEATHER_PARTITION_COLUMN, **_WINDOW), "weather_in_partition_window"))
     found.append(tagged(E.ExpectColumnValuesToBeInSet(column="origin", value_set=list(ORIGINS)), "weather_values_in_range"))
     for column, low, high in (("temp", -40, 130), ("humid", 0, 100), ("wind_speed", 0, None)):
@@ -136,49 +213,217 @@ def _windows(partition: str, window_start: datetime, window_end: datetime) -> li
     return [PartitionWindow(partition, require_utc(window_start, "window_start"), require_utc(window_end, "window_end"))]
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The validated frame, each row's partition, and the identity columns examples show."""
+
+    frame: pl.DataFrame
+    row_partition: np.ndarray
+    partitions: Sequence[PartitionWindow]
+    identity: tuple[str, ...]
+
+    def findings(self, rule: str, columns: tuple[str, ...], mask: np.ndarray, verb: str) -> list[Finding]:
+        """Per partition, a row-level finding from a boolean mask of failing rows."""
+        failing = np.flatnonzero(mask)
+        owner = self.row_partition[failing]
+        totals = np.bincount(self.row_partition, minlength=len(self.partitions))
+        found = []
+        for part in range(len(self.partitions)):
+            rows = failing[owner == part]
+            examples = ()
+            if rows.size:
+                wanted = [c for c in dict.fromkeys([*self.identity, *columns]) if c in self.frame.columns]
+                examples = tuple({k: jsonable(v) for k, v in row.items()} for row in self.frame.select(wanted)[rows[:5].tolist()].to_dicts())
+            detail = f"{rows.size} of {totals[part]} rows {verb}" if rows.size else ""
+            found.append(Finding(rule, columns, rows.size == 0, detail, {"unexpected_count": int(rows.size)}, examples, rows))
+        return found
+
+
+def _usable(frame: pl.DataFrame, schema: Mapping[str, pl.DataType], columns: Sequence[str]) -> bool:
+    return all(c in frame.columns and frame.schema[c] == schema[c] for c in columns)
+
+
+def _unusable(rule: str, columns: Sequence[str], n: int) -> list[Finding]:
+    return [Finding(rule, tuple(columns), False, "column missing or of the wrong dtype")] * n
+
+
+def _nan_findings(rows: _Rows, schema: Mapping[str, pl.DataType]) -> list[Finding]:
+    floats = [c for c, t in schema.items() if t.is_float() and c in rows.frame.columns and rows.frame.schema[c].is_float()]
+    rule = "values_are_not_nan"
+    if not floats:
+        return [Finding(rule, (), True)] * len(rows.partitions)
+    mask = rows.frame.select(pl.any_horizontal([pl.col(c).is_nan().fill_null(False) for c in floats])).to_series().to_numpy()
+    nan_columns = tuple(c for c in floats if rows.frame[c].is_nan().any())
+    return rows.findings(rule, nan_columns or tuple(floats), mask, "NaN (not a value, not a null)")
+
+
+def _delivery_findings(
+    rows: _Rows, key: Sequence[str], schema: Mapping[str, pl.DataType], facts: LandingFacts
+) -> tuple[list[Finding], list[Finding]]:
+    """(conflicting re-deliveries, identical re-deliveries) per partition: a row that is not its
+    key's first delivery, with other values than it or the same ones."""
+    unique_rule, again_rule = f"first_delivery_per_key({list(key)})", f"identical_redelivery({list(key)})"
+    n = len(rows.partitions)
+    if not _usable(rows.frame, schema, key):
+        return _unusable(unique_rule, key, n), _unusable(again_rule, key, n)
+    frame = rows.frame
+    if SOURCE_FILE not in frame.columns:  # a bare frame: its own order is the delivery order
+        frame = frame.with_columns(pl.lit("").alias(SOURCE_FILE), pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW))
+    first = facts.first_delivery if facts.first_delivery is not None else delivery_index(frame, key, schema)
+    hashes = frame.select(pl.struct(list(schema)).hash(seed=0).alias(ROW_HASH))
+    placed = (
+        frame.select(*key, SOURCE_FILE, pl.col(SOURCE_ROW).cast(pl.Int64))
+        .with_columns(hashes)
+        .join(first.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64)), on=list(key), how="left", suffix="_first",
+              maintain_order="left", nulls_equal=True)
+    )
+    later = ~((placed[SOURCE_FILE] == placed[f"{SOURCE_FILE}_first"]) & (placed[SOURCE_ROW] == placed[f"{SOURCE_ROW}_first"]))
+    later = later.fill_null(False).to_numpy()
+    same = (placed[ROW_HASH] == placed[f"{ROW_HASH}_first"]).fill_null(False).to_numpy()
+    columns = tuple(key)
+    return (
+        rows.findings(unique_rule, columns, later & ~same, "re-delivered with other values than their first delivery"),
+        rows.findings(again_rule, columns, later & same, "identical copies of an earlier delivery"),
+    )
+
+
+def _known_key_findings(rows: _Rows, column_sets: Mapping[str, frozenset[str]], rule: str) -> list[Finding]:
+    """Rows whose key columns hold values the dimension tables do not know (nulls are other rules')."""
+    columns = tuple(column_sets)
+    if not all(c in rows.frame.columns and rows.frame.schema[c] == pl.String for c in columns):
+        return _unusable(rule, columns, len(rows.partitions))
+    unknown = pl.any_horizontal([
+        (pl.col(c).is_not_null() & ~pl.col(c).is_in(sorted(values))) for c, values in column_sets.items()
+    ])
+    mask = rows.frame.select(unknown).to_series().to_numpy()
+    return rows.findings(rule, columns, mask, "with keys the dimension tables do not know")
+
+
+def _contract_findings(partitions: Sequence[PartitionWindow], facts: LandingFacts, rule: str) -> list[Finding]:
+    found = []
+    for window in partitions:
+        messages = [m for hour, ms in facts.rejected_hours.items() if window.start <= hour < window.end for m in ms]
+        found.append(Finding(rule, (), not messages, "; ".join(dict.fromkeys(messages)), len(messages)))
+    return found
+
+
+def _volume_outcomes(
+    table: str, rows: _Rows, time_column: str, facts: LandingFacts
+) -> list[CheckOutcome]:
+    """Each hour against the same hour of the preceding days of the landed source itself."""
+    counts = facts.hourly_counts
+    if counts is None:
+        counts = hourly_counts(rows.frame, time_column) if _usable(rows.frame, {time_column: rows.frame.schema.get(time_column)}, [time_column]) else {}
+    first_hour, last_hour = (min(counts), max(counts)) if counts else (None, None)
+    own = np.bincount(rows.row_partition, minlength=len(rows.partitions))
+    results = []
+    for part, window in enumerate(rows.partitions):
+        if last_hour is None or window.start > last_hour:
+            # Nothing later has landed: the hour is not delivered yet (or the data set ends);
+            # the views' freshness SLAs flag a feed that stops.
+            results.append(raw_volume(table, window.key, int(own[part]), [], note="after the newest landed record"))
+            continue
+        history = [int(counts.get(hour, 0)) for hour in same_local_hour_before(window.start, RAW_VOLUME_DAYS) if hour >= first_hour]
+        results.append(raw_volume(table, window.key, int(own[part]), history))
+    return results
+
+
+def same_local_hour_before(hour: datetime, days: int) -> list[datetime]:
+    """The same New York wall-clock hour on each of the `days` preceding days, as UTC instants
+    (a local hour that does not exist that day, in a spring-forward gap, is left out)."""
+    local = hour.astimezone(VOLUME_ZONE).replace(tzinfo=None)
+    found = []
+    for k in range(1, days + 1):
+        wall = local - timedelta(days=k)
+        instant = wall.replace(tzinfo=VOLUME_ZONE).astimezone(timezone.utc)
+        if instant.astimezone(VOLUME_ZONE).replace(tzinfo=None) == wall:
+            found.append(instant)
+    return found
+
+
 def _run(
     table: str, suite: gx.ExpectationSuite, frame: pl.DataFrame, partitions: Sequence[PartitionWindow],
     time_column: str, identity: Sequence[str], schema: dict[str, pl.DataType],
 ) -> tuple[list[dict[str, list[Finding]]], np.ndarray]:
     rows = assign_partitions(frame, time_column, partitions, closed="left")
     parameters = {"window_start": partitions[0].start, "window_end": partitions[-1].end}
-    result = validate_frame(suite, frame, n_partitions=len(partitions), parameters=parameters)
-    found = gx_findings(result, frame, row_partition=rows, n_partitions=len(partitions), identity=identity)
+    declared = frame.select([c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)])
+    result = validate_frame(suite, declared, n_partitions=len(partitions), parameters=parameters)
+    found = gx_findings(result, declared, row_partition=rows, n_partitions=len(partitions), identity=identity)
     schema_check = f"{table.removeprefix('raw_')}_schema_matches"
-    exact = dtype_findings(frame, schema)
+    exact = dtype_findings(declared, schema)
     for per_check in found:
         per_check.setdefault(schema_check, []).extend(exact)
     return found, rows
 
 
-def _outcomes(table: str, checks: Sequence[str], key: str, found: dict[str, list[Finding]]) -> list[CheckOutcome]:
-    return [outcome(check, table, key, found.get(check, []), blocking=check not in WARN_CHECKS) for check in checks]
+def _add(found: list[dict[str, list[Finding]]], check: str, findings: Sequence[Finding]) -> None:
+    for per_partition, finding in zip(found, findings):
+        per_partition.setdefault(check, []).append(finding)
+
+
+def _outcomes(table: str, rules: Mapping[str, RuleAction], key: str, found: dict[str, list[Finding]]) -> list[CheckOutcome]:
+    return [
+        outcome(check, table, key, found.get(check, []), blocking=rule.blocking, extra_metadata={"action": rule.action.value})
+        for check, rule in rules.items() if check != RAW_VOLUME
+    ]
+
+
+def _with_action(o: CheckOutcome, rule: RuleAction) -> CheckOutcome:
+    metadata = {**o.metadata, "action": rule.action.value, "blocking": rule.blocking, "severity": "ERROR" if rule.blocking else "WARN"}
+    return CheckOutcome(o.check_name, o.passed, o.table, o.partition, o.message, metadata, o.failing_rows)
+
+
+def _row_rules(
+    table: str, frame: pl.DataFrame, found: list[dict[str, list[Finding]]], row_partition: np.ndarray,
+    partitions: Sequence[PartitionWindow], key: Sequence[str], schema: dict[str, pl.DataType], facts: LandingFacts,
+) -> _Rows:
+    """The polars rules beside GX's: landing contract, deliveries, NaN (GX counts NaN as null)."""
+    prefix = table.removeprefix("raw_")
+    rows = _Rows(frame, row_partition, partitions, tuple(key))
+    _add(found, f"{prefix}_landing_contract", _contract_findings(partitions, facts, "landed_files_match_contract"))
+    conflicting, identical = _delivery_findings(rows, key, schema, facts)
+    _add(found, "flights_unique" if table == FLIGHTS_TABLE else "weather_unique_observations", conflicting)
+    _add(found, f"{prefix}_redelivered", identical)
+    _add(found, f"{prefix}_values_not_nan", _nan_findings(rows, schema))
+    return rows
 
 
 def validate_raw_flights_partitions(
-    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow]
+    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None
 ) -> dict[str, list[CheckOutcome]]:
     """The raw flights rules for contiguous hourly partitions in one GX call, per partition key;
-    rows belong to the partition of their dep_known_at."""
+    rows belong to the partition of their dep_known_at. `landing` carries what the landing zone
+    knows beyond these rows (see LandingFacts); without it the frame is taken as the whole source."""
+    facts = landing or LandingFacts()
     single_small = len(partitions) == 1 and frame.height < MIN_FLIGHTS_FOR_NULL_RATE
     suite = _flights_suite(with_null_rate=not single_small)
-    found, rows = _run(FLIGHTS_TABLE, suite, frame, partitions, FLIGHTS_PARTITION_COLUMN, FLIGHTS_KEY, flights_schema())
-    counts = np.bincount(rows, minlength=len(partitions))
+    found, row_partition = _run(FLIGHTS_TABLE, suite, frame, partitions, FLIGHTS_PARTITION_COLUMN, FLIGHTS_KEY, flights_schema())
+    rows = _row_rules(FLIGHTS_TABLE, frame, found, row_partition, partitions, FLIGHTS_KEY, flights_schema(), facts)
+    known = facts.known_keys
+    if known is not None:
+        _add(found, "flights_known_carrier", _known_key_findings(rows, {"carrier": known["carrier"]}, "carrier_in(raw_airlines)"))
+        _add(found, "flights_known_airports", _known_key_findings(
+            rows, {"origin": known["origin"], "dest": known["dest"]}, "origin_in(EWR, JFK, LGA), dest_in(raw_airports)"))
+        _add(found, "flights_known_aircraft", _known_key_findings(rows, {"tailnum": known["tailnum"]}, "tailnum_in(raw_planes)"))
+    counts = np.bincount(row_partition, minlength=len(partitions))
+    volumes = _volume_outcomes(FLIGHTS_TABLE, rows, FLIGHTS_PARTITION_COLUMN, facts)
     results = {}
     for part, window in enumerate(partitions):
         if counts[part] < MIN_FLIGHTS_FOR_NULL_RATE:
             found[part]["flights_null_rate"] = [Finding(
                 f"expect_column_values_to_not_be_null(mostly={1 - MAX_DEP_DELAY_NULL_FRACTION:g})", ("dep_delay",),
                 True, f"skipped: {counts[part]} flights, fewer than {MIN_FLIGHTS_FOR_NULL_RATE}")]
-        results[window.key] = _outcomes(FLIGHTS_TABLE, FLIGHTS_CHECKS, window.key, found[part])
+        results[window.key] = [*_outcomes(FLIGHTS_TABLE, FLIGHTS_RULES, window.key, found[part]),
+                               _with_action(volumes[part], FLIGHTS_RULES[RAW_VOLUME])]
     return results
 
 
 def validate_raw_flights(
-    frame: pl.DataFrame, *, partition: str, window_start: datetime, window_end: datetime
+    frame: pl.DataFrame, *, partition: str, window_start: datetime, window_end: datetime, landing: LandingFacts | None = None
 ) -> list[CheckOutcome]:
     """The raw flights rules for one hourly partition [window_start, window_end), in FLIGHTS_CHECKS order."""
-    return validate_raw_flights_partitions(frame, partitions=_windows(partition, window_start, window_end))[partition]
+    return validate_raw_flights_partitions(frame, partitions=_windows(partition, window_start, window_end), landing=landing)[partition]
 
 
 def _hours_covered(frame: pl.DataFrame, partitions: Sequence[PartitionWindow]) -> list[Finding]:
@@ -210,36 +455,35 @@ def _hours_covered(frame: pl.DataFrame, partitions: Sequence[PartitionWindow]) -
 
 
 def validate_raw_weather_partitions(
-    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow]
+    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None
 ) -> dict[str, list[CheckOutcome]]:
     """The raw weather rules for contiguous hourly partitions in one GX call, per partition key."""
-    found, _ = _run(WEATHER_TABLE, _weather_suite(), frame, partitions, WEATHER_PARTITION_COLUMN, WEATHER_KEY, weather_schema())
+    facts = landing or LandingFacts()
+    found, row_partition = _run(WEATHER_TABLE, _weather_suite(), frame, partitions, WEATHER_PARTITION_COLUMN, WEATHER_KEY, weather_schema())
+    rows = _row_rules(WEATHER_TABLE, frame, found, row_partition, partitions, WEATHER_KEY, weather_schema(), facts)
     coverage = _hours_covered(frame, partitions)
+    volumes = _volume_outcomes(WEATHER_TABLE, rows, WEATHER_PARTITION_COLUMN, facts)
     results = {}
     for part, window in enumerate(partitions):
         found[part]["weather_hours_covered"] = [coverage[part]]
-        results[window.key] = _outcomes(WEATHER_TABLE, WEATHER_CHECKS, window.key, found[part])
+        results[window.key] = [*_outcomes(WEATHER_TABLE, WEATHER_RULES, window.key, found[part]),
+                               _with_action(volumes[part], WEATHER_RULES[RAW_VOLUME])]
     return results
 
 
 def validate_raw_weather(
-    frame: pl.DataFrame, *, partition: str, window_start: datetime, window_end: datetime
+    frame: pl.DataFrame, *, partition: str, window_start: datetime, window_end: datetime, landing: LandingFacts | None = None
 ) -> list[CheckOutcome]:
     """The raw weather rules for one hourly partition [window_start, window_end), in WEATHER_CHECKS order."""
-    return validate_raw_weather_partitions(frame, partitions=_windows(partition, window_start, window_end))[partition]
+    return validate_raw_weather_partitions(frame, partitions=_windows(partition, window_start, window_end), landing=landing)[partition]
 
 
-RAW_VOLUME = "row_volume_within_tolerance"
-RAW_VOLUME_FACTOR = 5.0
-MIN_MEDIAN_FOR_VOLUME = 5  # quieter hours (nights) are not judged: zero flights at 4 am is real
-
-
-def raw_volume(table: str, partition: str, row_count: int, same_hour_history: Sequence[int]) -> CheckOutcome:
-    """An hour's row count against the same hour of recent days: an empty or collapsed busy hour
-    fails; a quiet hour, or an hour without history, passes with a note."""
-    if same_hour_history and statistics.median(same_hour_history) >= MIN_MEDIAN_FOR_VOLUME:
+def raw_volume(table: str, partition: str, row_count: int, same_hour_history: Sequence[int], *, note: str = "") -> CheckOutcome:
+    """An hour's row count against the same hour of the preceding days: an empty or collapsed busy
+    hour fails; a quiet hour, or an hour without history, passes with a note."""
+    if same_hour_history and statistics.median(same_hour_history) >= MIN_MEDIAN_FOR_VOLUME[table]:
         return check_volume(table, partition, row_count, same_hour_history, RAW_VOLUME_FACTOR)
-    note = "no history for this hour" if not same_hour_history else "a quiet hour"
+    note = note or ("no history for this hour" if not same_hour_history else "a quiet hour")
     return CheckOutcome(
         RAW_VOLUME, True, table, partition,
         f"table {table!r} partition {partition}: {row_count} rows accepted ({note})",

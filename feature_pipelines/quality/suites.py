@@ -40,6 +40,7 @@ from feature_pipelines.quality.outcome import (
     gx_findings,
     outcome,
 )
+from feature_pipelines.quality.actions import RuleAction, drop, fail
 from feature_pipelines.timeutil import require_utc
 
 CREATED_TIMESTAMP = "created_timestamp"  # added by the feature asset when it writes a partition
@@ -52,8 +53,21 @@ SCHEMA, NULLS, RANGES, UNIQUE, VOLUME = (
     "entity_keys_unique_per_timestamp",
     "row_volume_within_tolerance",
 )
+# Each feature-table rule with its action (see quality.actions) and why.
+FEATURE_RULES: dict[str, RuleAction] = {
+    SCHEMA: fail("a table that does not have its declared columns and dtypes cannot be read by training or serving"),
+    NULLS: fail("a feature's null share is judged over the partition: past its declared limit the partition as a whole is suspect"),
+    RANGES: drop("a value outside its declared range is one bad snapshot of one entity; training and serving both fall back "
+                 "to that entity's previous snapshot within the TTL, so they stay equal"),
+    UNIQUE: fail("two rows for one entity and instant mean the computation itself is wrong"),
+    VOLUME: fail("an empty partition whose source had events in its windows means rows were lost; relative volume is "
+                 "judged at the raw tables, against the source's own history"),
+    CUSTOM_EXPECTATIONS: fail("a view's own expectation guards what its declaration cannot say"),
+}
 FEATURE_CHECKS = (SCHEMA, NULLS, RANGES, UNIQUE, VOLUME)
-VOLUME_HISTORY = 24  # partitions of history a range uses when the caller gives none
+UPSTREAM = "upstream_partitions_ready"
+FEATURE_RULES[UPSTREAM] = fail("a partition whose windows read a raw partition that was never written, or was held back, "
+                               "would compute features from partial history; it is refused by name, and only it")
 
 E = gx.expectations
 # Expectations a view adds on top of those derived from its declaration, by view name.
@@ -81,6 +95,12 @@ class PartitionWindow:
         require_utc(self.end, f"partition {self.key} end")
         if self.end <= self.start:
             raise ValueError(f"partition {self.key}: end {self.end.isoformat()} is not after its start")
+
+
+def view_rules(view: FeatureView) -> dict[str, RuleAction]:
+    """The view's checks with their actions, in the order the gate reports them."""
+    names = [*FEATURE_CHECKS, *([CUSTOM_EXPECTATIONS] if EXTRA_EXPECTATIONS.get(view.name) else []), UPSTREAM]
+    return {name: FEATURE_RULES[name] for name in names}
 
 
 def register_expectation(view_name: str, expectation: E.Expectation) -> None:
@@ -250,9 +270,22 @@ def assign_partitions(
     return np.clip(index, 0, len(partitions) - 1).astype(np.int64)
 
 
+def check_feature_volume(table: str, partition: str, row_count: int, source_rows: int) -> CheckOutcome:
+    """`row_volume_within_tolerance` for a feature table: a partition may be empty only when its
+    source had no event in the windows its snapshots cover. A feature row count is a function of
+    its input, so this verdict depends on the data alone, never on what earlier runs recorded."""
+    rule = "rows_when_source_has_events"
+    passed = row_count > 0 or source_rows == 0
+    detail = "" if passed else f"0 rows although the source has {source_rows} events in the windows of its snapshots"
+    if passed and row_count == 0:
+        detail = "empty, as its source has no events in the windows of its snapshots"
+    finding = Finding(rule, (), passed, detail, row_count)
+    return outcome(VOLUME, table, partition, [finding], extra_metadata={"row_count": row_count, "source_rows": source_rows})
+
+
 def _feature_outcomes(
     view: FeatureView, frame: pl.DataFrame, keys: Sequence[str], row_partition: np.ndarray,
-    recent_row_counts: Sequence[int],
+    source_rows: Mapping[str, int],
 ) -> dict[str, list[CheckOutcome]]:
     suite = view_suite(view)
     result = validate_frame(suite, frame, n_partitions=len(keys))
@@ -260,39 +293,40 @@ def _feature_outcomes(
     per_partition = gx_findings(result, frame, row_partition=row_partition, n_partitions=len(keys), identity=identity)
     exact = dtype_findings(frame, declared_schema(view))
     counts = np.bincount(row_partition, minlength=len(keys))
-    history = [int(count) for count in recent_row_counts]
-    window = len(history) or VOLUME_HISTORY
-    has_custom = bool(EXTRA_EXPECTATIONS.get(view.name))
+    names = [*FEATURE_CHECKS, *([CUSTOM_EXPECTATIONS] if EXTRA_EXPECTATIONS.get(view.name) else [])]
     outcomes: dict[str, list[CheckOutcome]] = {}
     for part, key in enumerate(keys):
-        found = per_partition[part]
-        checks = [outcome(SCHEMA, view.name, key, found.get(SCHEMA, []) + exact)]
-        checks += [outcome(name, view.name, key, found.get(name, [])) for name in (NULLS, RANGES, UNIQUE)]
-        checks.append(check_volume(view.name, key, int(counts[part]), history[-window:], view.volume_tolerance_factor))
-        if has_custom:
-            checks.append(outcome(CUSTOM_EXPECTATIONS, view.name, key, found.get(CUSTOM_EXPECTATIONS, [])))
-        history.append(int(counts[part]))
+        found = {**per_partition[part], SCHEMA: per_partition[part].get(SCHEMA, []) + exact}
+        checks = []
+        for name in names:
+            rule = FEATURE_RULES[name]
+            if name == VOLUME:
+                checked = check_feature_volume(view.name, key, int(counts[part]), int(source_rows.get(key, 0)))
+                checks.append(CheckOutcome(checked.check_name, checked.passed, checked.table, checked.partition,
+                                           checked.message, {**checked.metadata, "action": rule.action.value}))
+            else:
+                checks.append(outcome(name, view.name, key, found.get(name, []), blocking=rule.blocking,
+                                      extra_metadata={"action": rule.action.value}))
         outcomes[key] = checks
     return outcomes
 
 
 def validate_feature_partition(
-    view: FeatureView, frame: pl.DataFrame, *, partition: str, recent_row_counts: Sequence[int]
+    view: FeatureView, frame: pl.DataFrame, *, partition: str, source_rows: int
 ) -> list[CheckOutcome]:
     """The quality checks of one written partition of a feature table (all of `frame`), in order:
     schema_matches_declaration, feature_nulls_within_limits, feature_values_in_range,
-    entity_keys_unique_per_timestamp, row_volume_within_tolerance[, custom_expectations]."""
+    entity_keys_unique_per_timestamp, row_volume_within_tolerance[, custom_expectations].
+    `source_rows` is the number of source events in the windows of its snapshots."""
     rows = np.zeros(frame.height, dtype=np.int64)
-    return _feature_outcomes(view, frame, [partition], rows, recent_row_counts)[partition]
+    return _feature_outcomes(view, frame, [partition], rows, {partition: source_rows})[partition]
 
 
 def validate_feature_partitions(
     view: FeatureView, frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow],
-    recent_row_counts: Sequence[int],
+    source_rows: Mapping[str, int],
 ) -> dict[str, list[CheckOutcome]]:
     """The same checks for a backfilled range in one GX call, per partition key. A row belongs to
-    the partition whose window ends at or after its event_timestamp (snapshots stamp the end).
-    Each partition's volume is compared with the recent counts followed by the range's earlier
-    partitions."""
+    the partition whose window ends at or after its event_timestamp (snapshots stamp the end)."""
     rows = assign_partitions(frame, EVENT_TIMESTAMP, partitions, closed="right")
-    return _feature_outcomes(view, frame, [p.key for p in partitions], rows, recent_row_counts)
+    return _feature_outcomes(view, frame, [p.key for p in partitions], rows, source_rows)

@@ -18,7 +18,7 @@ DATA_START = datetime.fromisoformat("2013-01-01T00:00:00+00:00")
 DATA_END = datetime.fromisoformat("2014-01-02T00:00:00+00:00")
 
 # Four destinations are missing from the package's airports table; their zones are public facts.
-_MISSING_AIRPORT_ZONES = {
+KNOWN_MISSING_AIRPORTS = {
     "BQN": "America/Puerto_Rico",
     "SJU": "America/Puerto_Rico",
     "PSE": "America/Puerto_Rico",
@@ -45,7 +45,7 @@ def _airport_zones() -> pl.DataFrame:
         pl.col("faa").alias("dest"), pl.col("tzone").alias("dest_zone")
     )
     extra = pl.DataFrame(
-        {"dest": list(_MISSING_AIRPORT_ZONES), "dest_zone": list(_MISSING_AIRPORT_ZONES.values())}
+        {"dest": list(KNOWN_MISSING_AIRPORTS), "dest_zone": list(KNOWN_MISSING_AIRPORTS.values())}
     )
     return pl.concat([airports.filter(pl.col("dest_zone").is_not_null()), extra])
 

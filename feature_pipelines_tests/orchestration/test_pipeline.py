@@ -86,7 +86,7 @@ def test_feature_run_refuses_upstream_history_never_materialized(pipeline: Pipel
 
 def test_backfill_window_lands_raw_history_first(pipeline: Pipeline) -> None:
     start, end = datetime(2013, 1, 9, tzinfo=timezone.utc), datetime(2013, 1, 11, tzinfo=timezone.utc)
-    runs = materialize_window(pipeline.defs, pipeline.settings, start, end, instance=pipeline.instance)
+    runs = materialize_window(pipeline.defs, pipeline.settings, start, end, instance=pipeline.instance, now=end)
     assert [(r.job_name, r.first_partition, r.last_partition) for r in runs] == [
         ("raw_dimensions_job", "", ""),
         (RAW_HOURLY_JOB, "2013-01-02-00:00", "2013-01-10-23:00"),
