@@ -44,7 +44,7 @@ from feature_pipelines.quality.actions import RuleAction
 from feature_pipelines.quality.gate import GateVerdict, judge
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, jsonable
-from feature_pipelines.quality.quarantine import Quarantine, held_back_rows, rows_table
+from feature_pipelines.quality.quarantine import Quarantine, held_back_partitions, held_back_rows, rows_table
 from feature_pipelines.quality.suites import PartitionWindow
 
 MAX_PARTITIONS_LISTED = 50
@@ -119,7 +119,8 @@ def run_gate(
     run_id = context.run.run_id
     QualityLedger(store).record(verdict.outcomes, run_id=run_id, row_counts=dict(row_counts))
     held_back = held_back_rows(frame, row_partition, verdict, run_id=run_id, at=now)
-    Quarantine(store).replace_rows(table, held_back, first_partition=partition_keys[0], last_partition=partition_keys[-1])
+    Quarantine(store).replace(table, held_back, held_back_partitions(verdict, run_id=run_id, at=now),
+                              first_partition=partition_keys[0], last_partition=partition_keys[-1])
     for name, rule in rules.items():
         outcomes = [o for o in verdict.outcomes if o.check_name == name]
         if outcomes:

@@ -40,6 +40,28 @@ def rows_table(table: str) -> str:
     return f"{QUARANTINE_ROOT}/{table}/rows"
 
 
+def partitions_table(table: str) -> str:
+    """The partitions of `table` held back now, one row each, even when they hold no row (an emptied hour)."""
+    return f"{QUARANTINE_ROOT}/{table}/partitions"
+
+
+def held_back_partitions(verdict: GateVerdict, *, run_id: str, at: datetime) -> pl.DataFrame:
+    failed = verdict.failed
+    return pl.DataFrame(
+        {
+            PARTITION: [p.partition for p in failed],
+            RULE: [",".join(p.failed_checks) for p in failed],
+            ACTION: ["fail"] * len(failed),
+            REASON: [(p.first_failure().message if p.first_failure() else "") for p in failed],  # type: ignore[union-attr]
+            "rows": [p.rows for p in failed],
+            RUN_ID: [run_id] * len(failed),
+            AT: [at] * len(failed),
+        },
+        schema={PARTITION: pl.String, RULE: pl.String, ACTION: pl.String, REASON: pl.String, "rows": pl.Int64,
+                RUN_ID: pl.String, AT: pl.Datetime("us", "UTC")},
+    )
+
+
 def _tagged(rows: pl.DataFrame, *, partition: str, rule: str, action: str, reason: str, run_id: str, at: datetime) -> pl.DataFrame:
     return rows.with_columns(
         pl.lit(partition).alias(PARTITION), pl.lit(rule).alias(RULE), pl.lit(action).alias(ACTION),
@@ -71,15 +93,15 @@ def held_back_rows(frame: pl.DataFrame, row_partition: np.ndarray, verdict: Gate
 class Quarantine:
     store: DeltaStore
 
-    def replace_rows(self, table: str, held_back: pl.DataFrame, *, first_partition: str, last_partition: str) -> int | None:
-        """Make the quarantine of partitions [first, last] exactly `held_back` (one commit)."""
-        name = rows_table(table)
-        if held_back.height == 0 and not self.store.exists(name):
-            return None
-        return self.store.write(
-            name, held_back, time_slice=KeyRange(PARTITION, first_partition, last_partition),
-            commit_metadata={"partitions": f"{first_partition}..{last_partition}"},
-        )
+    def replace(self, table: str, held_back: pl.DataFrame, partitions: pl.DataFrame, *, first_partition: str, last_partition: str) -> None:
+        """Make the quarantine of partitions [first, last] exactly these rows and held-back partitions."""
+        for name, frame in ((rows_table(table), held_back), (partitions_table(table), partitions)):
+            if frame.height == 0 and not self.store.exists(name):
+                continue
+            self.store.write(
+                name, frame, time_slice=KeyRange(PARTITION, first_partition, last_partition),
+                commit_metadata={"partitions": f"{first_partition}..{last_partition}"},
+            )
 
     def replace_files(self, landing_table: str, rejected: Sequence[object], *, run_id: str, at: datetime) -> None:
         """Record the landed files of `landing_table` that break the contract now (RejectedFile-like)."""
@@ -98,8 +120,11 @@ class Quarantine:
         self.store.write(LANDING_FILES_TABLE, frame, time_slice=KeyRange("table", landing_table, landing_table))
 
     def rows(self, table: str) -> pl.DataFrame:
+        """The held-back rows of `table` (only the quarantine columns when none ever were)."""
         name = rows_table(table)
-        return self.store.read(name) if self.store.exists(name) else pl.DataFrame()
+        if self.store.exists(name):
+            return self.store.read(name)
+        return pl.DataFrame(schema={**dict.fromkeys((PARTITION, RULE, ACTION, REASON, RUN_ID), pl.String), AT: pl.Datetime("us", "UTC")})
 
     def files(self) -> pl.DataFrame:
         if not self.store.exists(LANDING_FILES_TABLE):
@@ -111,12 +136,15 @@ class Quarantine:
         parts = []
         for table in tables:
             rows = self.rows(table)
+            found = pl.DataFrame(schema={PARTITION: pl.String, RULE: pl.String, ACTION: pl.String, "rows": pl.UInt32, "reason": pl.String})
             if rows.height:
-                parts.append(
-                    rows.group_by(PARTITION, RULE, ACTION)
-                    .agg(pl.len().alias("rows"), pl.col(REASON).first().alias("reason"))
-                    .with_columns(pl.lit(table).alias("table"))
-                )
+                found = rows.group_by(PARTITION, RULE, ACTION).agg(pl.len().alias("rows"), pl.col(REASON).first().alias("reason"))
+            if self.store.exists(partitions_table(table)):
+                # A held-back partition without rows (an emptied hour, a refused file) is held back all the same.
+                empty = self.store.read(partitions_table(table)).join(found, on=PARTITION, how="anti")
+                found = pl.concat([found, empty.select(PARTITION, RULE, ACTION, pl.col("rows").cast(pl.UInt32), pl.col(REASON).alias("reason"))])
+            if found.height:
+                parts.append(found.with_columns(pl.lit(table).alias("table")))
         if not parts:
             return pl.DataFrame(schema={"table": pl.String, PARTITION: pl.String, RULE: pl.String, ACTION: pl.String,
                                         "rows": pl.UInt32, "reason": pl.String})

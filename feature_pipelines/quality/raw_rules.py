@@ -146,12 +146,17 @@ SOURCE_FILE, SOURCE_ROW, ROW_HASH = "__source_file", "__source_row", "__row_hash
 
 def delivery_index(landed: pl.DataFrame, key: Sequence[str], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """Per record key, its first delivery in (file name, row) order and the hash of its values."""
-    hashed = landed.with_columns(pl.struct(list(schema)).hash(seed=0).alias(ROW_HASH))
+    hashed = landed.with_columns(_value_hash(landed, schema))
     return (
         hashed.sort(SOURCE_FILE, SOURCE_ROW, maintain_order=True)
         .group_by(list(key), maintain_order=True)
         .agg(pl.col(SOURCE_FILE).first(), pl.col(SOURCE_ROW).first(), pl.col(ROW_HASH).first())
     )
+
+
+def _value_hash(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """A hash of a row's declared values (those present: a broken frame is still judged)."""
+    return pl.struct([c for c in schema if c in frame.columns]).hash(seed=0).alias(ROW_HASH)
 
 
 def hourly_counts(landed: pl.DataFrame, time_column: str) -> dict[datetime, int]:
@@ -270,7 +275,7 @@ def _delivery_findings(
     if SOURCE_FILE not in frame.columns:  # a bare frame: its own order is the delivery order
         frame = frame.with_columns(pl.lit("").alias(SOURCE_FILE), pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW))
     first = facts.first_delivery if facts.first_delivery is not None else delivery_index(frame, key, schema)
-    hashes = frame.select(pl.struct(list(schema)).hash(seed=0).alias(ROW_HASH))
+    hashes = frame.select(_value_hash(frame, schema))
     placed = (
         frame.select(*key, SOURCE_FILE, pl.col(SOURCE_ROW).cast(pl.Int64))
         .with_columns(hashes)

@@ -79,8 +79,13 @@ def test_feature_run_refuses_upstream_history_never_materialized(pipeline: Pipel
     assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-05-00:00", "2013-01-05-23:00", instance=pipeline.instance).result.success
     run = materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-05", "2013-01-05", instance=pipeline.instance, raise_on_error=False)
     assert not run.result.success
-    text = step_failure_text(run.result)
-    assert "were never materialised" in text and "raw_flights" in text or "raw_weather" in text
+    refusals = [e for e in run.result.get_asset_check_evaluations()
+                if e.check_name == "upstream_partitions_ready" and e.partition == "2013-01-05" and not e.passed]
+    assert {e.asset_key.to_user_string() for e in refusals} == {"carrier_delay_stats", "origin_weather"}
+    for refusal in refusals:
+        text = refusal.description or ""
+        assert "never materialised" in text and "2013-01-04-" in text, text
+        assert ("'raw_flights'" in text) or ("'raw_weather'" in text), text
     assert not pipeline.store.exists("carrier_delay_stats")
 
 
@@ -89,9 +94,11 @@ def test_backfill_window_lands_raw_history_first(pipeline: Pipeline) -> None:
     runs = materialize_window(pipeline.defs, pipeline.settings, start, end, instance=pipeline.instance, now=end)
     assert [(r.job_name, r.first_partition, r.last_partition) for r in runs] == [
         ("raw_dimensions_job", "", ""),
-        (RAW_HOURLY_JOB, "2013-01-02-00:00", "2013-01-10-23:00"),
-        (HOURLY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
-        (DAILY_SNAPSHOT_JOB, "2013-01-09", "2013-01-10"),
+        # Features start the training set's reach (TTL 2 days + 2 h lead, so 3 days) before it,
+        # raw hours the longest window (7 days) before that, clamped at the data's start.
+        (RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-10-23:00"),
+        (HOURLY_SNAPSHOT_JOB, "2013-01-06", "2013-01-10"),
+        (DAILY_SNAPSHOT_JOB, "2013-01-06", "2013-01-10"),
         ("training_job", "2013-01-09", "2013-01-09"),
     ]
     assert all(r.result.success for r in runs)
@@ -164,10 +171,13 @@ def test_bad_input_fails_naming_table_partition_column_and_changes_nothing(
     run = materialize_range(bad.defs, RAW_HOURLY_JOB, "2013-01-01-12:00", "2013-01-01-12:00", instance=bad.instance, raise_on_error=False)
     assert not run.result.success
     assert "blocking asset checks failed" in step_failure_text(run.result)
-    schema = next(c for c in run.result.get_asset_check_evaluations() if c.check_name == "flights_schema_matches")
-    message = schema.description or ""
-    assert not schema.passed
-    assert "raw_flights" in message and "2013-01-01-12:00" in message and repr(column) in message and expected in message
+    # The landed file breaks the contract: it is refused whole, named, and holds back its hours.
+    contract = next(c for c in run.result.get_asset_check_evaluations()
+                    if c.check_name == "flights_landing_contract" and c.partition == "2013-01-01-12:00")
+    message = contract.description or ""
+    assert not contract.passed
+    for part in ("'raw_flights'", "2013-01-01-12:00", "'part-0000.parquet'", repr(column), expected, "Int64"):
+        assert part in message, (part, message)
     for table, (version, frame) in before.items():
         assert bad.store.version(table) == version
         assert bad.store.read(table).equals(frame)

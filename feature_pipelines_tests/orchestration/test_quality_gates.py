@@ -1,24 +1,42 @@
-"""Bad raw input, each through real Dagster runs: the named check fails naming table, partition,
-column and rule; nothing downstream runs; the last good data stays; fixing the input turns green."""
+"""Bad input delivered the way an hourly feed delivers it, each through real Dagster runs.
+
+Every case lands its fault in the landing zone either as a new file beside the earlier deliveries
+or by replacing a whole file, then runs the day. Under its rule's action:
+- `fail` holds back exactly the partitions it names, and writes the rest of the day;
+- `drop` writes the partition without the offending rows, which go to the quarantine with their
+  rule, and counts them;
+- nothing good is lost, and every message names the table, the partition, the column and the rule.
+Fixing the input and re-running admits the partition again and empties its quarantine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
+from dagster import AssetKey
 
 from feature_pipelines import cli
-from feature_pipelines.orchestration.runs import materialize_range
+from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.runs import RangeRun, materialize_range
 from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
-from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.quality.quarantine import ACTION, PARTITION, RULE, Quarantine
 from feature_pipelines.sources import nycflights
-from feature_pipelines_tests.conftest import SMALL_END, SMALL_START, make_pipeline, write_small_landing
+from feature_pipelines.sources.landing import LandingZone
+from feature_pipelines_tests.conftest import SMALL_END, SMALL_START, Pipeline, make_pipeline, write_small_landing
 
 DAY = "2013-01-04"
-BUSY_HOUR = datetime(2013, 1, 4, 15, tzinfo=timezone.utc)
+DAY_START = datetime(2013, 1, 4, tzinfo=timezone.utc)
+HOURS = [f"{DAY}-{h:02d}:00" for h in range(24)]
+BUSY = datetime(2013, 1, 4, 15, tzinfo=timezone.utc)
+BUSY_KEY = "2013-01-04-15:00"
+NEW_FILE = "part-0001-fault.parquet"
+SEED = "part-0000.parquet"
 
 
 def _flights() -> pl.DataFrame:
@@ -29,69 +47,211 @@ def _weather() -> pl.DataFrame:
     return nycflights.weather().filter(pl.col("observed_at").is_between(SMALL_START, SMALL_END, closed="left"))
 
 
-def _in_day(column: str) -> pl.Expr:
-    return pl.col(column).dt.date() == datetime(2013, 1, 4).date()
+def _in_hour(column: str, hour: datetime = BUSY) -> pl.Expr:
+    return pl.col(column).is_between(hour, hour + timedelta(hours=1), closed="left")
 
 
-SCENARIOS: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str, str, str, list[str]]] = {
-    # name: (landing table, edit, failing check, table named, column named, other words expected)
-    "column_dropped": ("flights", lambda f: f.drop("dep_delay"), "flights_schema_matches", "raw_flights", "dep_delay", ["missing"]),
-    "dtype_changed": ("flights", lambda f: f.with_columns(pl.col("dep_delay").cast(pl.String)), "flights_schema_matches", "raw_flights", "dep_delay", ["String"]),
-    "duplicate_rows": ("flights", lambda f: pl.concat([f, f.filter(_in_day("dep_known_at")).head(5)]), "flights_unique", "raw_flights", "flight_number", ["duplicated"]),
-    "negative_distance": ("flights", lambda f: f.with_columns(pl.when(_in_day("dep_known_at") & (pl.col("flight_number") % 7 == 0)).then(-pl.col("distance")).otherwise(pl.col("distance")).alias("distance")), "flights_values_in_range", "raw_flights", "distance", ["out of range"]),
-    "delay_of_10000_minutes": ("flights", lambda f: f.with_columns(pl.when(_in_day("dep_known_at") & (pl.col("flight_number") % 7 == 0)).then(10_000).otherwise(pl.col("dep_delay")).alias("dep_delay")), "flights_values_in_range", "raw_flights", "dep_delay", ["out of range"]),
-    "empty_busy_hour": ("flights", lambda f: f.filter(pl.col("dep_known_at").dt.truncate("1h") != BUSY_HOUR), "row_volume_within_tolerance", "raw_flights", "", ["0 rows"]),
-    "thirty_percent_nulls": ("weather", lambda w: w.with_columns(pl.when(_in_day("observed_at") & (pl.int_range(pl.len()) % 10 < 3)).then(None).otherwise(pl.col("temp")).alias("temp")), "feature_nulls_within_limits", "origin_weather", "origin_temp_latest", ["null", "mostly"]),
+def _nth_in_hour(column: str, keep: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """A mask of the rows of the busy hour chosen by `keep` over their rank within the hour."""
+    rank = pl.int_range(pl.len()).over(_in_hour(column))
+    return _in_hour(column) & keep(rank)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One bad delivery: how it lands, and what the gates must do about it."""
+
+    table: str  # landing table
+    deliver: Callable[[LandingZone], None]
+    asset: str  # the table whose check objects
+    check: str
+    action: str  # "fail" or "drop"
+    partitions: tuple[str, ...]  # the partitions the check flags
+    column: str  # the column the message names ("" when the rule is about the partition)
+    words: tuple[str, ...] = ()
+    dropped: int = 0  # rows the drop action removes
+    features: bool = False  # the check belongs to a feature view: run its job too
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _new_file(table: str, make: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[LandingZone], None]:
+    def deliver(zone: LandingZone) -> None:
+        source = _flights() if table == "flights" else _weather()
+        zone.put(table, make(source), file_name=NEW_FILE)
+    return deliver
+
+
+def _replace(table: str, edit: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[LandingZone], None]:
+    def deliver(zone: LandingZone) -> None:
+        source = _flights() if table == "flights" else _weather()
+        zone.put(table, edit(source), file_name=SEED)
+    return deliver
+
+
+def _naive(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(c).dt.replace_time_zone(None) for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
+
+
+def _set_where(mask: pl.Expr, column: str, value: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    return lambda f: f.with_columns(pl.when(mask).then(value).otherwise(pl.col(column)).alias(column))
+
+
+def _redelivered_later(frame: pl.DataFrame) -> pl.DataFrame:
+    """The first flight of 10:00 delivered again with a delay an hour longer: it moves to 11:00."""
+    original = frame.filter(_in_hour("dep_known_at", datetime(2013, 1, 4, 10, tzinfo=timezone.utc)), ~pl.col("cancelled")).head(1)
+    late = pl.duration(minutes=60)
+    return original.with_columns(pl.col("dep_delay") + 60, pl.col("departed_at") + late, pl.col("dep_known_at") + late,
+                                 pl.col("arrived_at") + late, pl.col("arr_delay") + 60)
+
+
+def _unknown_carrier(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(_in_hour("dep_known_at")).head(1).with_columns(pl.lit("ZZ").alias("carrier"), pl.lit(9999).cast(pl.Int64).alias("flight_number"))
+
+
+FAULTS: dict[str, Fault] = {
+    "column_dropped_in_a_new_file": Fault(
+        "flights", _new_file("flights", lambda f: f.filter(_in_hour("dep_known_at")).drop("dep_delay")),
+        "raw_flights", "flights_landing_contract", "fail", (BUSY_KEY,), "dep_delay", (NEW_FILE, "missing", "Int64")),
+    "dtype_changed_in_the_whole_file": Fault(
+        "flights", _replace("flights", lambda f: f.with_columns(pl.col("dep_delay").cast(pl.String))),
+        # The file covers every hour of the day that has a flight (06:00 and 08:00 UTC have none).
+        "raw_flights", "flights_landing_contract", "fail", tuple(h for h in HOURS if h[-5:] not in ("06:00", "08:00")),
+        "dep_delay", (SEED, "expected Int64, found String")),
+    "naive_times_in_a_new_file": Fault(
+        "flights", _new_file("flights", lambda f: _naive(f.filter(_in_hour("dep_known_at")))),
+        "raw_flights", "flights_landing_contract", "fail",
+        # Its zone is unknown, so it holds back every hour it could cover under a real UTC offset.
+        tuple(HOURS[1:]), "dep_known_at", (NEW_FILE, "without an explicit zone")),
+    "busy_hour_emptied": Fault(
+        "flights", _replace("flights", lambda f: f.filter(~_in_hour("dep_known_at"))),
+        "raw_flights", "row_volume_within_tolerance", "fail", (BUSY_KEY,), "", ("0 rows",)),
+    "negative_distance_on_one_flight": Fault(
+        "flights", _replace("flights", _set_where(_nth_in_hour("dep_known_at", lambda r: r == 3), "distance", -pl.col("distance"))),
+        "raw_flights", "flights_values_in_range", "drop", (BUSY_KEY,), "distance", ("out of range", "dropped to quarantine"), dropped=1),
+    "delay_of_10000_minutes_on_one_flight": Fault(
+        "flights", _replace("flights", _set_where(_nth_in_hour("dep_known_at", lambda r: r == 5) & ~pl.col("cancelled"), "dep_delay", pl.lit(10_000))),
+        "raw_flights", "flights_values_in_range", "drop", (BUSY_KEY,), "dep_delay", ("out of range",), dropped=1),
+    "negative_distance_on_a_third_of_an_hour": Fault(
+        "flights", _replace("flights", _set_where(_nth_in_hour("dep_known_at", lambda r: r % 3 == 0), "distance", -pl.col("distance"))),
+        "raw_flights", "flights_values_in_range", "fail", (BUSY_KEY,), "distance", ("over the budget",)),
+    "unknown_carrier_in_a_new_file": Fault(
+        "flights", _new_file("flights", _unknown_carrier),
+        "raw_flights", "flights_known_carrier", "drop", (BUSY_KEY,), "carrier", ("ZZ", "dimension tables do not know"), dropped=1, features=True),
+    "record_redelivered_an_hour_later_with_other_values": Fault(
+        "flights", _new_file("flights", _redelivered_later),
+        "raw_flights", "flights_unique", "drop", ("2013-01-04-11:00",), "flight_number", ("other values than their first delivery",), dropped=1),
+    "identical_redelivery_of_five_flights": Fault(
+        "flights", _new_file("flights", lambda f: f.filter(_in_hour("dep_known_at")).head(5)),
+        "raw_flights", "flights_redelivered", "drop", (BUSY_KEY,), "flight_number", ("identical copies",), dropped=5),
+    "nan_temperature": Fault(
+        "weather", _replace("weather", _set_where(_nth_in_hour("observed_at", lambda r: r == 1), "temp", pl.lit(float("nan")))),
+        "raw_weather", "weather_values_not_nan", "drop", (BUSY_KEY,), "temp", ("NaN",), dropped=1),
+    "thirty_percent_null_temperatures": Fault(
+        "weather", _replace("weather", _set_where(
+            (pl.col("observed_at").dt.date() == DAY_START.date()) & (pl.int_range(pl.len()) % 10 < 3), "temp", pl.lit(None))),
+        "origin_weather", "feature_nulls_within_limits", "fail", (DAY,), "origin_temp_latest", ("null", "mostly"), features=True),
 }
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_bad_input_is_gated_and_recovers(
-    scenario: str, tmp_path: Path, small_landing_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def _run(pipeline: Pipeline, features: bool) -> list[RangeRun]:
+    runs = [materialize_range(pipeline.defs, RAW_HOURLY_JOB, HOURS[0], HOURS[-1], instance=pipeline.instance, raise_on_error=False)]
+    if features:
+        runs.append(materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, DAY, DAY, instance=pipeline.instance, raise_on_error=False))
+    return runs
+
+
+def _flagged(runs: list[RangeRun], asset: str, check: str) -> dict[str, object]:
+    """Per partition, the per-partition evaluation of `check` that failed or dropped rows."""
+    return {
+        e.partition: e for run in runs for e in run.result.get_asset_check_evaluations()
+        if e.asset_key == AssetKey(asset) and e.check_name == check and e.partition is not None
+    }
+
+
+def _partition_rows(frame: pl.DataFrame, column: str, key: str) -> pl.DataFrame:
+    start = datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc)
+    return frame.filter(_in_hour(column, start))
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_bad_delivery_is_isolated_and_recovers(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    landing_table, edit, check, table, column, words = SCENARIOS[scenario]
-    good = make_pipeline(tmp_path, small_landing_root)
-    # History: three good days (raw hours, features, publish), and the good Jan 4 for "previous good data".
-    assert materialize_range(good.defs, RAW_HOURLY_JOB, "2013-01-01-00:00", f"{DAY}-23:00", instance=good.instance).result.success
-    assert materialize_range(good.defs, HOURLY_SNAPSHOT_JOB, "2013-01-01", DAY, instance=good.instance).result.success
-    before = {t: (good.store.version(t), good.store.read(t)) for t in ("raw_flights", "raw_weather", "origin_weather", "carrier_delay_stats")}
+    fault = FAULTS[name]
+    zone = write_small_landing(tmp_path / "landing")
+    pipeline = make_pipeline(tmp_path, zone.root)
+    if fault.features:  # the day's trailing windows read the day before
+        assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-03-23:00", instance=pipeline.instance).result.success
+    assert all(run.result.success for run in _run(pipeline, fault.features))
+    raw_table = f"raw_{fault.table}"
+    time_column = "dep_known_at" if fault.table == "flights" else "observed_at"
+    good = pipeline.store.read(raw_table)
+    good_feature = pipeline.store.read(fault.asset) if fault.features else None
 
-    frames = {"flights": _flights(), "weather": _weather()}
-    frames[landing_table] = edit(frames[landing_table])
-    bad = make_pipeline(tmp_path, write_small_landing(tmp_path / "bad", **frames).root)
-    bad.instance = good.instance
-    raw = materialize_range(bad.defs, RAW_HOURLY_JOB, f"{DAY}-00:00", f"{DAY}-23:00", instance=bad.instance, raise_on_error=False)
-    features = materialize_range(bad.defs, HOURLY_SNAPSHOT_JOB, DAY, DAY, instance=bad.instance, raise_on_error=False)
-    evaluations = [c for run in (raw, features) for c in run.result.get_asset_check_evaluations()]
-    failed = [c for c in evaluations if c.check_name == check and not c.passed]
-    assert failed, [(c.check_name, c.passed) for c in evaluations]
-    message = failed[0].description or ""
-    for word in [repr(table), DAY, repr(column) if column else "", *words]:
-        assert word in message, (word, message)
-    # Nothing downstream of the bad data ran: its view's publish did not happen in either run.
-    downstream = "carrier_delay_stats_online" if landing_table == "flights" else "origin_weather_online"
-    published = {e.asset_key.to_user_string() for run in (raw, features) for e in run.result.get_asset_materialization_events()}
-    assert downstream not in published
-    # The gated table still serves its last good data, unchanged; every earlier version of the
-    # raw table stays readable by time travel (a raw rule that did not object lets the copy land).
-    version, frame = before[table]
-    assert bad.store.version(table) == version
-    assert bad.store.read(table).equals(frame)
-    raw_table = f"raw_{landing_table}"
-    assert bad.store.read(raw_table, version=before[raw_table][0]).equals(before[raw_table][1])
-    # The command line summarises the last run's outcomes and exits 1 on a blocking failure.
-    monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", bad.settings.lake_root)
-    assert cli.main(["checks"]) == 1
-    assert check in capsys.readouterr().out
-    partitions = [DAY] if table == "origin_weather" else [f"{DAY}-{h:02d}:00" for h in range(24)]
-    assert QualityLedger(bad.store).failed_partitions(table, partitions).height > 0
+    fault.deliver(zone)
+    runs = _run(pipeline, fault.features)
+    flagged = _flagged(runs, fault.asset, fault.check)
+    assert set(flagged) == set(fault.partitions), sorted(flagged)
+    for key, evaluation in flagged.items():
+        message = evaluation.description or ""
+        for word in (repr(fault.asset), key, repr(fault.column) if fault.column else "", *fault.words):
+            assert word in message, (word, message)
+    quarantine = Quarantine(pipeline.store).rows(fault.asset)
+    after = pipeline.store.read(raw_table)
 
-    # Fix the input and re-run: everything goes green and publishing resumes.
-    fixed = make_pipeline(tmp_path, small_landing_root)
-    fixed.instance = good.instance
-    assert materialize_range(fixed.defs, RAW_HOURLY_JOB, f"{DAY}-00:00", f"{DAY}-23:00", instance=fixed.instance).result.success
-    rerun = materialize_range(fixed.defs, HOURLY_SNAPSHOT_JOB, DAY, DAY, instance=fixed.instance)
-    assert rerun.result.success
-    assert all(c.passed for c in rerun.result.get_asset_check_evaluations())
-    assert downstream in {e.asset_key.to_user_string() for e in rerun.result.get_asset_materialization_events()}
-    assert QualityLedger(fixed.store).failed_partitions(table, partitions).height == 0
+    if fault.action == "fail":
+        assert not runs[-1 if fault.features else 0].result.success
+        assert all(not e.passed for e in flagged.values())
+        held = set(fault.partitions)
+        # Held back: those partitions keep their last good rows; red in the partitions view.
+        target = pipeline.store.read(fault.asset)
+        before = good_feature if fault.features else good
+        stamp = "event_timestamp" if fault.features else time_column
+        if not fault.features:
+            for key in held:
+                assert _partition_rows(target, stamp, key).equals(_partition_rows(before, stamp, key)), key
+        partitions_def = partitions_for(Partitioning.DAILY if fault.features else Partitioning.HOURLY, pipeline.settings)
+        keys = [DAY] if fault.features else HOURS
+        status = pipeline.instance.get_status_by_partition(AssetKey(fault.asset), keys, partitions_def)
+        assert {k for k, s in (status or {}).items() if s is not None and s.value == "FAILED"} == held
+        assert set(quarantine.filter(pl.col(ACTION) == "fail")[PARTITION].unique().to_list()) <= held
+        # Every other hour of the day was written again in this run (nothing good is lost).
+        written = {e.partition for e in runs[0].result.get_asset_materialization_events()
+                   if e.asset_key == AssetKey(raw_table)}
+        if fault.asset == raw_table:
+            assert written == set(HOURS) - held
+    else:
+        assert all(run.result.success for run in runs), name
+        assert all(e.passed for e in flagged.values())
+        dropped = quarantine.filter(pl.col(RULE) == fault.check, pl.col(ACTION) == "drop")
+        assert dropped.height == fault.dropped
+        assert set(dropped[PARTITION].to_list()) == set(fault.partitions)
+        # The partition was written without exactly those rows; nothing else was lost.
+        delivered = pl.concat([pl.read_parquet(path) for path in zone.files(fault.table)], how="vertical_relaxed")
+        keys = ["origin", "observed_at"] if fault.table == "weather" else ["carrier", "flight_number", "scheduled_departure_at", "origin"]
+        columns = list(good.columns)
+        kept = after.select(columns)
+        # The first delivery of every record wins; a value rule removes exactly its rows.
+        expected = delivered.select(columns).unique(subset=keys, keep="first", maintain_order=True)
+        if fault.check not in ("flights_unique", "flights_redelivered"):
+            expected = expected.join(dropped.select(columns), on=columns, how="anti", nulls_equal=True)
+        expected = expected.filter(pl.col(time_column).is_between(DAY_START, DAY_START + timedelta(days=1), closed="left"))
+        day_rows = kept.filter(pl.col(time_column).is_between(DAY_START, DAY_START + timedelta(days=1), closed="left"))
+        assert day_rows.sort(keys).equals(expected.sort(keys))
+        if fault.check == "flights_known_carrier":
+            assert "ZZ" not in pipeline.store.read("carrier_delay_stats")["carrier"].to_list()
+        metadata = next(e.step_materialization_data.materialization.metadata for e in runs[0].result.get_asset_materialization_events()
+                        if e.asset_key == AssetKey(raw_table))
+        assert metadata["dropped_rows"].value >= fault.dropped
+
+    monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", pipeline.settings.lake_root)
+    assert cli.main(["quarantine"]) == 0
+    assert fault.check in capsys.readouterr().out
+
+    # Fix the input and re-run: the partitions are admitted and leave the quarantine.
+    (zone.table_dir(fault.table) / NEW_FILE).unlink(missing_ok=True)
+    zone.put(fault.table, _flights() if fault.table == "flights" else _weather(), file_name=SEED)
+    rerun = _run(pipeline, fault.features)
+    assert all(run.result.success for run in rerun)
+    assert Quarantine(pipeline.store).rows(fault.asset).filter(pl.col(PARTITION).is_in(list(fault.partitions))).height == 0
+    assert pipeline.store.read(raw_table).sort(time_column, *good.columns[:2]).equals(good.sort(time_column, *good.columns[:2]))

@@ -58,7 +58,7 @@ def test_training_set_is_point_in_time_and_audited(pipeline: Pipeline) -> None:
         stamps = frame[stamp_column(view)]
         assert (stamps.drop_nulls() <= frame.filter(stamps.is_not_null())[PREDICTION_TIMESTAMP]).all()
     checks = {c.check_name: c.passed for c in run.result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
-    assert checks == {"no_feature_leakage": True}
+    assert checks == {"no_feature_leakage": True, "upstream_partitions_ready": True}
     metadata = _training_metadata(run)
     assert set(metadata["feature_table_versions"].data) == {ref.split(":")[0] for ref in SPEC.features}
     assert metadata["dagster/row_count"].value == frame.height
