@@ -60,7 +60,31 @@ def _dagster_case(days: int) -> dict:
                 ),
             }
         )
-    return {"wall_seconds": wall, "runs": per_run, "success": all(r.result.success for r in runs)}
+    return {"wall_seconds": wall, "runs": per_run, "success": all(r.result.success for r in runs), **_gate_figures(settings)}
+
+
+def _gate_figures(settings) -> dict:  # noqa: ANN001 (Settings, imported lazily in the child)
+    """What the gates did over the range: the training set's days, and the quarantine per table and rule."""
+    import polars as pl
+
+    from feature_pipelines.orchestration.resources_by_env import lake_for
+    from feature_pipelines.quality.quarantine import Quarantine
+    from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
+
+    store = lake_for(settings).store()
+    training = store.read(FLIGHT_DELAY_TRAINING_SET.name) if store.exists(FLIGHT_DELAY_TRAINING_SET.name) else None
+    days = training["scheduled_departure_at"].dt.date().n_unique() if training is not None else 0
+    tables = ["raw_flights", "raw_weather", "origin_weather", "carrier_delay_stats", "route_delay_stats",
+              "aircraft_utilisation", "flight_delay_labels", FLIGHT_DELAY_TRAINING_SET.name]
+    summary = Quarantine(store).summary(tables)
+    per_rule = (summary.group_by("table", "quarantine_rule", "quarantine_action")
+                .agg(pl.col("rows").sum(), pl.len().alias("partitions")).sort("table", "quarantine_rule"))
+    return {
+        "training_set_rows": training.height if training is not None else 0,
+        "training_set_days": days,
+        "quarantine": per_rule.to_dicts(),
+        "quarantined_examples": summary.select("table", "quarantine_partition", "quarantine_rule", "reason").head(10).to_dicts(),
+    }
 
 
 def _raw_case(days: int) -> dict:
@@ -146,6 +170,8 @@ def main() -> None:
           f"dagster {dagster['wall_seconds']:.1f} s ({dagster['peak_rss_mib']:.0f} MiB), of which steps "
           f"{step_total:.1f} s and orchestration {report['orchestration_overhead_seconds']:.1f} s; "
           f"ratio {report['ratio_dagster_to_raw_time']:.1f}x time, {report['ratio_dagster_to_raw_memory']:.2f}x memory")
+    print(f"  training set: {dagster['training_set_rows']} rows over {dagster['training_set_days']} days; "
+          f"quarantine per table and rule: {dagster['quarantine']}")
     for run in dagster["runs"]:
         print(f"  {run['job']} {run['partitions']}: run {run['run_seconds']:.1f} s, steps {run['step_seconds']}, "
               f"{run['materializations']} materializations, inside steps {run['inside_steps']}, "
