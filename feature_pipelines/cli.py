@@ -4,42 +4,167 @@ model traffic, injected skew and the monitors."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+import polars as pl
 from dagster import DagsterInstance
 
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
+from feature_pipelines.orchestration.clock import parse_instant, read_clock
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
 from feature_pipelines.settings import Settings
-from feature_pipelines.timeutil import require_utc, utc_now
+
+if TYPE_CHECKING:
+    from feature_pipelines.orchestration.backfill_report import RunOutcome
+    from feature_pipelines.orchestration.runs import PlannedRun, RangeRun
+
+# The report modules import the quality gates (Great Expectations, seconds to load), so the
+# verbs that need them import them when they run and the other verbs start fast.
 
 
-def _parse_instant(text: str) -> datetime:
-    return require_utc(datetime.fromisoformat(text), f"instant {text!r}")
+QUIET_LOGGERS = ("dagster", "deltalake", "alembic")
+
+
+@contextmanager
+def _quiet_loggers(names: Sequence[str] = QUIET_LOGGERS, level: int = logging.WARNING) -> Iterator[None]:
+    """Raise these Python loggers to `level` for the block, then restore them: the backfill's
+    console is for the person, and the instance's event log keeps every event for the UI."""
+    previous = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, old in previous.items():
+            logging.getLogger(name).setLevel(old)
+
+
+class _PlainRuns:
+    """Without a terminal (CI, pipes): one plain line per finished run, no escape codes."""
+
+    def __enter__(self) -> _PlainRuns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def on_run(self, planned: PlannedRun, run: RangeRun) -> RunOutcome:
+        from feature_pipelines.orchestration.backfill_report import outcome_of, run_line
+
+        outcome = outcome_of(planned, run)
+        print(f"  {run_line(outcome)}", flush=True)
+        return outcome
+
+
+class _ProgressBars:
+    """On a terminal: one rich progress bar per job over its partitions, advanced per run."""
+
+    def __init__(self, plan: Sequence[PlannedRun]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from feature_pipelines.orchestration.backfill_report import partitions_by_job
+
+        self._plan = list(plan)
+        self._done = 0
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("partitions"),
+            TimeElapsedColumn(), console=Console(file=sys.stdout),
+        )
+        # Each bar's clock starts with the job's first run, so the elapsed column is the job's own.
+        self._tasks = {job: self._progress.add_task(job, total=total, start=False)
+                       for job, total in partitions_by_job(self._plan).items()}
+        self._held: dict[str, int] = {}
+
+    def __enter__(self) -> _ProgressBars:
+        self._progress.__enter__()
+        if self._plan:
+            self._progress.start_task(self._tasks[self._plan[0].job_name])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def on_run(self, planned: PlannedRun, run: RangeRun) -> RunOutcome:
+        from feature_pipelines.orchestration.backfill_report import outcome_of
+
+        outcome = outcome_of(planned, run)
+        task = self._tasks[planned.job_name]
+        self._progress.advance(task, planned.partitions)
+        if not outcome.success:
+            self._held[planned.job_name] = self._held.get(planned.job_name, 0) + max(1, len(outcome.held_back_partitions()))
+            self._progress.update(task, description=f"{planned.job_name} [red]({self._held[planned.job_name]} held back or failed)[/red]")
+        self._done += 1
+        following = self._plan[self._done] if self._done < len(self._plan) else None
+        if following is None or following.job_name != planned.job_name:
+            self._progress.stop_task(task)
+            if following is not None:
+                self._progress.start_task(self._tasks[following.job_name])
+        return outcome
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    """Backfill the window on one clock, showing progress per job, then say what was written,
+    what was held back and why, and where to look; exit 1 when any run failed."""
     from feature_pipelines.definitions import defs
-    from feature_pipelines.orchestration.runs import default_demo_window, materialize_window
+    from feature_pipelines.orchestration.backfill_report import summary_text
+    from feature_pipelines.orchestration.resources_by_env import lake_for
+    from feature_pipelines.orchestration.runs import default_demo_window, materialize_window, plan_window
+    from feature_pipelines.quality.quarantine import Quarantine
     from feature_pipelines.settings import load_settings
 
     settings = load_settings()
-    start, end = default_demo_window(settings, utc_now(), args.days)
-    if args.start:
-        start = _parse_instant(args.start)
-    if args.end:
-        end = _parse_instant(args.end)
-    print(f"backfilling [{start.isoformat()}, {end.isoformat()}) into {settings.lake_root}", flush=True)
+    clock = read_clock()  # once: every run of the backfill computes up to this same instant
+    start, end = default_demo_window(settings, clock, args.days)
+    try:
+        start = parse_instant(args.start, "--start") if args.start else start
+        end = parse_instant(args.end, "--end") if args.end else end
+    except ValueError as error:
+        print(f"feature-pipelines backfill: {error}", file=sys.stderr)
+        return 2
+    chunk = args.chunk if args.chunk > 0 else None
+    plan = plan_window(settings, start, end, chunk=chunk)
+    print(f"backfilling ({start.isoformat()}, {end.isoformat()}] into {settings.lake_root}: "
+          f"{len(plan)} runs of at most {chunk or 'all'} partitions", flush=True)
+    display = _ProgressBars(plan) if sys.stdout.isatty() else _PlainRuns()
+    outcomes: list[RunOutcome] = []
     began = time.perf_counter()
-    runs = materialize_window(defs, settings, start, end, instance=DagsterInstance.get(), raise_on_error=False)
-    for run in runs:
-        status = "ok" if run.result.success else "FAILED"
-        scope = f"partitions {run.first_partition} .. {run.last_partition}" if run.first_partition else "whole tables"
-        print(f"  {run.job_name}: {scope}: {status} (run {run.result.run_id})")
-    print(f"backfill took {time.perf_counter() - began:.1f} s")
-    return 0 if runs and all(run.result.success for run in runs) else 1
+    with _quiet_loggers(), display:
+        materialize_window(
+            defs, settings, start, end, instance=DagsterInstance.get(), now=clock, raise_on_error=False,
+            chunk=chunk, log_level="CRITICAL", on_run=lambda planned, run: outcomes.append(display.on_run(planned, run)),
+        )
+    elapsed = time.perf_counter() - began
+    quarantine = Quarantine(lake_for(settings).store())
+    print(summary_text(plan, outcomes, quarantine.summary(lake_table_names(settings)), quarantine.files(),
+                       elapsed_seconds=elapsed), flush=True)
+    return 0 if outcomes and all(o.success for o in outcomes) and len(outcomes) == len(plan) else 1
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """List what the gates hold back: rows by table, partition and rule with examples, and the
+    rejected landing files. Informational: exit 0 whatever it holds."""
+    from feature_pipelines.orchestration.backfill_report import PARTITIONS_SHOWN, quarantine_text
+    from feature_pipelines.orchestration.resources_by_env import lake_for
+    from feature_pipelines.quality.quarantine import Quarantine
+    from feature_pipelines.settings import load_settings
+
+    settings = load_settings()
+    quarantine = Quarantine(lake_for(settings).store())
+    tables = [args.table] if args.table else lake_table_names(settings)
+    summary = quarantine.summary(tables)
+    held = {table: quarantine.rows(table) for table in dict.fromkeys(summary["table"].to_list())} if args.examples > 0 else {}
+    files = quarantine.files()
+    if args.table:
+        # Landing files are recorded under their landing table ("flights"), raw tables are "raw_flights".
+        files = files.filter(pl.col("table").is_in([args.table, args.table.removeprefix("raw_")]))
+    print(quarantine_text(summary, held, files, examples=args.examples, partitions_shown=None if args.table else PARTITIONS_SHOWN))
+    return 0
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -92,7 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--days", type=int, default=14, help="days before the last closed hour (default 14)")
     backfill.add_argument("--start", help="ISO instant with offset, e.g. 2013-01-01T00:00+00:00")
     backfill.add_argument("--end", help="ISO instant with offset (exclusive)")
+    backfill.add_argument("--chunk", type=int, default=48,
+                          help="partitions per run (default 48: two days of hours); 0 runs each job's range at once")
     backfill.set_defaults(handler=cmd_backfill)
+    quarantine = verbs.add_parser("quarantine", help="list the rows and landing files the quality gates hold back, and why")
+    quarantine.add_argument("--table", help="one table (e.g. raw_flights); lists every partition")
+    quarantine.add_argument("--examples", type=int, default=3, help="example rows per table and rule (default 3)")
+    quarantine.set_defaults(handler=cmd_quarantine)
     sql = verbs.add_parser("sql", help="run SQL (DuckDB) over every Delta table in the lake")
     sql.add_argument("query")
     sql.set_defaults(handler=cmd_sql)

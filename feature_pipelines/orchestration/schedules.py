@@ -24,6 +24,7 @@ from dagster import (
     schedule,
 )
 
+from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.concurrency import run_tags_for_assets
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, require_utc
@@ -87,7 +88,9 @@ def build_jobs_and_schedules(
     def hourly_snapshot_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
         key = latest_snapshot_partition(hourly_snapshot_partitions, context.scheduled_execution_time)
         stamp = floor_to(require_utc(context.scheduled_execution_time, "tick"), timedelta(hours=1))
-        yield RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key)
+        # The tick's time is the run's clock: its open partition is computed up to it, no further.
+        yield RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key,
+                         tags=clock_tags(require_utc(context.scheduled_execution_time, "tick")))
 
     schedules = [
         ScheduleDefinition(job=dimensions_job, cron_schedule="30 0 * * *", execution_timezone="UTC", default_status=status),
