@@ -111,7 +111,7 @@ class _ProgressBars:
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Backfill the window on one clock, showing progress per job, then say what was written,
     what was held back and why, and where to look; exit 1 when any run failed."""
-    from feature_pipelines.definitions import defs
+    from feature_pipelines.definitions import build_definitions
     from feature_pipelines.orchestration.backfill_report import summary_text
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.orchestration.runs import default_demo_window, materialize_window, plan_window
@@ -119,6 +119,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from feature_pipelines.settings import load_settings
 
     settings = load_settings()
+    defs = build_definitions(settings)
     clock = read_clock()  # once: every run of the backfill computes up to this same instant
     start, end = default_demo_window(settings, clock, args.days)
     try:
