@@ -116,3 +116,14 @@ def step_failure_text(result: object) -> str:
     """The full error chain (message and causes) of a run's first failed step."""
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")  # type: ignore[attr-defined]
     return failure.event_specific_data.error.to_string()
+
+
+@pytest.fixture
+def empty_online_store(online_store_url: str) -> None:
+    """The session's Redis emptied: a replay-mode test publishes present-day snapshots, and the
+    conditional publish would keep a newer one that an earlier test left for the same entity."""
+    import redis
+
+    client = redis.Redis.from_url(online_store_url)
+    client.flushdb()
+    client.close()

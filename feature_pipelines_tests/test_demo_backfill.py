@@ -14,7 +14,7 @@ from feature_pipelines import cli
 from feature_pipelines_tests.conftest import write_small_landing
 
 
-def test_the_demo_backfill_runs_again_and_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demo_backfill_runs_again_and_again(empty_online_store: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -74,7 +74,7 @@ def test_a_failed_hour_holds_back_itself_and_only_what_reads_it(tmp_path: Path) 
     assert pipeline.instance.get_materialized_partitions(AssetKey("origin_weather")) == set(DAYS)
 
 
-def test_a_backfill_whose_clock_reads_hh_59_40_succeeds(tmp_path: Path) -> None:
+def test_a_backfill_whose_clock_reads_hh_59_40_succeeds(empty_online_store: None, tmp_path: Path) -> None:
     """The clock is read once and every run computes up to it, so the hours that close while the
     backfill runs (here: every hour since the clock) are never needed."""
     today = datetime.now(timezone.utc)
