@@ -65,5 +65,12 @@ def test_gated_assets_carry_blocking_checks() -> None:
         assert specs and any(spec.blocking for spec in specs), name
     assert {s.name for s in defs.resolve_assets_def("origin_weather").check_specs} == {
         "schema_matches_declaration", "feature_nulls_within_limits", "feature_values_in_range",
-        "entity_keys_unique_per_timestamp", "row_volume_within_tolerance",
+        "entity_keys_unique_per_timestamp", "row_volume_within_tolerance", "upstream_partitions_ready",
     }
+    # A check blocks exactly when its rule's action can hold a partition back (warn never does).
+    from feature_pipelines.quality.raw_rules import RAW_RULES
+
+    for table, rules in RAW_RULES.items():
+        specs = {s.name: s for s in defs.resolve_assets_def(table).check_specs}
+        assert set(specs) == set(rules), table
+        assert {n: s.blocking for n, s in specs.items()} == {n: r.blocking for n, r in rules.items()}, table

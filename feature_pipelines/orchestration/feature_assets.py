@@ -5,7 +5,6 @@ import math
 import time
 from datetime import datetime
 
-import numpy as np
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -25,12 +24,10 @@ from feature_pipelines.features.spec import FeatureView, Partitioning
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
-from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
-from feature_pipelines.quality.gate import GateVerdict
 from feature_pipelines.quality.suites import (
     PartitionWindow,
-    assign_partitions,
     view_rules,
     validate_feature_partitions,
 )
@@ -133,21 +130,10 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         outcomes = validate_feature_partitions(view, features, partitions=windows, source_rows=source_rows)
         for window in windows:
             outcomes[window.key].append(upstream_outcome(view.name, window.key, [gaps.get(window.key)]))
-        row_partition = assign_partitions(features, EVENT_TIMESTAMP, windows, closed="right")
-        counts = np.bincount(row_partition, minlength=len(windows))
-        verdict = None
-        for item in run_gate(context, table=view.name, frame=features, row_partition=row_partition,
-                             partition_keys=context.partition_keys, outcomes_by_partition=outcomes, rules=rules,
-                             row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
-            if isinstance(item, GateVerdict):
-                verdict = item
-            else:
-                yield item
-        assert verdict is not None
-        written = features.filter(pl.Series(verdict.keep))
-        yield from write_verdict(
-            context, target=target, frame=features, verdict=verdict, windows=windows, store=store,
-            metadata={
+        yield from gate_and_write(
+            context, target=target, frame=features, windows=windows, outcomes_by_partition=outcomes, rules=rules,
+            store=store, now=now,
+            metadata=lambda written: {
                 "dagster/column_lineage": column_lineage(view),
                 "entities": written.select(view.entity_keys).n_unique() if written.height else 0,
                 "snapshots": written[EVENT_TIMESTAMP].n_unique() if written.height else 0,

@@ -21,7 +21,7 @@ hourly partitions x 15 rules would spend half an hour on green squares.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,7 +45,7 @@ from feature_pipelines.quality.gate import GateVerdict, judge
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, jsonable
 from feature_pipelines.quality.quarantine import Quarantine, held_back_partitions, held_back_rows, rows_table
-from feature_pipelines.quality.suites import PartitionWindow
+from feature_pipelines.quality.suites import PartitionWindow, assign_partitions
 
 MAX_PARTITIONS_LISTED = 50
 
@@ -208,3 +208,40 @@ def write_verdict(
                     "held_back_in_this_run": MetadataValue.json([p.partition for p in verdict.failed][:MAX_PARTITIONS_LISTED]),
                 },
             )
+
+
+def gate_and_write(
+    context: AssetExecutionContext,
+    *,
+    target: WriteTarget,
+    frame: pl.DataFrame,
+    windows: Sequence[PartitionWindow],
+    outcomes_by_partition: Mapping[str, list[CheckOutcome]],
+    rules: Mapping[str, RuleAction],
+    store: DeltaStore,
+    now: datetime,
+    metadata: Callable[[pl.DataFrame], Mapping[str, object]],
+    stored_columns: Sequence[str] | None = None,
+) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output | AssetMaterialization]:
+    """The gate, then the write of what it keeps: every gated asset's last step.
+
+    Rows belong to the partition of their `target.time_column`; `metadata(written)` describes
+    the rows written; `stored_columns` leaves out columns the quarantine keeps but the table does
+    not (a raw row's source file and row).
+    """
+    row_partition = assign_partitions(frame, target.time_column, windows, closed=target.closed)
+    counts = np.bincount(row_partition, minlength=len(windows))
+    verdict = None
+    for item in run_gate(context, table=target.table, frame=frame, row_partition=row_partition,
+                         partition_keys=[w.key for w in windows], outcomes_by_partition=outcomes_by_partition, rules=rules,
+                         row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
+        if isinstance(item, GateVerdict):
+            verdict = item
+        else:
+            yield item
+    if verdict is None:
+        raise RuntimeError(f"table {target.table!r}: the gate gave no verdict")
+    stored = frame.select(stored_columns) if stored_columns is not None else frame
+    written = stored.filter(pl.Series(verdict.keep))
+    yield from write_verdict(context, target=target, frame=stored, verdict=verdict, windows=windows, store=store,
+                             metadata=metadata(written))

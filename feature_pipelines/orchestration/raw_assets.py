@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, MetadataValue, asset
 
@@ -13,8 +12,7 @@ from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for
-from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
-from feature_pipelines.quality.gate import GateVerdict
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.quality.quarantine import Quarantine
 from feature_pipelines.quality.raw_rules import (
     FLIGHTS_KEY,
@@ -28,7 +26,6 @@ from feature_pipelines.quality.raw_rules import (
     validate_raw_flights_partitions,
     validate_raw_weather_partitions,
 )
-from feature_pipelines.quality.suites import assign_partitions
 from feature_pipelines.resources import LakeResource, LandingResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES, LandingZone
@@ -152,22 +149,12 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         facts = _landing_facts(zone, table, landed, offset)
         landed_at = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows, landing=facts)
-        row_partition = assign_partitions(frame, table.time_column, windows, closed="left")
-        counts = np.bincount(row_partition, minlength=len(windows))
         store = lake.store()
         Quarantine(store).replace_files(table.landing_table, landed.rejected, run_id=context.run.run_id, at=now)
-        verdict = None
-        for item in run_gate(context, table=table.name, frame=frame, row_partition=row_partition,
-                             partition_keys=context.partition_keys, outcomes_by_partition=outcomes, rules=rules,
-                             row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
-            if isinstance(item, GateVerdict):
-                verdict = item
-            else:
-                yield item
-        assert verdict is not None
-        yield from write_verdict(
-            context, target=target, frame=frame.drop(SOURCE_FILE, SOURCE_ROW), verdict=verdict, windows=windows, store=store,
-            metadata={
+        yield from gate_and_write(
+            context, target=target, frame=frame, windows=windows, outcomes_by_partition=outcomes, rules=rules,
+            store=store, now=now, stored_columns=[c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)],
+            metadata=lambda written: {
                 "compute_seconds": round(landed_at - began, 4),
                 "quality_check_seconds": round(time.perf_counter() - landed_at, 4),
                 "landed_files": len(landed.accepted_files),

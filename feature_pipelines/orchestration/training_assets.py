@@ -5,7 +5,6 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
-import numpy as np
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -30,13 +29,12 @@ from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
-from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_check_specs, run_gate, write_verdict
+from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES
 from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
 from feature_pipelines.quality.actions import fail
-from feature_pipelines.quality.gate import GateVerdict
 from feature_pipelines.quality.ledger import QualityLedger
-from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow, assign_partitions
+from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to
@@ -101,18 +99,8 @@ def _gated(
 ) -> Iterator[object]:
     """Refuse the partitions whose upstream is not ready, write the others."""
     outcomes = {w.key: [upstream_outcome(target.table, w.key, gaps.get(w.key, []))] for w in windows}
-    row_partition = assign_partitions(frame, target.time_column, windows, closed=target.closed)
-    counts = np.bincount(row_partition, minlength=len(windows))
-    verdict = None
-    for item in run_gate(context, table=target.table, frame=frame, row_partition=row_partition,
-                         partition_keys=[w.key for w in windows], outcomes_by_partition=outcomes, rules=READINESS_RULES,
-                         row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
-        if isinstance(item, GateVerdict):
-            verdict = item
-        else:
-            yield item
-    assert verdict is not None
-    yield from write_verdict(context, target=target, frame=frame, verdict=verdict, windows=windows, store=store, metadata=metadata)
+    yield from gate_and_write(context, target=target, frame=frame, windows=windows, outcomes_by_partition=outcomes,
+                              rules=READINESS_RULES, store=store, now=now, metadata=lambda _written: metadata)
 
 
 def _audit(frame: pl.DataFrame, spec: TrainingSetSpec, store: DeltaStore) -> LeakageReport:

@@ -118,7 +118,6 @@ WEATHER_RULES: dict[str, RuleAction] = {
 FLIGHTS_CHECKS = tuple(FLIGHTS_RULES)
 WEATHER_CHECKS = tuple(WEATHER_RULES)
 RAW_RULES = {FLIGHTS_TABLE: FLIGHTS_RULES, WEATHER_TABLE: WEATHER_RULES}
-WARN_CHECKS = frozenset(name for rules in RAW_RULES.values() for name, rule in rules.items() if not rule.blocking)
 
 
 @dataclass(frozen=True)
@@ -272,9 +271,10 @@ def _delivery_findings(
     if not _usable(rows.frame, schema, key):
         return _unusable(unique_rule, key, n), _unusable(again_rule, key, n)
     frame = rows.frame
-    if SOURCE_FILE not in frame.columns:  # a bare frame: its own order is the delivery order
+    bare = SOURCE_FILE not in frame.columns
+    if bare:  # a frame without provenance: its own order is the delivery order, whatever the facts say
         frame = frame.with_columns(pl.lit("").alias(SOURCE_FILE), pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW))
-    first = facts.first_delivery if facts.first_delivery is not None else delivery_index(frame, key, schema)
+    first = facts.first_delivery if facts.first_delivery is not None and not bare else delivery_index(frame, key, schema)
     hashes = frame.select(_value_hash(frame, schema))
     placed = (
         frame.select(*key, SOURCE_FILE, pl.col(SOURCE_ROW).cast(pl.Int64))

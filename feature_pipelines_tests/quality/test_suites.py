@@ -16,6 +16,7 @@ from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.quality.suites import (
     CREATED_TIMESTAMP,
     PartitionWindow,
+    check_feature_volume,
     check_volume,
     register_expectation,
     validate_feature_partition,
@@ -38,12 +39,22 @@ CHECKS = [
 ]
 
 
+def _events(view) -> pl.DataFrame:
+    return nycflights.flights() if view.source.asset == "raw_flights" else nycflights.weather()
+
+
 def _written(view_name: str, start: datetime, end: datetime) -> pl.DataFrame:
     """A feature table slice as the asset writes it: snapshots plus created_timestamp."""
     view = FEATURE_VIEWS[view_name]
-    events = nycflights.flights() if view.source.asset == "raw_flights" else nycflights.weather()
-    frame = snapshot_features(events, view, start=start, end=end)
+    frame = snapshot_features(_events(view), view, start=start, end=end)
     return frame.with_columns(pl.lit(end + HOUR).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP))
+
+
+def _source_rows(view, start: datetime, end: datetime) -> int:
+    """The source events in the windows of the snapshots of (start, end], as the feature asset counts them."""
+    known = _events(view).get_column(view.source.known_at_column)
+    low = start + view.cadence.interval - view.max_window
+    return int(((known >= low) & (known < end)).sum())
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +77,29 @@ def _assert_names(message: str, *parts: str) -> None:
 
 
 def _validate(frame: pl.DataFrame, view=CARRIER, partition: str = PARTITION) -> dict[str, CheckOutcome]:
-    return _by_name(validate_feature_partition(view, frame, partition=partition, recent_row_counts=[frame.height or 360] * 7))
+    """The checks of the 2013-03-01 partition of `view`, whose source has events in its windows."""
+    return _by_name(validate_feature_partition(view, frame, partition=partition, source_rows=_source_rows(view, START, START + DAY)))
 
 
 @pytest.mark.parametrize("view_name", ["carrier_delay_stats", "origin_weather", "aircraft_utilisation"])
 def test_real_partitions_pass(view_name: str) -> None:
+    view = FEATURE_VIEWS[view_name]
     frame = _written(view_name, START, START + DAY)
-    outcomes = validate_feature_partition(FEATURE_VIEWS[view_name], frame, partition=PARTITION, recent_row_counts=[frame.height] * 7)
+    source_rows = _source_rows(view, START, START + DAY)
+    assert source_rows > 0 and frame.height > 0
+    outcomes = validate_feature_partition(view, frame, partition=PARTITION, source_rows=source_rows)
     assert [o.check_name for o in outcomes] == CHECKS
     assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
+    assert {o.check_name: o.metadata["action"] for o in outcomes} == {name: suites.FEATURE_RULES[name].action.value for name in CHECKS}
+    volume = outcomes[-1]
+    assert volume.metadata["row_count"] == frame.height and volume.metadata["source_rows"] == source_rows
     json.dumps([o.metadata for o in outcomes])
 
 
 def test_real_route_day_passes() -> None:
+    view = FEATURE_VIEWS["route_delay_stats"]
     frame = _written("route_delay_stats", START, START + DAY)
-    outcomes = validate_feature_partition(FEATURE_VIEWS["route_delay_stats"], frame, partition=PARTITION, recent_row_counts=[])
+    outcomes = validate_feature_partition(view, frame, partition=PARTITION, source_rows=_source_rows(view, START, START + DAY))
     assert all(o.passed for o in outcomes), [o.message for o in outcomes if not o.passed]
 
 
@@ -142,10 +161,28 @@ def test_duplicate_entity_rows(carrier_day: pl.DataFrame) -> None:
 
 
 def test_empty_partition_fails_volume_only(carrier_day: pl.DataFrame) -> None:
+    source_rows = _source_rows(CARRIER, START, START + DAY)
     found = _validate(carrier_day.clear())
     assert [name for name, o in found.items() if not o.passed] == ["row_volume_within_tolerance"]
-    _assert_names(found["row_volume_within_tolerance"].message, "'carrier_delay_stats'", PARTITION,
-                  "row_count_within_recent_median(factor=3)", "0 rows")
+    volume = found["row_volume_within_tolerance"]
+    assert volume.blocking and volume.metadata["action"] == "fail"
+    _assert_names(volume.message, "'carrier_delay_stats'", PARTITION, "rows_when_source_has_events",
+                  f"0 rows although the source has {source_rows} events in the windows of its snapshots")
+    # Empty because the source had nothing to snapshot: that is no loss.
+    quiet = _by_name(validate_feature_partition(CARRIER, carrier_day.clear(), partition=PARTITION, source_rows=0))
+    assert all(o.passed for o in quiet.values()), [o.message for o in quiet.values() if not o.passed]
+    _assert_names(quiet["row_volume_within_tolerance"].message, "empty, as its source has no events in the windows of its snapshots")
+
+
+def test_check_feature_volume() -> None:
+    assert check_feature_volume("t", "p", 5, 100).passed
+    assert check_feature_volume("t", "p", 5, 0).passed  # rows from events outside the count are not this rule's concern
+    assert check_feature_volume("t", "p", 0, 0).passed
+    lost = check_feature_volume("t", "p", 0, 1)
+    assert not lost.passed and lost.check_name == "row_volume_within_tolerance" and lost.failing_rows is None
+    assert lost.message == ("table 't' partition p: rule rows_when_source_has_events failed: "
+                            "0 rows although the source has 1 events in the windows of its snapshots")
+    assert lost.metadata["row_count"] == 0 and lost.metadata["source_rows"] == 1
 
 
 def test_values_out_of_range(carrier_day: pl.DataFrame) -> None:
@@ -161,6 +198,10 @@ def test_values_out_of_range(carrier_day: pl.DataFrame) -> None:
                   "expect_column_values_to_be_between(min=-120, max=1440)",
                   f"{(carrier_day['carrier'] == 'UA').sum()} of {carrier_day.height} rows out of range",
                   "carrier_flights_count_7d", "'UA'", "10000")
+    # A row-level rule: its failing rows are named, so the gate can drop them (see test_gate).
+    expected = carrier_day.with_row_index().filter(pl.col("carrier").is_in(["UA", "AA"]))["index"].to_list()
+    assert ranges.failing_rows is not None and ranges.failing_rows.tolist() == expected
+    assert ranges.blocking and ranges.metadata["action"] == "drop"
 
 
 def test_naive_timestamps_fail_schema(carrier_day: pl.DataFrame) -> None:
@@ -188,8 +229,9 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_registered_expectations_form_custom_check(carrier_day: pl.DataFrame) -> None:
     carriers = carrier_day["carrier"].to_list()
     register_expectation(CARRIER.name, gx.expectations.ExpectColumnValuesToBeInSet(column="carrier", value_set=carriers))
-    assert [o.check_name for o in validate_feature_partition(CARRIER, carrier_day, partition=PARTITION, recent_row_counts=[])] \
-        == [*CHECKS, "custom_expectations"]
+    outcomes = validate_feature_partition(CARRIER, carrier_day, partition=PARTITION, source_rows=_source_rows(CARRIER, START, START + DAY))
+    assert [o.check_name for o in outcomes] == [*CHECKS, "custom_expectations"]
+    assert list(suites.view_rules(CARRIER)) == [*CHECKS, "custom_expectations", suites.UPSTREAM]
     custom = _validate(carrier_day.with_columns(pl.col("carrier").str.replace("UA", "ZZ")))["custom_expectations"]
     assert not custom.passed
     _assert_names(custom.message, "'carrier_delay_stats'", "column 'carrier'", "expect_column_values_to_be_in_set", "'ZZ'")
@@ -203,12 +245,12 @@ def test_range_validation_splits_per_partition() -> None:
         pl.when(in_d2 & (pl.col("carrier") == "UA")).then(None).otherwise(pl.col("carrier_dep_delay_mean_7d"))
         .alias("carrier_dep_delay_mean_7d"))
     parts = [broken.filter(pl.col(EVENT_TIMESTAMP) > w.start, pl.col(EVENT_TIMESTAMP) <= w.end) for w in windows]
-    recent = [parts[0].height] * 7
-    results = validate_feature_partitions(CARRIER, broken, partitions=windows, recent_row_counts=recent)
-    counts = recent + [part.height for part in parts]
-    for position, (window, part) in enumerate(zip(windows, parts)):
-        alone = validate_feature_partition(CARRIER, part, partition=window.key, recent_row_counts=counts[position:position + 7])
+    source_rows = {w.key: _source_rows(CARRIER, w.start, w.end) for w in windows}
+    results = validate_feature_partitions(CARRIER, broken, partitions=windows, source_rows=source_rows)
+    for window, part in zip(windows, parts):
+        alone = validate_feature_partition(CARRIER, part, partition=window.key, source_rows=source_rows[window.key])
         assert alone == results[window.key]
+        assert [o.passed for o in alone] == [True, window.key != "d2", True, True, True]
         assert ("carrier_dep_delay_mean_7d" in results[window.key][1].message) == (window.key == "d2")
     united = int((parts[2]["carrier"] == "UA").sum())
     _assert_names(results["d2"][1].message, "partition d2", "column 'carrier_dep_delay_mean_7d'",
