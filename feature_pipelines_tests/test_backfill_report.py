@@ -37,6 +37,7 @@ from feature_pipelines.quality.quarantine import (
     Quarantine,
 )
 from feature_pipelines.quality.suites import UPSTREAM
+from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines.sources.landing_contract import RejectedFile
 
 AT_TIME = datetime(2013, 1, 6, tzinfo=timezone.utc)
@@ -229,7 +230,7 @@ def test_quarantine_verb_lists_held_back_rows_by_table_partition_and_rule(
     hour = datetime(2013, 1, 3, 6, tzinfo=timezone.utc)
     rejected = RejectedFile("flights", "part-0002.parquet", str(tmp_path / "landing/flights/part-0002.parquet"),
                             ("column 'carrier' is missing (expected String)",), (hour,), True)
-    quarantine.replace_files("flights", [rejected], run_id="run-1", at=AT_TIME)
+    quarantine.replace_files(LandingZone(tmp_path / "landing"), "flights", [rejected], run_id="run-1", at=AT_TIME)
     monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("FEATURE_PIPELINES_ENV", "local")
 

@@ -150,7 +150,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         landed_at = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows, landing=facts)
         store = lake.store()
-        Quarantine(store).replace_files(table.landing_table, landed.rejected, run_id=context.run.run_id, at=now)
+        Quarantine(store).replace_files(zone, table.landing_table, landed.rejected, run_id=context.run.run_id, at=now)
         yield from gate_and_write(
             context, target=target, frame=frame, windows=windows, outcomes_by_partition=outcomes, rules=rules,
             store=store, now=now, stored_columns=[c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)],

@@ -22,6 +22,8 @@ import polars as pl
 
 from feature_pipelines.offline.delta_store import DeltaStore, KeyRange
 from feature_pipelines.quality.gate import GateVerdict
+from feature_pipelines.sources.landing import LandingZone
+from feature_pipelines.sources.landing_contract import RejectedFile
 
 QUARANTINE_ROOT = "_quarantine"
 LANDING_FILES_TABLE = f"{QUARANTINE_ROOT}/landing_files"
@@ -103,13 +105,13 @@ class Quarantine:
                 commit_metadata={"partitions": f"{first_partition}..{last_partition}"},
             )
 
-    def replace_files(self, landing_table: str, rejected: Sequence[object], *, run_id: str, at: datetime) -> None:
-        """Record the landed files of `landing_table` that break the contract now (RejectedFile-like)."""
+    def replace_files(self, zone: LandingZone, landing_table: str, rejected: Sequence[RejectedFile], *, run_id: str, at: datetime) -> None:
+        """Record the landed files of `landing_table` that break the contract now, with their copies' paths."""
         rows = [
             {
-                "table": landing_table, "file": f.file, "path": f.path, "copy": getattr(f, "copy", ""),  # type: ignore[attr-defined]
-                "problems": json.dumps(list(f.problems)), "hours_known": f.hours_known, "hours": len(f.hours),  # type: ignore[attr-defined]
-                "first_hour": min(f.hours) if f.hours else None, "last_hour": max(f.hours) if f.hours else None,  # type: ignore[attr-defined]
+                "table": landing_table, "file": f.file, "path": f.path, "copy": str(zone.quarantine_dir(landing_table) / f.file),
+                "problems": json.dumps(list(f.problems)), "hours_known": f.hours_known, "hours": len(f.hours),
+                "first_hour": min(f.hours) if f.hours else None, "last_hour": max(f.hours) if f.hours else None,
                 RUN_ID: run_id, AT: at,
             }
             for f in rejected
