@@ -306,8 +306,11 @@ def _known_key_findings(rows: _Rows, column_sets: Mapping[str, frozenset[str]], 
 
 def _contract_findings(partitions: Sequence[PartitionWindow], facts: LandingFacts, rule: str) -> list[Finding]:
     found = []
+    hour = timedelta(hours=1)
     for window in partitions:
-        messages = [m for hour, ms in facts.rejected_hours.items() if window.start <= hour < window.end for m in ms]
+        # Look the window's hours up (a refused year-long file covers 8,760 of them).
+        starts = [window.start + k * hour for k in range((window.end - window.start) // hour)]
+        messages = [m for start in starts for m in facts.rejected_hours.get(start, ())]
         found.append(Finding(rule, (), not messages, "; ".join(dict.fromkeys(messages)), len(messages)))
     return found
 
@@ -318,7 +321,8 @@ def _volume_outcomes(
     """Each hour against the same hour of the preceding days of the landed source itself."""
     counts = facts.hourly_counts
     if counts is None:
-        counts = hourly_counts(rows.frame, time_column) if _usable(rows.frame, {time_column: rows.frame.schema.get(time_column)}, [time_column]) else {}
+        usable = isinstance(rows.frame.schema.get(time_column), pl.Datetime)
+        counts = hourly_counts(rows.frame, time_column) if usable else {}
     first_hour, last_hour = (min(counts), max(counts)) if counts else (None, None)
     own = np.bincount(rows.row_partition, minlength=len(rows.partitions))
     results = []
