@@ -129,7 +129,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"feature-pipelines backfill: {error}", file=sys.stderr)
         return 2
     chunk = args.chunk if args.chunk > 0 else None
-    plan = plan_window(settings, start, end, chunk=chunk)
+    plan = plan_window(settings, start, end, chunk=chunk, now=clock)
     print(f"backfilling ({start.isoformat()}, {end.isoformat()}] into {settings.lake_root}: "
           f"{len(plan)} runs of at most {chunk or 'all'} partitions", flush=True)
     display = _ProgressBars(plan) if sys.stdout.isatty() else _PlainRuns()

@@ -30,7 +30,7 @@ from feature_pipelines.orchestration.schedules import (
 )
 from feature_pipelines.settings import Settings
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
-from feature_pipelines.timeutil import require_utc
+from feature_pipelines.timeutil import floor_to, require_utc
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -123,7 +123,9 @@ class PlannedRun:
     partitions: int
 
 
-def plan_window(settings: Settings, start: datetime, end: datetime, *, chunk: int | None = None) -> list[PlannedRun]:
+def plan_window(
+    settings: Settings, start: datetime, end: datetime, *, chunk: int | None = None, now: datetime | None = None
+) -> list[PlannedRun]:
     """The runs of a backfill of snapshots in (start, end], in order, each job's range cut into
     runs of at most `chunk` partitions (None: one run per job). Values do not depend on the cut.
 
@@ -131,11 +133,14 @@ def plan_window(settings: Settings, start: datetime, end: datetime, *, chunk: in
     features up to a TTL before their day), raw hours from there minus the longest trailing window
     (so no feature is computed from partial history); the hourly-snapshot views (and their
     publish) over every day overlapping the range, the open day included; the daily-snapshot views
-    over the whole days inside it; labels and training sets over the whole days before the last.
+    over the whole days inside it; labels and training sets over every whole day whose next day's
+    raw hours are there. Raw hours go on past `end` up to a day, as far as the clock `now`
+    (default `end`) and the data allow: the labels of `end`'s last day need them.
     """
     plan = [PlannedRun(DIMENSIONS_JOB, "", "", 1)]
     # Training rows read features up to their TTL before their day, so features start that much earlier.
     features_start = max(settings.data_start, start - training_reach())
+    raw_end = max(end, min(end + timedelta(days=1), floor_to(now or end, timedelta(hours=1)), settings.data_end))
     jobs = [
         (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, features_start - raw_history_lead()), False),
         (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), features_start, True),
@@ -143,8 +148,9 @@ def plan_window(settings: Settings, start: datetime, end: datetime, *, chunk: in
         # Labels need the raw hours of the day after, so training sets stop a day before `end`.
         (TRAINING_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
     ]
+    ends = {RAW_HOURLY_JOB: raw_end, TRAINING_JOB: min(end, raw_end - timedelta(days=1))}
     for job_name, partitions, job_start, overlapping in jobs:
-        job_end = end - timedelta(days=1) if job_name == TRAINING_JOB else end
+        job_end = ends.get(job_name, end)
         keys = partition_keys_in(partitions, job_start, job_end, overlapping=overlapping)
         step = chunk or len(keys) or 1
         for first in range(0, len(keys), step):
@@ -174,7 +180,7 @@ def materialize_window(
     stops the backfill (every raw check needs the dimensions).
     """
     runs = []
-    for planned in plan_window(settings, start, end, chunk=chunk):
+    for planned in plan_window(settings, start, end, chunk=chunk, now=now):
         run = materialize_range(defs, planned.job_name, planned.first_partition, planned.last_partition, instance=instance,
                                 raise_on_error=raise_on_error, now=now, log_level=log_level)
         runs.append(run)
