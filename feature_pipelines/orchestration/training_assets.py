@@ -32,7 +32,6 @@ from feature_pipelines.orchestration.partitions import partition_window, partiti
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.raw_assets import RAW_TABLES
 from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
-from feature_pipelines.quality.actions import fail
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow
 from feature_pipelines.resources import LakeResource
@@ -135,8 +134,6 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         for view in views
     }
     target = WriteTarget(spec.name, "scheduled_departure_at", "left")
-    rules = {LEAKAGE_CHECK: fail("a feature stamped after its prediction time is leakage; no such set is ever written"),
-             **READINESS_RULES}
 
     @asset(
         name=spec.name,
