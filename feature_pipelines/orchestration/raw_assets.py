@@ -3,7 +3,7 @@
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, MetadataValue, asset
@@ -20,6 +20,7 @@ from feature_pipelines.quality.raw_rules import (
     ORIGINS,
     RAW_RULES,
     WEATHER_KEY,
+    WEATHER_TABLE,
     LandingFacts,
     delivery_index,
     hourly_counts,
@@ -29,10 +30,10 @@ from feature_pipelines.quality.raw_rules import (
 from feature_pipelines.resources import LakeResource, LandingResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.sources.landing import NYCFLIGHTS_TABLES, LandingZone
-from feature_pipelines.sources.landing_contract import SOURCE_FILE, SOURCE_ROW, LandedTable, read_landed, read_landed_keys
+from feature_pipelines.sources.landing_contract import SOURCE_FILE, SOURCE_ROW, LandedTable, read_landed
 from feature_pipelines.sources.nycflights import KNOWN_MISSING_AIRPORTS
 
-RAW_KEYS = {FLIGHTS_TABLE: FLIGHTS_KEY, "raw_weather": WEATHER_KEY}
+RAW_KEYS = {FLIGHTS_TABLE: FLIGHTS_KEY, WEATHER_TABLE: WEATHER_KEY}
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,13 @@ def _known_keys(zone: LandingZone) -> dict[str, frozenset[str]]:
     }
 
 
-def _landing_facts(zone: LandingZone, table: RawTable, landed: LandedTable, offset: timedelta) -> LandingFacts:
-    """What the rules judge beyond the run's rows, all read from the landing zone's data."""
-    schema = declared_schema(table)
-    history = _shift_times(read_landed_keys(zone, table.landing_table, schema, list(schema)), offset)
-    rejected: dict[datetime, list[str]] = {}
-    for rejection in landed.rejected:
-        for hour in rejection.hours:
-            rejected.setdefault(hour + offset, []).append(rejection.message())
+def _landing_facts(zone: LandingZone, table: RawTable, landed: LandedTable, history: pl.DataFrame, offset: timedelta) -> LandingFacts:
+    """What the rules judge beyond the run's rows, all read from the landing zone's data;
+    `history` is every landed row, in replayed time."""
+    rejected = {hour + offset: [f.message() for f in files] for hour, files in landed.rejected_hours().items()}
     return LandingFacts(
         rejected_hours=rejected,
-        first_delivery=delivery_index(history, RAW_KEYS[table.name], schema),
+        first_delivery=delivery_index(history, RAW_KEYS[table.name], declared_schema(table)),
         hourly_counts=hourly_counts(history, table.time_column or ""),
         known_keys=_known_keys(zone) if table.name == FLIGHTS_TABLE else None,
     )
@@ -143,10 +140,13 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         now = run_clock(context)
         windows = [partition_window(partitions, key) for key in context.partition_keys]
         zone = landing.zone()
-        landed = read_landed(zone, table.landing_table, declared_schema(table), time_column=table.time_column,
-                             window=(windows[0].start - offset, windows[-1].end - offset))
-        frame = _shift_times(landed.rows, offset).sort(table.time_column, maintain_order=True)
-        facts = _landing_facts(zone, table, landed, offset)
+        # One read of every landed row: the run's hours are a slice of it, and the rules judge
+        # volume and deliveries against all of it.
+        landed = read_landed(zone, table.landing_table, declared_schema(table), time_column=table.time_column)
+        history = _shift_times(landed.rows, offset)
+        run_hours = pl.col(table.time_column).is_between(windows[0].start, windows[-1].end, closed="left")
+        frame = history.filter(run_hours).sort(table.time_column, maintain_order=True)
+        facts = _landing_facts(zone, table, landed, history, offset)
         landed_at = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows, landing=facts)
         store = lake.store()

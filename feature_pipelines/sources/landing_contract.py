@@ -30,7 +30,7 @@ Pure polars and filesystem: no Dagster, no Delta.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -158,36 +158,6 @@ def read_landed(
         accepted_files=tuple(accepted),
         rejected=tuple(rejected),
     )
-
-
-def read_landed_keys(
-    zone: LandingZone,
-    table: str,
-    schema: Mapping[str, pl.DataType],
-    columns: Sequence[str],
-) -> pl.DataFrame:
-    """`columns` + SOURCE_FILE + SOURCE_ROW of every row of every accepted file (whole history,
-    no window), for uniqueness checks across deliveries. Only those columns are read.
-
-    The same contract as `read_landed` decides which files count; rejected files are quarantined
-    here too but not reported (read them with `read_landed`).
-    """
-    declared = _declared(schema, None)
-    unknown = [name for name in columns if name not in declared]
-    if unknown:
-        raise ValueError(f"read_landed_keys({table!r}): columns {unknown} are not in the declared schema")
-    frames: list[pl.DataFrame] = []
-    for path in _files(zone, table):
-        check = _check(path, declared)
-        if check.problems:
-            zone.quarantine_copy(table, path)
-            continue
-        lazy = _conform(pl.scan_parquet(path, row_index_name=SOURCE_ROW), list(columns), declared, check, path.name)
-        try:
-            frames.append(lazy.collect())
-        except _UNREADABLE:
-            zone.quarantine_copy(table, path)
-    return _concat(frames, list(columns), declared)
 
 
 def _declared(schema: Mapping[str, pl.DataType], time_column: str | None) -> pl.Schema:

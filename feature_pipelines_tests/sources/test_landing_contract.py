@@ -21,7 +21,6 @@ from feature_pipelines.sources.landing_contract import (
     LandedTable,
     RejectedFile,
     read_landed,
-    read_landed_keys,
 )
 
 SEED = "part-0000.parquet"
@@ -331,26 +330,6 @@ def test_window_on_new_york_zoned_file_cuts_on_the_utc_instant(tmp_path: Path) -
     expected = _with_provenance(DAY2, SEED).filter(pl.col("dep_known_at").is_between(start, end, closed="left"))
     assert expected.height > 0
     assert_frame_equal(landed.rows, expected)
-
-
-def test_read_landed_keys_returns_key_columns_of_every_accepted_file(tmp_path: Path) -> None:
-    zone = LandingZone(tmp_path)
-    zone.put("flights", DAY1, file_name=SEED)
-    zone.put("flights", DAY2, file_name=LATE)
-    zone.put("flights", DAY2.drop("dep_delay"), file_name=BAD)
-    keys = ["carrier", "flight_number", "scheduled_departure_at"]
-
-    got = read_landed_keys(zone, "flights", FLIGHTS_SCHEMA, keys)
-
-    expected = pl.concat([
-        _with_provenance(DAY1.select(keys), SEED),
-        _with_provenance(DAY2.select(keys), LATE),
-    ])
-    assert got.columns == [*keys, SOURCE_FILE, SOURCE_ROW]
-    assert_frame_equal(got, expected)
-    assert (tmp_path / "_quarantine" / "flights" / BAD).is_file()
-    with pytest.raises(ValueError, match="not in the declared schema"):
-        read_landed_keys(zone, "flights", FLIGHTS_SCHEMA, ["carrier", "nope"])
 
 
 def test_rejected_hours_maps_each_hour_to_every_file_covering_it(tmp_path: Path) -> None:
