@@ -237,7 +237,7 @@ def _aggregate_detail(expectation_type: str, kwargs: Mapping[str, object], obser
 
 
 @dataclass(frozen=True)
-class _RowSpace:
+class RowSpace:
     """The validated frame and which partition each of its rows belongs to."""
 
     frame: pl.DataFrame
@@ -249,6 +249,23 @@ class _RowSpace:
         wanted = [c for c in dict.fromkeys([*self.identity, *columns]) if c in self.frame.columns]
         rows = self.frame.select(wanted)[indices[:MAX_EXAMPLES].tolist()].to_dicts()
         return tuple({key: jsonable(value) for key, value in row.items()} for row in rows)
+
+    def mask_findings(self, rule: str, columns: tuple[str, ...], mask: np.ndarray, verb: str) -> list[Finding]:
+        """Per partition, a row-level finding from a boolean mask of failing rows (a rule GX has
+        no expectation for), with the failing rows as its row indices."""
+        failing = np.flatnonzero(mask)
+        owner = self.row_partition[failing]
+        # Split the failing rows by partition once (a year has 8,760 partitions).
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(self.n_partitions + 1))
+        totals = np.bincount(self.row_partition, minlength=self.n_partitions)
+        found = []
+        for part in range(self.n_partitions):
+            rows = failing[order[bounds[part]:bounds[part + 1]]]
+            examples = self.examples(rows, columns) if rows.size else ()
+            detail = f"{rows.size} of {totals[part]} rows {verb}" if rows.size else ""
+            found.append(Finding(rule, columns, rows.size == 0, detail, {"unexpected_count": int(rows.size)}, examples, rows))
+        return found
 
     def considered(self, expectation_type: str, kwargs: Mapping[str, object]) -> np.ndarray:
         """Per partition, the rows GX judged: those meeting the row condition, and for
@@ -270,7 +287,7 @@ class _RowSpace:
         return np.bincount(self.row_partition[selected], minlength=self.n_partitions)
 
 
-def _row_findings(result: ExpectationValidationResult, space: _RowSpace, rule: str) -> list[Finding]:
+def _row_findings(result: ExpectationValidationResult, space: RowSpace, rule: str) -> list[Finding]:
     """Per partition: a row-by-row expectation judged on that partition's rows only.
 
     With one partition GX's own verdict stands; with several, GX's unexpected row indices are split
@@ -321,7 +338,7 @@ def gx_findings(
     A rule on a missing column fails with 'column missing'; any other GX error fails the rule
     with the exception text. Table-level results (columns, types) apply to every partition.
     """
-    space = _RowSpace(frame, row_partition, n_partitions, tuple(identity))
+    space = RowSpace(frame, row_partition, n_partitions, tuple(identity))
     per_partition: list[dict[str, list[Finding]]] = [{} for _ in range(n_partitions)]
     for result in suite_result.results:
         config = result.expectation_config

@@ -47,7 +47,7 @@ import polars as pl
 from great_expectations.expectations.row_conditions import Column
 
 from feature_pipelines.quality.actions import RuleAction, drop, fail, warn
-from feature_pipelines.quality.outcome import CheckOutcome, Finding, gx_findings, jsonable, outcome
+from feature_pipelines.quality.outcome import CheckOutcome, Finding, RowSpace, gx_findings, jsonable, outcome
 from feature_pipelines.quality.suites import (
     check_volume,
     PartitionWindow,
@@ -228,19 +228,8 @@ class _Rows:
 
     def findings(self, rule: str, columns: tuple[str, ...], mask: np.ndarray, verb: str) -> list[Finding]:
         """Per partition, a row-level finding from a boolean mask of failing rows."""
-        failing = np.flatnonzero(mask)
-        owner = self.row_partition[failing]
-        totals = np.bincount(self.row_partition, minlength=len(self.partitions))
-        found = []
-        for part in range(len(self.partitions)):
-            rows = failing[owner == part]
-            examples = ()
-            if rows.size:
-                wanted = [c for c in dict.fromkeys([*self.identity, *columns]) if c in self.frame.columns]
-                examples = tuple({k: jsonable(v) for k, v in row.items()} for row in self.frame.select(wanted)[rows[:5].tolist()].to_dicts())
-            detail = f"{rows.size} of {totals[part]} rows {verb}" if rows.size else ""
-            found.append(Finding(rule, columns, rows.size == 0, detail, {"unexpected_count": int(rows.size)}, examples, rows))
-        return found
+        space = RowSpace(self.frame, self.row_partition, len(self.partitions), self.identity)
+        return space.mask_findings(rule, columns, mask, verb)
 
 
 def _usable(frame: pl.DataFrame, schema: Mapping[str, pl.DataType], columns: Sequence[str]) -> bool:
