@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -108,8 +107,7 @@ def training_reach() -> timedelta:
     """How far before its day a training row reads features: its lead time plus each view's TTL,
     rounded up to whole days (feature partitions are days)."""
     spec = FLIGHT_DELAY_TRAINING_SET
-    views = {reference.split(":")[0] for reference in spec.features}
-    reach = max(FEATURE_VIEWS[name].ttl for name in views) + spec.lead_time
+    reach = max(spec.feature_reach(FEATURE_VIEWS[name]) for name in spec.view_names)
     return timedelta(days=math.ceil(reach / timedelta(days=1)))
 
 
@@ -145,7 +143,7 @@ def plan_window(
         (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, features_start - raw_history_lead()), False),
         (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), features_start, True),
         (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), features_start, False),
-        # Labels need the raw hours of the day after, so training sets stop a day before `end`.
+        # Labels need the raw hours of the day after: training sets stop a day before the raw hours do.
         (TRAINING_JOB, partitions_for(Partitioning.DAILY, settings), start, False),
     ]
     ends = {RAW_HOURLY_JOB: raw_end, TRAINING_JOB: min(end, raw_end - timedelta(days=1))}

@@ -123,14 +123,14 @@ def _audit(frame: pl.DataFrame, spec: TrainingSetSpec, store: DeltaStore) -> Lea
 
 def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefinition:
     """Labels joined point-in-time to the declared features; versions read recorded for rebuilds."""
-    views = [FEATURE_VIEWS[name] for name in sorted({reference.split(":")[0] for reference in spec.features})]
+    views = [FEATURE_VIEWS[name] for name in spec.view_names]
     days = partitions_for(Partitioning.DAILY, settings)
     labels_mapping = TimeWindowPartitionMapping()
     # A row predicted at p reads each view's snapshots in [p - ttl, p]; p lies up to the lead time
     # before its day.
     view_mappings = {
         view.name: TimeWindowPartitionMapping(
-            start_offset=-math.ceil((view.ttl + spec.lead_time) / view.partitioning.interval), allow_nonexistent_upstream_partitions=True)
+            start_offset=-math.ceil(spec.feature_reach(view) / view.partitioning.interval), allow_nonexistent_upstream_partitions=True)
         for view in views
     }
     target = WriteTarget(spec.name, "scheduled_departure_at", "left")
@@ -174,7 +174,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
             view_gaps = upstream_gaps(
                 context, upstream=view.name, mapping=view_mappings[view.name], partitions_def=days,
                 upstream_partitions_def=view_partitions(view, settings),
-                needed={w.key: (w.start - spec.lead_time - view.ttl, w.end) for w in windows}, store=store)
+                needed={w.key: (w.start - spec.feature_reach(view), w.end) for w in windows}, store=store)
             for key, gap in view_gaps.items():
                 gaps[key].append(gap)
         for key, gap in label_gaps.items():

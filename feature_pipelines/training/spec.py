@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from feature_pipelines.features.spec import FeatureView
 
 PREDICTION_TIMESTAMP = "prediction_timestamp"
 
@@ -18,6 +22,15 @@ class TrainingSetSpec:
     lead_time: timedelta
     features: tuple[str, ...]
     description: str = ""
+
+    @property
+    def view_names(self) -> list[str]:
+        return sorted({reference.split(":")[0] for reference in self.features})
+
+    def feature_reach(self, view: FeatureView) -> timedelta:
+        """How far before its day a row reads `view`: predicted up to `lead_time` before the day,
+        it takes the view's snapshots within the view's TTL of that."""
+        return self.lead_time + view.ttl
 
 
 FLIGHT_DELAY_TRAINING_SET = TrainingSetSpec(
