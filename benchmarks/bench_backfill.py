@@ -95,9 +95,9 @@ def _raw_case(days: int) -> dict:
     from feature_pipelines.compute.snapshots import snapshot_features
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.offline.delta_store import DeltaStore
-    from feature_pipelines.orchestration.raw_assets import RAW_TABLES
     from feature_pipelines.settings import load_settings
     from feature_pipelines.sources.landing import LandingZone, land_nycflights
+    from feature_pipelines.sources.raw_tables import RAW_TABLES
 
     settings = load_settings()
     zone = LandingZone(settings.landing_root)

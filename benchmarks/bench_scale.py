@@ -100,7 +100,7 @@ def _chunked(args: argparse.Namespace) -> dict[str, Any]:
     import polars as pl
 
     from feature_pipelines.compute.chunked import iter_bucket_snapshots, plan_partition
-    from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
+    from feature_pipelines.names import EVENT_TIMESTAMP
     from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
     from feature_pipelines.sources.synthetic import synthetic_view
 

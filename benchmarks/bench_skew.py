@@ -31,15 +31,15 @@ import numpy as np
 import polars as pl
 from dagster import DagsterInstance, materialize
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.monitoring.skew import compare_served_to_offline
+from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.monitoring_assets import SKEW_CHECK, build_skew_asset
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.serving.app import key_columns_of
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, log_schema
+from feature_pipelines.serving.request_log import log_schema
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 

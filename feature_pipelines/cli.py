@@ -15,9 +15,9 @@ import polars as pl
 from dagster import DagsterInstance
 
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
+from feature_pipelines.offline.lake_tables import lake_table_names
 from feature_pipelines.orchestration.clock import parse_instant, read_clock
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
-from feature_pipelines.settings import Settings
 
 if TYPE_CHECKING:
     from feature_pipelines.orchestration.backfill_report import RunOutcome
@@ -142,7 +142,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
     elapsed = time.perf_counter() - began
     quarantine = Quarantine(lake_for(settings).store())
-    print(summary_text(plan, outcomes, quarantine.summary(lake_table_names(settings)), quarantine.files(),
+    print(summary_text(plan, outcomes, quarantine.summary(lake_table_names()), quarantine.files(),
                        elapsed_seconds=elapsed), flush=True)
     return 0 if outcomes and all(o.success for o in outcomes) and len(outcomes) == len(plan) else 1
 
@@ -157,7 +157,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     quarantine = Quarantine(lake_for(settings).store())
-    tables = [args.table] if args.table else lake_table_names(settings)
+    tables = [args.table] if args.table else lake_table_names()
     summary = quarantine.summary(tables)
     held = {table: quarantine.rows(table) for table in dict.fromkeys(summary["table"].to_list())} if args.examples > 0 else {}
     files = quarantine.files()
@@ -174,19 +174,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from feature_pipelines.settings import load_settings
 
     settings = load_settings()
-    print(query_lake(lake_for(settings).store(), args.query, lake_table_names(settings)))
+    print(query_lake(lake_for(settings).store(), args.query, lake_table_names()))
     return 0
-
-
-def lake_table_names(settings: Settings) -> list[str]:
-    """Every table the platform writes: the assets' own tables and the internal ones."""
-    from feature_pipelines.definitions import build_definitions
-    from feature_pipelines.orchestration.monitoring_assets import MONITORING_TABLES
-    from feature_pipelines.quality.ledger import LEDGER_TABLE
-    from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE
-
-    assets = [spec.key.to_user_string() for spec in build_definitions(settings).resolve_all_asset_specs()]
-    return [*assets, LEDGER_TABLE, FEATURE_LOG_TABLE, *MONITORING_TABLES]
 
 
 def cmd_checks(args: argparse.Namespace) -> int:

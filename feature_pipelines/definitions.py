@@ -6,20 +6,20 @@ import warnings
 
 from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
 
+from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
-from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.orchestration.monitoring_assets import build_monitoring_assets, build_monitoring_job_and_schedule
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
-from feature_pipelines.orchestration.raw_assets import RAW_TABLES, build_raw_assets
+from feature_pipelines.orchestration.raw_assets import build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
 from feature_pipelines.orchestration.schedules import TRAINING_JOB, build_jobs_and_schedules
 from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
-from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 from feature_pipelines.settings import Settings, load_settings
-
+from feature_pipelines.sources.raw_tables import RAW_TABLES
+from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 
 # Backfill policies and nonexistent-upstream partition mappings are beta in Dagster 1.13; we use them
 # on purpose (see README), so their warnings would only be noise in every run's log.

@@ -9,11 +9,11 @@ from datetime import datetime
 import polars as pl
 import redis
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.on_demand import OnDemandFeature
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import EVENT_TIMESTAMP, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, get_historical_features
 from feature_pipelines.online.retrieval import get_online_features
@@ -39,7 +39,7 @@ class FeatureStore:
         from feature_pipelines.orchestration.resources_by_env import lake_for  # the one place for paths and options
 
         settings = load_settings()
-        return cls(lake=lake_for(settings).store(), redis_client=redis_client, key_prefix=f"fp:{settings.environment}")
+        return cls(lake=lake_for(settings).store(), redis_client=redis_client, key_prefix=online_key_prefix(settings.environment))
 
     def get_historical_features(
         self,

@@ -24,14 +24,9 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from feature_pipelines.compute.snapshots import (
-    EVENT_TIMESTAMP,
-    SnapshotInputError,
-    required_columns,
-    snapshot_features,
-    validate_events,
-)
+from feature_pipelines.compute.snapshots import SnapshotInputError, required_columns, snapshot_features, validate_events
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.timeutil import require_utc
 
 DEFAULT_MAX_EVENTS_PER_BUCKET = 2_000_000

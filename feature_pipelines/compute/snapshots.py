@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, NullPolicy
-
-EVENT_TIMESTAMP = "event_timestamp"
+from feature_pipelines.names import EVENT_TIMESTAMP
 
 
 class SnapshotInputError(ValueError):

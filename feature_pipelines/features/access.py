@@ -12,11 +12,11 @@ value and serving the ratio would leak what the policy keeps back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
+from feature_pipelines.features.references import split_reference
 from feature_pipelines.features.spec import FeatureView
-
-ON_DEMAND_VIEW = "on_demand"  # as in features.on_demand; not imported, which would load the catalog
+from feature_pipelines.names import ON_DEMAND_VIEW
 
 
 class FeatureAccessError(PermissionError):
@@ -57,15 +57,24 @@ def _refusal(reference: str, views: Mapping[str, FeatureView], policy: ConsumerP
     References the catalog does not know are not this check's business: resolving them raises
     the catalog's own error, which is clearer than a refusal.
     """
-    view_name, _, feature_name = reference.partition(":")
-    view = views.get(view_name)
-    if view is None or feature_name not in view.feature_names:
+    parsed = split_reference(reference)
+    view = views.get(parsed.view) if parsed is not None else None
+    if parsed is None or view is None or parsed.feature not in view.feature_names:
         return None
+    view_name, feature_name = astuple(parsed)
     if policy.allowed_views is not None and view_name not in policy.allowed_views:
         return f"view {view_name!r} is not among its allowed views {list(policy.allowed_views)}"
     if policy.exclude_pii and view.feature(feature_name).pii:
         return "PII, excluded for this consumer"
     return None
+
+
+def _on_demand_inputs(reference: str, on_demand_inputs: Mapping[str, Sequence[str]] | None) -> Sequence[str] | None:
+    """The stored inputs of an "on_demand:<name>" reference, or None for any other reference."""
+    parsed = split_reference(reference)
+    if parsed is None or parsed.view != ON_DEMAND_VIEW or on_demand_inputs is None:
+        return None
+    return on_demand_inputs.get(parsed.feature)
 
 
 def refused_features(
@@ -82,9 +91,9 @@ def refused_features(
     """
     refused: dict[str, str] = {}
     for reference in references:
-        view_name, _, name = reference.partition(":")
-        if view_name == ON_DEMAND_VIEW and on_demand_inputs is not None and name in on_demand_inputs:
-            blocked = [i for i in on_demand_inputs[name] if _refusal(i, views, policy) is not None]
+        inputs = _on_demand_inputs(reference, on_demand_inputs)
+        if inputs is not None:
+            blocked = [i for i in inputs if _refusal(i, views, policy) is not None]
             if blocked:
                 refused[reference] = f"computed from refused input(s) {blocked}"
             continue

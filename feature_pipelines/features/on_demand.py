@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.features.references import UnknownFeatureError, parse_reference
 from feature_pipelines.features.spec import DTYPES, FeatureDefinitionError, FeatureView
 
-ON_DEMAND_VIEW = "on_demand"
 """The view name under which the feature server accepts on-demand references ("on_demand:name")."""
 
 _DTYPES = DTYPES  # the same declared dtype names as stored features
@@ -65,11 +65,10 @@ class OnDemandFeature:
                 f"on-demand feature {self.name!r} needs at least one input feature or request column"
             )
         for reference in self.inputs:
-            view, sep, feature = reference.partition(":")
-            if not sep or not view or not feature:
-                raise FeatureDefinitionError(
-                    f"on-demand feature {self.name!r}: input {reference!r} is not of the form 'view:feature'"
-                )
+            try:
+                parse_reference(reference)
+            except UnknownFeatureError as error:
+                raise FeatureDefinitionError(f"on-demand feature {self.name!r}: input {error}") from error
         if set(self.request_dtypes) != set(self.request_columns):
             raise FeatureDefinitionError(
                 f"on-demand feature {self.name!r}: request_dtypes must declare exactly the request "
@@ -83,11 +82,11 @@ class OnDemandFeature:
     @property
     def input_features(self) -> tuple[str, ...]:
         """The input feature names: the columns the expression reads from the feature frame."""
-        return tuple(reference.partition(":")[2] for reference in self.inputs)
+        return tuple(parse_reference(reference).feature for reference in self.inputs)
 
     def input_views(self) -> tuple[str, ...]:
         """The views of the inputs, in first-appearance order (statuses are derived from them)."""
-        return tuple(dict.fromkeys(reference.partition(":")[0] for reference in self.inputs))
+        return tuple(dict.fromkeys(parse_reference(reference).view for reference in self.inputs))
 
 
 def validate_on_demand(
@@ -108,9 +107,9 @@ def validate_on_demand(
                 f"on-demand feature {feature.name!r} has the name of a stored feature"
             )
         for reference in feature.inputs:
-            view_name, _, feature_name = reference.partition(":")
-            view = views.get(view_name)
-            if view is None or feature_name not in view.feature_names:
+            parsed = parse_reference(reference)
+            view = views.get(parsed.view)
+            if view is None or parsed.feature not in view.feature_names:
                 raise FeatureDefinitionError(
                     f"on-demand feature {feature.name!r}: input {reference!r} is not declared by "
                     "the feature views"

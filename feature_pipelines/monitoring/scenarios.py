@@ -26,11 +26,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import redis
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.publish import latest_per_entity, publish
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, ServedFeature, ServedRequest, requests_to_frame
+from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, requests_to_frame
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

@@ -11,9 +11,8 @@ import polars as pl
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.monitoring.values import NUMERIC_DTYPES
+from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE
-
 
 
 def read_served_log(store: DeltaStore, start: datetime, end: datetime, *, table: str = FEATURE_LOG_TABLE) -> pl.DataFrame:

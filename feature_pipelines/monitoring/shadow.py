@@ -18,9 +18,10 @@ from typing import Any
 
 import polars as pl
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
+from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.features.spec import FeatureDefinitionError, FeatureView
 from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
+from feature_pipelines.names import EVENT_TIMESTAMP
 
 MAX_EXAMPLES = 5
 

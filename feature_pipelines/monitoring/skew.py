@@ -36,11 +36,11 @@ from typing import Any
 
 import polars as pl
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
+from feature_pipelines.names import EVENT_TIMESTAMP, ON_DEMAND_VIEW
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.historical import AsOf, get_historical_features, stamp_column
-from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
 from feature_pipelines.serving.request_log import value_json
 
 REQUEST_KEY = ("request_id", "entity_index")
@@ -328,13 +328,13 @@ def compare_served_to_offline(
         return SkewReport(features=(), log_rows=0)
     _require_columns(log, [*REQUEST_KEY, "request_time", "view", "feature", "value_json", "value_float", "status", "event_timestamp"], "served log")
     logged_views = set(log.get_column("view").unique().to_list())
-    on_demand_rows = log.filter(pl.col("view") == "on_demand").height
-    unknown = sorted(logged_views - set(views) - {"on_demand"})
+    on_demand_rows = log.filter(pl.col("view") == ON_DEMAND_VIEW).height
+    unknown = sorted(logged_views - set(views) - {ON_DEMAND_VIEW})
     if unknown:
         raise SkewInputError(f"served log: unknown feature view(s) {unknown}; known: {sorted(views)}")
     results: list[FeatureSkew] = []
     versions: dict[str, int] = {}
-    for name in sorted(logged_views - {"on_demand"}):
+    for name in sorted(logged_views - {ON_DEMAND_VIEW}):
         view = views[name]
         _require_columns(log, list(view.entity_keys), f"served log of view {name!r}")
         served = _served_frame(log, view)

@@ -8,15 +8,14 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.references import ViewRequest, resolve_references
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.point_in_time import PointInTimeJoinError, point_in_time_join
 from feature_pipelines.quality.ledger import QualityLedger
 
-CREATED_TIMESTAMP = "created_timestamp"
 AsOf = Mapping[str, int] | datetime | None
 
 

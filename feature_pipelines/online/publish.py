@@ -40,8 +40,8 @@ import redis
 import redis.connection
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.online.encoding import (
     FORMAT_VERSION_BYTES,
     TIMESTAMP_FIELD,

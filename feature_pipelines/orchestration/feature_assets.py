@@ -19,23 +19,18 @@ from dagster import (
     asset,
 )
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
+from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.features.spec import FeatureView, Partitioning
+from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
-from feature_pipelines.quality.suites import (
-    PartitionWindow,
-    view_rules,
-    validate_feature_partitions,
-)
+from feature_pipelines.quality.suites import PartitionWindow, validate_feature_partitions, view_rules
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to
-
-CREATED_TIMESTAMP = "created_timestamp"
 
 
 def lookback_partitions(view: FeatureView) -> int:

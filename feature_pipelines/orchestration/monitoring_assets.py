@@ -22,24 +22,23 @@ from typing import Any
 import polars as pl
 from dagster import (
     AssetCheckResult,
-    AssetSelection,
-    DefaultScheduleStatus,
-    RunRequest,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    define_asset_job,
-    schedule,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSelection,
+    DefaultScheduleStatus,
     MaterializeResult,
     MetadataValue,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
     asset,
+    define_asset_job,
+    schedule,
 )
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.features.spec import FeatureMonitoring, FeatureView, Partitioning
 from feature_pipelines.monitoring.drift import FeatureDrift, Severity, drift_report, worst
@@ -48,6 +47,7 @@ from feature_pipelines.monitoring.plots import markdown_image, plot_feature_hist
 from feature_pipelines.monitoring.served_log import read_served_log, served_wide
 from feature_pipelines.monitoring.shadow import shadow_compare
 from feature_pipelines.monitoring.skew import SkewReport, compare_served_to_offline
+from feature_pipelines.names import EVENT_TIMESTAMP, PARTITION_DRIFT_TABLE, SERVING_DRIFT_TABLE, SKEW_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError, TimeSlice
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.resources import LakeResource
@@ -56,10 +56,6 @@ from feature_pipelines.timeutil import floor_to, require_utc
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpec
 
 MONITORING_GROUP = "monitoring"
-SKEW_TABLE = "monitoring/serving_skew"
-SERVING_DRIFT_TABLE = "monitoring/serving_drift"
-PARTITION_DRIFT_TABLE = "monitoring/feature_partition_drift"
-MONITORING_TABLES = (SKEW_TABLE, SERVING_DRIFT_TABLE, PARTITION_DRIFT_TABLE)
 MONITORING_JOB = "monitoring_job"
 SKEW_ASSET = "serving_skew"
 SKEW_CHECK = "served_values_match_offline"

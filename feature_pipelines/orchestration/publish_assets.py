@@ -13,16 +13,16 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetsDefinition,
-    Backoff,
     BackfillPolicy,
+    Backoff,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
     asset,
 )
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.online.resource import RedisResource

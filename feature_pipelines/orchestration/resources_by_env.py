@@ -8,6 +8,7 @@ from typing import Any
 
 from dagster_duckdb import DuckDBResource
 
+from feature_pipelines.names import online_key_prefix
 from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.orchestration.io_manager import DeltaPolarsIOManager
 from feature_pipelines.resources import LakeResource, LandingResource
@@ -50,6 +51,6 @@ def resources_for(settings: Settings, environ: Mapping[str, str] = os.environ) -
         "landing": landing,
         "delta_io_manager": DeltaPolarsIOManager(lake=lake),
         # The URL (and any password) is read from FEATURE_PIPELINES_REDIS_URL at run time.
-        "redis": RedisResource(key_prefix=f"fp:{settings.environment}"),
+        "redis": RedisResource(key_prefix=online_key_prefix(settings.environment)),
         "duckdb": DuckDBResource(database=str(REPO_ROOT / "data" / f"{settings.environment}.duckdb")),
     }

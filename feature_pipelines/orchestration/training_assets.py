@@ -30,18 +30,17 @@ from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
-from feature_pipelines.orchestration.raw_assets import RAW_TABLES
 from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
+from feature_pipelines.sources.raw_tables import RAW_TABLES
 from feature_pipelines.timeutil import floor_to
 from feature_pipelines.training.audit import LeakageReport, audit_recomputation, audit_stamps
 from feature_pipelines.training.labels import flight_delay_labels
-from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpec
+from feature_pipelines.training.spec import LABELS_TABLE, PREDICTION_TIMESTAMP, TrainingSetSpec
 
-LABELS_ASSET = "flight_delay_labels"
 LEAKAGE_CHECK = "no_feature_leakage"
 RAW_KNOWN_AT = {table.name: table.time_column for table in RAW_TABLES if table.time_column}
 READINESS_RULES = {UPSTREAM: FEATURE_RULES[UPSTREAM]}
@@ -52,10 +51,10 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
     days = partitions_for(Partitioning.DAILY, settings)
     hours = partitions_for(Partitioning.HOURLY, settings)
     mapping = TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True)
-    target = WriteTarget(LABELS_ASSET, "scheduled_departure_at", "left")
+    target = WriteTarget(LABELS_TABLE, "scheduled_departure_at", "left")
 
     @asset(
-        name=LABELS_ASSET,
+        name=LABELS_TABLE,
         description=f"One row per arrived flight: `{spec.label}` (arrival delay > 15 min), stamped "
         f"`{PREDICTION_TIMESTAMP}` = scheduled departure - {spec.lead_time}. Partitioned by the "
         "scheduled departure's UTC day; needs the following day's raw hours, since an outcome can "
@@ -66,7 +65,7 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
         ins={"flights": AssetIn(key=AssetKey("raw_flights"), partition_mapping=mapping, metadata={PER_PARTITION_READINESS: True})},
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
-        check_specs=gate_check_specs(LABELS_ASSET, READINESS_RULES),
+        check_specs=gate_check_specs(LABELS_TABLE, READINESS_RULES),
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
@@ -144,7 +143,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         "and only that day.",
         group_name="training",
         partitions_def=days,
-        ins={"labels": AssetIn(key=AssetKey(LABELS_ASSET), metadata={PER_PARTITION_READINESS: True})},
+        ins={"labels": AssetIn(key=AssetKey(LABELS_TABLE), metadata={PER_PARTITION_READINESS: True})},
         deps=[AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views],
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
@@ -168,7 +167,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         store = lake.store()
         windows = [partition_window(days, key) for key in context.partition_keys]
         gaps: dict[str, list[UpstreamGap | None]] = {w.key: [] for w in windows}
-        label_gaps = upstream_gaps(context, upstream=LABELS_ASSET, mapping=labels_mapping, partitions_def=days,
+        label_gaps = upstream_gaps(context, upstream=LABELS_TABLE, mapping=labels_mapping, partitions_def=days,
                                    upstream_partitions_def=days, needed={w.key: (w.start, w.end) for w in windows}, store=store)
         for view in views:
             view_gaps = upstream_gaps(
@@ -203,7 +202,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         )
         if not report.passed:
             return  # write-audit-publish: a leaky set is never written
-        feature_names = [name.split(":")[1] for name in spec.features]
+        feature_names = spec.feature_names
         null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0 for name in feature_names}
         yield from _gated(context, target, frame, windows, gaps, store, now, {
             "feature_table_versions": MetadataValue.json(built.versions),

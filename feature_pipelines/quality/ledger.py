@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.timeutil import utc_now
 
 if TYPE_CHECKING:  # importing outcome pulls in Great Expectations; readers need none of it
     from feature_pipelines.quality.outcome import CheckOutcome
 
-LEDGER_TABLE = "_quality/check_results"
 LEDGER_SCHEMA = {
     "table": pl.String,
     "partition": pl.String,
@@ -62,13 +62,13 @@ class QualityLedger:
             for o in outcomes
         ]
         if rows:
-            self.store.append(LEDGER_TABLE, pl.DataFrame(rows, schema=LEDGER_SCHEMA))
+            self.store.append(QUALITY_LEDGER_TABLE, pl.DataFrame(rows, schema=LEDGER_SCHEMA))
 
     def _latest(self) -> pl.LazyFrame | None:
-        if not self.store.exists(LEDGER_TABLE):
+        if not self.store.exists(QUALITY_LEDGER_TABLE):
             return None
         return (
-            self.store.scan(LEDGER_TABLE)
+            self.store.scan(QUALITY_LEDGER_TABLE)
             .sort("evaluated_at")
             .group_by("table", "partition", "check_name")
             .agg(pl.all().last())
@@ -127,9 +127,9 @@ class QualityLedger:
 
     def last_runs(self) -> pl.DataFrame:
         """For each table, every outcome recorded by the most recent run that checked it."""
-        if not self.store.exists(LEDGER_TABLE):
+        if not self.store.exists(QUALITY_LEDGER_TABLE):
             return pl.DataFrame(schema=LEDGER_SCHEMA)
-        frame = self.store.read(LEDGER_TABLE)
+        frame = self.store.read(QUALITY_LEDGER_TABLE)
         last = frame.sort("evaluated_at").group_by("table").agg(pl.col("run_id").last())
         return frame.join(last, on=["table", "run_id"]).sort("table", "partition", "check_name")
 

@@ -20,13 +20,12 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from feature_pipelines.names import LANDING_FILES_TABLE, QUARANTINE_ROOT
 from feature_pipelines.offline.delta_store import DeltaStore, KeyRange
 from feature_pipelines.quality.gate import GateVerdict
 from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines.sources.landing_contract import RejectedFile
 
-QUARANTINE_ROOT = "_quarantine"
-LANDING_FILES_TABLE = f"{QUARANTINE_ROOT}/landing_files"
 PARTITION, RULE, ACTION, REASON, RUN_ID, AT = (
     "quarantine_partition", "quarantine_rule", "quarantine_action", "quarantine_reason", "quarantine_run_id", "quarantined_at",
 )

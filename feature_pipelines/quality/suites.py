@@ -30,8 +30,9 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from feature_pipelines.quality.actions import RuleAction, drop, fail
 from feature_pipelines.quality.outcome import (
     CUSTOM_EXPECTATIONS,
     OUTCOME_META_KEY,
@@ -40,10 +41,8 @@ from feature_pipelines.quality.outcome import (
     gx_findings,
     outcome,
 )
-from feature_pipelines.quality.actions import RuleAction, drop, fail
 from feature_pipelines.timeutil import require_utc
 
-CREATED_TIMESTAMP = "created_timestamp"  # added by the feature asset when it writes a partition
 KEY_DTYPE = pl.String()  # entity keys are not typed in the spec; every join key here is a code
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
 SCHEMA, NULLS, RANGES, UNIQUE, VOLUME = (

@@ -35,7 +35,7 @@ feature) -- long format, so that adding a feature never changes the schema:
 
 A skew monitor rebuilds what the training path gives for the same (entity, request_time):
 
-    log = store.read("_serving/feature_log").filter(pl.col("view") == view.name)
+    log = store.read(FEATURE_LOG_TABLE).filter(pl.col("view") == view.name)
     entities = log.select("request_id", "entity_index", *view.entity_keys,
                           event_timestamp="request_time").unique()
     offline = get_historical_features(store, views, entities,
@@ -72,11 +72,11 @@ from typing import Any
 
 import polars as pl
 
+from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 
 logger = logging.getLogger(__name__)
 
-FEATURE_LOG_TABLE = "_serving/feature_log"
 UTC_US = pl.Datetime("us", "UTC")
 _FIXED_COLUMNS: dict[str, pl.DataType] = {
     "request_id": pl.String(),

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from feature_pipelines.features.references import parse_reference
+
 if TYPE_CHECKING:
     from feature_pipelines.features.spec import FeatureView
 
 PREDICTION_TIMESTAMP = "prediction_timestamp"
+LABELS_TABLE = "flight_delay_labels"  # the label rows every training set of this catalog joins
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,12 @@ class TrainingSetSpec:
 
     @property
     def view_names(self) -> list[str]:
-        return sorted({reference.split(":")[0] for reference in self.features})
+        return sorted({parse_reference(reference).view for reference in self.features})
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns of the training set, in declared order."""
+        return [parse_reference(reference).feature for reference in self.features]
 
     def feature_reach(self, view: FeatureView) -> timedelta:
         """How far before its day a row reads `view`: predicted up to `lead_time` before the day,

@@ -17,9 +17,10 @@ from feature_pipelines.compute.chunked import (
     plan_partition,
     snapshot_partition,
 )
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, SnapshotInputError, snapshot_features
+from feature_pipelines.compute.snapshots import SnapshotInputError, snapshot_features
 from feature_pipelines.features.flights import aircraft_utilisation, carrier_delay_stats, route_delay_stats
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.synthetic import (

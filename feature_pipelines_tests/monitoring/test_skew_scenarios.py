@@ -33,13 +33,14 @@ from feature_pipelines.definitions import build_definitions
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.drift_thresholds import DRIFT_THRESHOLDS
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
-from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.monitoring import scenarios
 from feature_pipelines.monitoring.cli import upcoming_departures
+from feature_pipelines.names import FEATURE_LOG_TABLE
+from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.monitoring_assets import (
     FEATURE_DRIFT_CHECK,
-    MULTIVARIATE_CHECK,
     MONITORING_JOB,
+    MULTIVARIATE_CHECK,
     PARTITION_DRIFT_ASSET,
     SERVING_DRIFT_ASSET,
     SHADOW_ASSET,
@@ -51,7 +52,7 @@ from feature_pipelines.orchestration.monitoring_assets import (
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, RAW_HOURLY_JOB
 from feature_pipelines.serving.app import create_app, key_columns_of
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog
+from feature_pipelines.serving.request_log import RequestLog
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.nycflights import DATA_START

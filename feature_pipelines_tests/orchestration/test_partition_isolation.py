@@ -14,10 +14,10 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetKey
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP
 from feature_pipelines.definitions import build_definitions
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.runs import materialize_range, materialize_window

@@ -340,9 +340,10 @@ def test_weather_redeliveries(weather: pl.DataFrame) -> None:
 
 def test_feature_range_rule_drops_one_bad_snapshot() -> None:
     """The same gate on a feature table: an out-of-range value drops its row, within 1%."""
-    from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
+    from feature_pipelines.compute.snapshots import snapshot_features
     from feature_pipelines.features.catalog import FEATURE_VIEWS
-    from feature_pipelines.quality.suites import CREATED_TIMESTAMP, validate_feature_partitions, view_rules
+    from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+    from feature_pipelines.quality.suites import validate_feature_partitions, view_rules
 
     view = FEATURE_VIEWS["carrier_delay_stats"]
     day = timedelta(days=1)

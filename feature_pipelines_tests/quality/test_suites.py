@@ -9,8 +9,9 @@ import great_expectations as gx
 import polars as pl
 import pytest
 
-from feature_pipelines.compute.snapshots import EVENT_TIMESTAMP, snapshot_features
+from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.quality import suites
 from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.quality.suites import (

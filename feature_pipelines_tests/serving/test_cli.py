@@ -10,13 +10,14 @@ import polars as pl
 import pytest
 import redis
 
+from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_daemon import _start, ensure_local_redis, running_url, stop_local_redis
 from feature_pipelines.online.local_server import LocalRedisServer, LocalRedisServerError
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
-from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE
 from feature_pipelines_tests.serving.conftest import PREFIX, Published
 from feature_pipelines_tests.serving.serve_process import serve_process
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()

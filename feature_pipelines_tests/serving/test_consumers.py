@@ -20,12 +20,7 @@ from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
 from feature_pipelines.serving.app import create_app
 from feature_pipelines.serving.cli import app_from_env
-from feature_pipelines.serving.consumers import (
-    CONSUMERS_ENV_VAR,
-    ConsumerConfigError,
-    ConsumerKey,
-    consumers_from_env,
-)
+from feature_pipelines.serving.consumers import CONSUMERS_ENV_VAR, ConsumerConfigError, ConsumerKey, consumers_from_env
 from feature_pipelines_tests.features.test_access import PII_FEATURE, PII_REF, PII_VIEW, SEATS_REF, VIEWS
 from feature_pipelines_tests.serving.conftest import PREFIX, Published, TestClient
 
@@ -200,9 +195,10 @@ def test_configuration_defaults_and_the_admin_key_clash() -> None:
 def test_pii_served_to_an_allowed_consumer_is_never_written_to_the_request_log(
     published: Published, redis_client: redis.Redis, consumer_env: None, tmp_path: Any
 ) -> None:
+    from feature_pipelines.names import FEATURE_LOG_TABLE
     from feature_pipelines.offline.delta_store import DeltaStore
     from feature_pipelines.serving.app import key_columns_of
-    from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog
+    from feature_pipelines.serving.request_log import RequestLog
 
     now = datetime.now(timezone.utc)
     publish(redis_client, prefix=PREFIX, view=PII_VIEW.name, entity_keys=list(PII_VIEW.entity_keys),
