@@ -65,29 +65,16 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     raw_partitions = partitions_for(Partitioning.HOURLY, settings)
     rules = view_rules(view)
     target = WriteTarget(view.name, EVENT_TIMESTAMP, "right")
-    feature_list = "\n".join(
-        f"- `{f.name}` ({f.dtype}): {f.aggregation.value} over {f.window}, nulls: {f.null_policy.value}. "
-        f"{f.description}"
-        for f in view.features
-    )
 
     @asset(
         name=view.name,
-        description=f"{view.description}\n\nEntity `{view.entity.name}` keyed by {list(view.entity_keys)}; "
-        f"TTL {view.ttl}; {view.partitioning.value} partitions, a snapshot every "
-        f"{view.cadence.value}; lifecycle {view.lifecycle.value}.\n\n{feature_list}",
+        description=table_description(view),
         group_name="features",
         partitions_def=partitions,
         ins={"events": AssetIn(key=AssetKey(view.source.asset), partition_mapping=mapping,
                                metadata={PER_PARTITION_READINESS: True})},
         backfill_policy=BackfillPolicy.single_run(),
-        metadata={
-            TIME_COLUMN_KEY: EVENT_TIMESTAMP,
-            CLOSED_KEY: "right",
-            "entity_keys": list(view.entity_keys),
-            "ttl_seconds": int(view.ttl.total_seconds()),
-            "features": list(view.feature_names),
-        },
+        metadata=_definition_metadata(view),
         owners=[view.owner],
         tags={"lifecycle": view.lifecycle.value, "snapshot_cadence": view.cadence.value, **view.tags},
         freshness_policy=FreshnessPolicy.time_window(
@@ -104,12 +91,9 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         now = run_clock(context)
         store = lake.store()
         windows = [partition_window(partitions, key) for key in context.partition_keys]
-        # An open partition (today) gets the snapshots that have happened by the run's clock, no more.
-        last_snapshot = floor_to(now, view.cadence.interval)
-        until = {w.key: max(w.start, min(w.end, last_snapshot)) for w in windows}
-        reads_from = {w.key: w.start + view.cadence.interval - view.max_window - view.source.max_lateness for w in windows}
+        until = _computed_until(view, windows, now)
         gaps = upstream_gaps(context, upstream=view.source.asset, mapping=mapping, partitions_def=partitions,
-                             upstream_partitions_def=raw_partitions, needed={k: (reads_from[k], until[k]) for k in until},
+                             upstream_partitions_def=raw_partitions, needed=_upstream_needs(view, windows, until),
                              store=store)
         features = snapshot_features(
             events,
@@ -129,9 +113,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
             context, target=target, frame=features, windows=windows, outcomes_by_partition=outcomes, rules=rules,
             store=store, now=now,
             metadata=lambda written: {
-                "dagster/column_lineage": column_lineage(view),
-                "entities": written.select(view.entity_keys).n_unique() if written.height else 0,
-                "snapshots": written[EVENT_TIMESTAMP].n_unique() if written.height else 0,
+                **_written_metadata(view, written),
                 "source_rows_read": events.height,
                 "computed_until": until[windows[-1].key].isoformat(),
                 "compute_seconds": round(computed - began, 4),
@@ -140,6 +122,55 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         )
 
     return _feature_table
+
+
+def table_description(view: FeatureView) -> str:
+    """What the UI shows for the view's table: the view, its entity, TTL, cadence and every feature."""
+    feature_list = "\n".join(
+        f"- `{f.name}` ({f.dtype}): {f.aggregation.value} over {f.window}, nulls: {f.null_policy.value}. "
+        f"{f.description}"
+        for f in view.features
+    )
+    return (
+        f"{view.description}\n\nEntity `{view.entity.name}` keyed by {list(view.entity_keys)}; "
+        f"TTL {view.ttl}; {view.partitioning.value} partitions, a snapshot every "
+        f"{view.cadence.value}; lifecycle {view.lifecycle.value}.\n\n{feature_list}"
+    )
+
+
+def _definition_metadata(view: FeatureView) -> dict[str, object]:
+    """The asset definition's metadata: how the IO manager cuts partitions, and the view's shape."""
+    return {
+        TIME_COLUMN_KEY: EVENT_TIMESTAMP,
+        CLOSED_KEY: "right",
+        "entity_keys": list(view.entity_keys),
+        "ttl_seconds": int(view.ttl.total_seconds()),
+        "features": list(view.feature_names),
+    }
+
+
+def _written_metadata(view: FeatureView, written: pl.DataFrame) -> dict[str, object]:
+    """What one written partition holds: its column lineage, entities and snapshots."""
+    return {
+        "dagster/column_lineage": column_lineage(view),
+        "entities": written.select(view.entity_keys).n_unique() if written.height else 0,
+        "snapshots": written[EVENT_TIMESTAMP].n_unique() if written.height else 0,
+    }
+
+
+def _computed_until(view: FeatureView, windows: list[PartitionWindow], now: datetime) -> dict[str, datetime]:
+    """Per partition, the last snapshot computed: an open partition (today) gets the snapshots that
+    have happened by the run's clock, no more."""
+    last_snapshot = floor_to(now, view.cadence.interval)
+    return {w.key: max(w.start, min(w.end, last_snapshot)) for w in windows}
+
+
+def _upstream_needs(
+    view: FeatureView, windows: list[PartitionWindow], until: dict[str, datetime]
+) -> dict[str, tuple[datetime, datetime]]:
+    """Per partition, the span of source events its snapshots read: [first t - W - lateness, until)."""
+    lead = view.cadence.interval - view.max_window - view.source.max_lateness
+    return {w.key: (w.start + lead, until[w.key]) for w in windows}
 
 
 def _source_rows(

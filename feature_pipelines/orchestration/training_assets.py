@@ -23,7 +23,7 @@ from dagster import (
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.references import resolve_references
-from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.features.spec import FeatureView, Partitioning
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.orchestration.clock import run_clock
@@ -124,39 +124,19 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
     """Labels joined point-in-time to the declared features; versions read recorded for rebuilds."""
     views = [FEATURE_VIEWS[name] for name in spec.view_names]
     days = partitions_for(Partitioning.DAILY, settings)
-    labels_mapping = TimeWindowPartitionMapping()
-    # A row predicted at p reads each view's snapshots in [p - ttl, p]; p lies up to the lead time
-    # before its day.
-    view_mappings = {
-        view.name: TimeWindowPartitionMapping(
-            start_offset=-math.ceil(spec.feature_reach(view) / view.partitioning.interval), allow_nonexistent_upstream_partitions=True)
-        for view in views
-    }
+    view_mappings = {view.name: _view_mapping(spec, view) for view in views}
     target = WriteTarget(spec.name, "scheduled_departure_at", "left")
 
     @asset(
         name=spec.name,
-        description=f"{spec.description}\n\nFeatures: {', '.join(spec.features)}. Every row's features are "
-        f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL); the Delta version "
-        "of every feature table read is in the metadata (`feature_table_versions`) so the set can be "
-        "rebuilt byte for byte. A day whose labels or feature partitions are missing or held back is refused, "
-        "and only that day.",
+        description=_training_set_description(spec),
         group_name="training",
         partitions_def=days,
         ins={"labels": AssetIn(key=AssetKey(LABELS_TABLE), metadata={PER_PARTITION_READINESS: True})},
         deps=[AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views],
         backfill_policy=BackfillPolicy.single_run(),
         metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
-        check_specs=[
-            AssetCheckSpec(
-                LEAKAGE_CHECK,
-                asset=spec.name,
-                blocking=True,
-                description="No feature stamped after its row's prediction time, and a sample of "
-                "values recomputed from raw events known before their stamp matches.",
-            ),
-            *gate_check_specs(spec.name, READINESS_RULES),
-        ],
+        check_specs=[_leakage_check_spec(spec), *gate_check_specs(spec.name, READINESS_RULES)],
         output_required=False,
         io_manager_key="delta_io_manager",
         kinds={"polars", "delta"},
@@ -166,18 +146,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         now = run_clock(context)
         store = lake.store()
         windows = [partition_window(days, key) for key in context.partition_keys]
-        gaps: dict[str, list[UpstreamGap | None]] = {w.key: [] for w in windows}
-        label_gaps = upstream_gaps(context, upstream=LABELS_TABLE, mapping=labels_mapping, partitions_def=days,
-                                   upstream_partitions_def=days, needed={w.key: (w.start, w.end) for w in windows}, store=store)
-        for view in views:
-            view_gaps = upstream_gaps(
-                context, upstream=view.name, mapping=view_mappings[view.name], partitions_def=days,
-                upstream_partitions_def=view_partitions(view, settings),
-                needed={w.key: (w.start - spec.feature_reach(view), w.end) for w in windows}, store=store)
-            for key, gap in view_gaps.items():
-                gaps[key].append(gap)
-        for key, gap in label_gaps.items():
-            gaps[key].append(gap)
+        gaps = _training_gaps(context, spec, windows, view_mappings, settings, store)
         ready = [w for w in windows if not any(gaps[w.key])]
         rows = labels.filter(pl.any_horizontal([
             TimeSlice("scheduled_departure_at", w.start, w.end).polars_filter() for w in ready] or [pl.lit(False)]))
@@ -192,18 +161,11 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         )
         frame = built.frame
         report = _audit(frame, spec, store)
-        yield AssetCheckResult(
-            check_name=LEAKAGE_CHECK,
-            passed=report.passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=f"table {spec.name!r} partitions {context.partition_key_range.start}.."
-            f"{context.partition_key_range.end}: {report.message()}",
-            metadata={"violations": report.violations, "examples": MetadataValue.json(json.loads(json.dumps(report.examples, default=str)))},
-        )
+        yield _leakage_result(spec, context, report)
         if not report.passed:
             return  # write-audit-publish: a leaky set is never written
-        feature_names = spec.feature_names
-        null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0 for name in feature_names}
+        null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0
+                      for name in spec.feature_names}
         yield from _gated(context, target, frame, windows, gaps, store, now, {
             "feature_table_versions": MetadataValue.json(built.versions),
             "features": MetadataValue.json(list(spec.features)),
@@ -213,3 +175,66 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         })
 
     return _training_set
+
+
+def _view_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartitionMapping:
+    """The view's partitions a training day reads: a row predicted at p reads the view's snapshots
+    in [p - ttl, p], and p lies up to the lead time before its day."""
+    reach = math.ceil(spec.feature_reach(view) / view.partitioning.interval)
+    return TimeWindowPartitionMapping(start_offset=-reach, allow_nonexistent_upstream_partitions=True)
+
+
+def _training_set_description(spec: TrainingSetSpec) -> str:
+    return (
+        f"{spec.description}\n\nFeatures: {', '.join(spec.features)}. Every row's features are "
+        f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL); the Delta version "
+        "of every feature table read is in the metadata (`feature_table_versions`) so the set can be "
+        "rebuilt byte for byte. A day whose labels or feature partitions are missing or held back is refused, "
+        "and only that day."
+    )
+
+
+def _leakage_check_spec(spec: TrainingSetSpec) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        LEAKAGE_CHECK,
+        asset=spec.name,
+        blocking=True,
+        description="No feature stamped after its row's prediction time, and a sample of "
+        "values recomputed from raw events known before their stamp matches.",
+    )
+
+
+def _leakage_result(spec: TrainingSetSpec, context: AssetExecutionContext, report: LeakageReport) -> AssetCheckResult:
+    """The leakage audit's verdict over the run's partition range."""
+    return AssetCheckResult(
+        check_name=LEAKAGE_CHECK,
+        passed=report.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"table {spec.name!r} partitions {context.partition_key_range.start}.."
+        f"{context.partition_key_range.end}: {report.message()}",
+        metadata={"violations": report.violations,
+                  "examples": MetadataValue.json(json.loads(json.dumps(report.examples, default=str)))},
+    )
+
+
+def _training_gaps(
+    context: AssetExecutionContext, spec: TrainingSetSpec, windows: list[PartitionWindow],
+    view_mappings: Mapping[str, TimeWindowPartitionMapping], settings: Settings, store: DeltaStore,
+) -> dict[str, list[UpstreamGap | None]]:
+    """Per training day, what it reads that is missing or held back: each view's partitions within
+    the day's feature reach, then the day's labels."""
+    days = partitions_for(Partitioning.DAILY, settings)
+    gaps: dict[str, list[UpstreamGap | None]] = {w.key: [] for w in windows}
+    for name, mapping in view_mappings.items():
+        view = FEATURE_VIEWS[name]
+        view_gaps = upstream_gaps(
+            context, upstream=name, mapping=mapping, partitions_def=days,
+            upstream_partitions_def=view_partitions(view, settings),
+            needed={w.key: (w.start - spec.feature_reach(view), w.end) for w in windows}, store=store)
+        for key, gap in view_gaps.items():
+            gaps[key].append(gap)
+    label_gaps = upstream_gaps(context, upstream=LABELS_TABLE, mapping=TimeWindowPartitionMapping(), partitions_def=days,
+                               upstream_partitions_def=days, needed={w.key: (w.start, w.end) for w in windows}, store=store)
+    for key, gap in label_gaps.items():
+        gaps[key].append(gap)
+    return gaps
