@@ -35,6 +35,7 @@ from feature_pipelines.online.encoding import FORMAT_VERSION_BYTES, TIMESTAMP_FI
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import encode_snapshot, publish
 from feature_pipelines.online.read import read_online
+from feature_pipelines.online.table import OnlineTable
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "online.json"
 PREFIX = "fp:bench"
@@ -100,8 +101,8 @@ def bench_publish(client: redis.Redis) -> dict[str, Any]:
     frame = snapshot_frame(PUBLISH_ENTITIES, schema, event_time, SEED)
     view = "route_delay_stats"
     # The raw baseline gets the same bytes, already encoded, which favours it.
-    snapshot = encode_snapshot(frame, prefix=PREFIX, view=view, entity_keys=ENTITY_KEYS,
-                               schema=schema, ttl=TTL)
+    table = OnlineTable(name=view, entity_keys=tuple(ENTITY_KEYS), schema=schema, ttl=TTL, prefix=PREFIX)
+    snapshot = encode_snapshot(frame, table)
     mappings = [
         {VERSION_FIELD: FORMAT_VERSION_BYTES, TIMESTAMP_FIELD: ts,
          **{name: column[i] for name, column in zip(snapshot.feature_names, snapshot.columns)}}
@@ -122,8 +123,7 @@ def bench_publish(client: redis.Redis) -> dict[str, Any]:
     def ours() -> float:
         _flush(client)
         start = time.perf_counter()
-        result = publish(client, prefix=PREFIX, view=view, entity_keys=ENTITY_KEYS,
-                         schema=schema, ttl=TTL, frame=frame)
+        result = publish(client, table, frame)
         elapsed = time.perf_counter() - start
         assert result.written == PUBLISH_ENTITIES, result
         return elapsed
@@ -191,12 +191,11 @@ def bench_reads(client: redis.Redis) -> dict[str, Any]:
     event_time = datetime.now(timezone.utc).replace(microsecond=0)
     now = event_time + timedelta(hours=1)
     frame = snapshot_frame(READ_ENTITIES, schema, event_time, SEED + 1)
-    publish(client, prefix=PREFIX, view=view, entity_keys=ENTITY_KEYS, schema=schema, ttl=TTL,
-            frame=frame)
-    snapshot = encode_snapshot(frame, prefix=PREFIX, view=view, entity_keys=ENTITY_KEYS,
-                               schema=schema, ttl=TTL)
+    table = OnlineTable(name=view, entity_keys=tuple(ENTITY_KEYS), schema=schema, ttl=TTL, prefix=PREFIX)
+    publish(client, table, frame)
+    snapshot = encode_snapshot(frame, table)
     rng = np.random.default_rng(SEED + 2)
-    common = dict(prefix=PREFIX, view=view, entity_keys=ENTITY_KEYS, schema=schema, ttl=TTL, now=now)
+    common = dict(table=table, now=now)
     keys_frame = frame.select(ENTITY_KEYS)
 
     # Single entity, 10 features.

@@ -35,6 +35,7 @@ import polars as pl
 from benchmarks.bench_server import PREFIX, VIEW, _load, _routes, _start_server, _stop_server, publish_table
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
+from feature_pipelines.online.table import OnlineTable
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "serve_during_publish.json"
 MAX_GENERATIONS = 100_000  # a hard bound on the publisher, whatever the duration
@@ -64,6 +65,7 @@ def _publish_loop(url: str, entities: int, base_iso: str, ready: Any, stop: Any,
     base = datetime.fromisoformat(base_iso)
     frames = [_generation_frame(entities, g, base) for g in range(2)]  # values alternate; stamps advance
     client = redis.Redis.from_url(url, socket_timeout=10)
+    table = OnlineTable.for_view(VIEW, PREFIX)
     written = generations = 0
     try:
         ready.set()
@@ -73,8 +75,7 @@ def _publish_loop(url: str, entities: int, base_iso: str, ready: Any, stop: Any,
             frame = frames[generations % 2].with_columns(
                 event_timestamp=pl.lit(base + timedelta(milliseconds=generations), dtype=pl.Datetime("us", "UTC"))
             )
-            result = publish(client, prefix=PREFIX, view=VIEW.name, entity_keys=list(VIEW.entity_keys),
-                             schema=VIEW.schema(), ttl=VIEW.ttl, frame=frame)
+            result = publish(client, table, frame)
             written += result.written
         elapsed = time.perf_counter() - began
     finally:

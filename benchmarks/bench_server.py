@@ -50,6 +50,7 @@ from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
 from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.online.table import OnlineTable
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "server.json"
 REPO = Path(__file__).resolve().parent.parent
@@ -99,8 +100,7 @@ def publish_table(server: LocalRedisServer) -> None:
             columns[feature.name] = rng.normal(10, 20, n)
     client = server.client()
     try:
-        publish(client, prefix=PREFIX, view=VIEW.name, entity_keys=list(VIEW.entity_keys),
-                schema=VIEW.schema(), ttl=VIEW.ttl, frame=pl.DataFrame(columns))
+        publish(client, OnlineTable.for_view(VIEW, PREFIX), pl.DataFrame(columns))
     finally:
         client.close()
 

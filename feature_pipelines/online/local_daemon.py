@@ -33,11 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from feature_pipelines.online.local_server import (
-    REDIS_SERVER_BINARY,
-    LocalRedisServerError,
-    _free_loopback_port,
-)
+from feature_pipelines.online.local_server import REDIS_SERVER_BINARY, LocalRedisServerError, _free_loopback_port
 
 logger = logging.getLogger(__name__)
 

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from itertools import chain
 
 import polars as pl
 import redis
 import redis.connection
-from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP
@@ -48,10 +46,11 @@ from feature_pipelines.online.encoding import (
     VERSION_FIELD,
     conform_column,
     encode_column,
-    normalize_schema,
 )
 from feature_pipelines.online.errors import client_password, client_target, safe_cause, unavailable
-from feature_pipelines.online.keys import describe_entity, hash_keys, is_cluster_client, key_slot
+from feature_pipelines.online.keys import describe_entity, is_cluster_client
+from feature_pipelines.online.table import OnlineTable
+from feature_pipelines.online.transport import REFUSED, on_connection, plan_batches, send_routed
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_BATCHES_PER_PIPELINE = 10
@@ -103,10 +102,6 @@ try:  # optional C packer; redis-py uses it too when installed
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - depends on the environment
     _hiredis_pack = None
-
-# Replies meaning "this call ran nothing; send it again (after reloading / re-routing)".
-_NOT_RUN = (NoScriptError, MovedError, AskError, TryAgainError)
-
 
 class OnlinePublishError(ValueError):
     """A frame that cannot be published as one snapshot of the view."""
@@ -160,86 +155,46 @@ class EncodedSnapshot:
         return len(self.keys)
 
 
-def _ttl_us(ttl: timedelta, view: str) -> int:
-    if ttl <= timedelta(0):
-        raise OnlinePublishError(f"feature view {view!r}: ttl must be positive, got {ttl}")
-    return ttl // timedelta(microseconds=1)
-
-
-def encode_snapshot(
-    frame: pl.DataFrame,
-    *,
-    prefix: str,
-    view: str,
-    entity_keys: Sequence[str],
-    schema: Mapping[str, pl.DataType | type[pl.DataType]],
-    ttl: timedelta,
-) -> EncodedSnapshot:
+def encode_snapshot(frame: pl.DataFrame, table: OnlineTable) -> EncodedSnapshot:
     """Validate a snapshot frame and encode it; every error names the view (and key/feature)."""
-    features = normalize_schema(schema, view=view)
-    ttl_us = _ttl_us(ttl, view)
-    needed = [*entity_keys, EVENT_TIMESTAMP, *features]
+    view, entity_keys = table.name, list(table.entity_keys)
+    needed = [*entity_keys, EVENT_TIMESTAMP, *table.features]
     missing = [name for name in needed if name not in frame.columns]
     if missing:
-        raise OnlinePublishError(
-            f"feature view {view!r}: the frame to publish lacks column(s) {missing}"
-        )
+        raise OnlinePublishError(f"feature view {view!r}: the frame to publish lacks column(s) {missing}")
     ts_dtype = frame.schema[EVENT_TIMESTAMP]
     if not isinstance(ts_dtype, pl.Datetime) or ts_dtype.time_zone is None:
         raise OnlinePublishError(
-            f"feature view {view!r}: {EVENT_TIMESTAMP} must be a timezone-aware (UTC) Datetime, "
-            f"got {ts_dtype}"
+            f"feature view {view!r}: {EVENT_TIMESTAMP} must be a timezone-aware (UTC) Datetime, got {ts_dtype}"
         )
     if frame[EVENT_TIMESTAMP].null_count():
         raise OnlinePublishError(f"feature view {view!r}: {EVENT_TIMESTAMP} has nulls")
-    duplicated = frame.select(pl.struct(list(entity_keys)).is_duplicated().arg_true())
+    duplicated = frame.select(pl.struct(entity_keys).is_duplicated().arg_true())
     if duplicated.height:
         row = duplicated.item(0, 0)
         values = [frame[k][row] for k in entity_keys]
-        count = frame.select(pl.struct(list(entity_keys)).is_duplicated().sum()).item()
+        count = frame.select(pl.struct(entity_keys).is_duplicated().sum()).item()
         raise OnlinePublishError(
             f"feature view {view!r}: entity {describe_entity(entity_keys, values)} appears more "
             f"than once ({count} rows share a key with another); publish takes one row per "
             "entity, the latest snapshot"
         )
-    keys = hash_keys(frame, prefix=prefix, view=view, entity_keys=entity_keys)
+    keys = table.keys(frame)
     timestamps = (
-        frame.select(pl.col(EVENT_TIMESTAMP).dt.epoch("us").cast(pl.String).cast(pl.Binary))
-        .to_series()
-        .to_list()
+        frame.select(pl.col(EVENT_TIMESTAMP).dt.epoch("us").cast(pl.String).cast(pl.Binary)).to_series().to_list()
     )
     columns = [
         encode_column(conform_column(frame[name], dtype, view=view, feature=name), dtype)
-        for name, dtype in features.items()
+        for name, dtype in table.features.items()
     ]
     return EncodedSnapshot(
         view=view,
         keys=keys,
         timestamps_us=timestamps,
-        feature_names=tuple(features),
+        feature_names=tuple(table.features),
         columns=columns,
-        ttl_us=ttl_us,
+        ttl_us=table.ttl_us,
     )
-
-
-def plan_batches(
-    keys: Sequence[bytes], batch_size: int, *, by_slot: bool
-) -> list[list[int]]:
-    """Row indices of each script call.
-
-    On a single node any rows can share a call. On Redis Cluster every key of one call must hash
-    to one slot, so rows are grouped by slot first (the hash tag makes that the entity's slot).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not by_slot:
-        return [list(range(start, min(start + batch_size, len(keys))))
-                for start in range(0, len(keys), batch_size)]
-    by: dict[int, list[int]] = {}
-    for index, key in enumerate(keys):
-        by.setdefault(key_slot(key), []).append(index)
-    return [rows[start:start + batch_size]
-            for rows in by.values() for start in range(0, len(rows), batch_size)]
 
 
 def _script_arguments(
@@ -285,7 +240,7 @@ def _pack_evalsha(
 
 
 def _send_pipelined(
-    client: redis.Redis,
+    connection: redis.connection.AbstractConnection,
     snapshot: EncodedSnapshot,
     batches: Sequence[range | list[int]],
     window: int,
@@ -302,60 +257,30 @@ def _send_pipelined(
     result = PublishResult(snapshot.view)
     refused: list[range | list[int]] = []
     in_flight: deque[range | list[int]] = deque()
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    clean = False
 
     def collect() -> None:
         nonlocal result
         rows = in_flight.popleft()
         try:
             reply = connection.read_response()
-        except _NOT_RUN:
+        except REFUSED:
             refused.append(rows)
         else:
             counts = _parse_counts(snapshot.view, reply)
             result = result + counts
             progress.acknowledged += counts.total
 
-    try:
-        for index, rows in enumerate(batches):
-            keys, args = _script_arguments(snapshot, rows)
-            packed = _pack_evalsha(connection, keys, args)
-            # A health-check PING would read a reply meant for an outstanding call.
-            connection.send_packed_command(packed, check_health=index == 0)
-            in_flight.append(rows)
-            if len(in_flight) > window:
-                collect()
-        while in_flight:
+    for index, rows in enumerate(batches):
+        keys, args = _script_arguments(snapshot, rows)
+        packed = _pack_evalsha(connection, keys, args)
+        # A health-check PING would read a reply meant for an outstanding call.
+        connection.send_packed_command(packed, check_health=index == 0)
+        in_flight.append(rows)
+        if len(in_flight) > window:
             collect()
-        clean = True
-    finally:
-        if not clean:
-            # Replies may still be on the wire; this connection must not serve anyone else.
-            connection.disconnect()
-        pool.release(connection)
+    while in_flight:
+        collect()
     return result, refused
-
-
-def _targets(
-    client: redis.Redis, snapshot: EncodedSnapshot, batches: Sequence[range | list[int]]
-) -> list[tuple[redis.Redis, list[range | list[int]]]]:
-    """Which server runs which batches: the one node, or on a cluster each slot's primary.
-
-    redis-py's cluster pipeline refuses EVALSHA, so each node gets its own streamed pipeline
-    of single-slot calls on that node's plain client.
-    """
-    if not is_cluster_client(client):
-        return [(client, list(batches))]
-    by_node: dict[str, tuple[redis.Redis, list[range | list[int]]]] = {}
-    for rows in batches:
-        node = client.get_node_from_key(snapshot.keys[rows[0]])  # type: ignore[attr-defined]
-        if node.name not in by_node:
-            node_client = client.get_redis_connection(node)  # type: ignore[attr-defined]
-            by_node[node.name] = (node_client, [])
-        by_node[node.name][1].append(rows)
-    return list(by_node.values())
 
 
 def send_snapshot(
@@ -371,7 +296,7 @@ def send_snapshot(
     failed over, SCRIPT FLUSH), it is loaded again and only the calls that were refused are
     re-sent: a refused EVALSHA ran nothing, so nothing is applied twice (and applying twice
     would be harmless anyway, an equal timestamp rewrites the same values). On a cluster, calls
-    refused with MOVED/ASK are re-planned after a topology refresh.
+    refused with MOVED/ASK are re-planned after a topology refresh (`transport.send_routed`).
 
     A connection error is not retried here: it becomes an `OnlineStoreUnavailableError`
     naming the view, the (redacted) target and how many entities were acknowledged, and the
@@ -381,14 +306,29 @@ def send_snapshot(
     # Defaults are looked up per call, so a test can shrink them to make one publish span many
     # round trips (and be cut between them).
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    batches_per_pipeline = DEFAULT_BATCHES_PER_PIPELINE if batches_per_pipeline is None else batches_per_pipeline
+    window = max(1, DEFAULT_BATCHES_PER_PIPELINE if batches_per_pipeline is None else batches_per_pipeline)
     if not len(snapshot):
         return PublishResult(snapshot.view)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    planned = plan_batches(snapshot.keys, batch_size, by_slot=is_cluster_client(client))
     progress = _Progress()
+    result = PublishResult(snapshot.view)
+
+    def send(node: redis.Redis, batches: list[range | list[int]]) -> list[range | list[int]]:
+        nonlocal result
+        sha = node.script_load(PUBLISH_LUA)
+        if sha not in (PUBLISH_SHA, PUBLISH_SHA.encode()):
+            raise redis.RedisError(f"SCRIPT LOAD returned sha {sha!r}, expected {PUBLISH_SHA}")
+        partial, refused = on_connection(
+            node, lambda connection: _send_pipelined(connection, snapshot, batches, window, progress)
+        )
+        result = result + partial
+        return refused
+
     try:
-        return _send_all(client, snapshot, batch_size, batches_per_pipeline, progress)
+        send_routed(
+            client, planned, key_of=lambda rows: snapshot.keys[rows[0]], send=send,
+            what=f"feature view {snapshot.view!r}: publish",
+        )
     except (redis.ConnectionError, redis.TimeoutError) as error:
         password = client_password(client)
         raise unavailable(
@@ -400,46 +340,7 @@ def send_snapshot(
             "before that; every entity is either fully old or fully new, and re-running the "
             "publish completes it",
         ) from safe_cause(error, password)
-
-
-def _send_all(
-    client: redis.Redis,
-    snapshot: EncodedSnapshot,
-    batch_size: int,
-    batches_per_pipeline: int,
-    progress: _Progress,
-) -> PublishResult:
-    """`send_snapshot` without the error translation: load the script, stream, re-send refusals."""
-    result = PublishResult(snapshot.view)
-    cluster = is_cluster_client(client)
-    pending: list[range | list[int]]
-    if cluster:
-        pending = list(plan_batches(snapshot.keys, batch_size, by_slot=True))
-    else:
-        pending = [range(s, min(s + batch_size, len(snapshot)))
-                   for s in range(0, len(snapshot), batch_size)]
-    for _attempt in range(3):
-        refused: list[range | list[int]] = []
-        for target, batches in _targets(client, snapshot, pending):
-            sha = target.script_load(PUBLISH_LUA)
-            if sha not in (PUBLISH_SHA, PUBLISH_SHA.encode()):
-                raise redis.RedisError(
-                    f"SCRIPT LOAD returned sha {sha!r}, expected {PUBLISH_SHA}"
-                )
-            partial, not_run = _send_pipelined(
-                target, snapshot, batches, max(1, batches_per_pipeline), progress
-            )
-            result = result + partial
-            refused.extend(not_run)
-        if not refused:
-            return result
-        if cluster:
-            client.nodes_manager.initialize()  # type: ignore[attr-defined]
-        pending = refused
-    raise redis.RedisError(
-        f"feature view {snapshot.view!r}: {len(pending)} publish calls were still refused "
-        "(NOSCRIPT/MOVED) after 3 attempts"
-    )
+    return result
 
 
 def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame:
@@ -455,27 +356,19 @@ def latest_per_entity(view: FeatureView, features: pl.DataFrame) -> pl.DataFrame
 
 def publish(
     client: redis.Redis,
-    *,
-    prefix: str,
-    view: str,
-    entity_keys: Sequence[str],
-    schema: Mapping[str, pl.DataType | type[pl.DataType]],
-    ttl: timedelta,
+    table: OnlineTable,
     frame: pl.DataFrame,
+    *,
     batch_size: int | None = None,
     batches_per_pipeline: int | None = None,
 ) -> PublishResult:
     """Publish one snapshot (one row per entity) of a feature view; see the module docstring.
 
-    Columns other than the entity keys, `event_timestamp` and the schema's features are ignored.
+    Columns other than the entity keys, `event_timestamp` and the table's features are ignored.
     Returns how many entities were written, skipped as older than what Redis holds, and skipped
     because their TTL had already run out. `batch_size` and `batches_per_pipeline` default to
     `DEFAULT_BATCH_SIZE` and `DEFAULT_BATCHES_PER_PIPELINE`. Raises `OnlineStoreUnavailableError`
     (a `redis.ConnectionError`) when Redis cannot be reached or goes away mid-way.
     """
-    snapshot = encode_snapshot(
-        frame, prefix=prefix, view=view, entity_keys=entity_keys, schema=schema, ttl=ttl
-    )
-    return send_snapshot(
-        client, snapshot, batch_size=batch_size, batches_per_pipeline=batches_per_pipeline
-    )
+    snapshot = encode_snapshot(frame, table)
+    return send_snapshot(client, snapshot, batch_size=batch_size, batches_per_pipeline=batches_per_pipeline)

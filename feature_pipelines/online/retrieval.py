@@ -30,49 +30,50 @@ from datetime import datetime
 import polars as pl
 import redis
 
-from feature_pipelines.features.on_demand import (
-    OnDemandFeature,
-    apply_on_demand,
-    required_references,
-)
+from feature_pipelines.features.on_demand import OnDemandFeature, apply_on_demand, required_references
 from feature_pipelines.features.references import ViewRequest, resolve_references
 from feature_pipelines.features.spec import FeatureView
-from feature_pipelines.online.read import OnlineReadError, metadata_columns, read_online
+from feature_pipelines.online.read import OnlineReadError, read_online
+from feature_pipelines.online.table import OnlineTable, metadata_columns
 from feature_pipelines.timeutil import require_utc
 
 __all__ = ["OnlineReadError", "get_online_features", "metadata_columns"]
 
 
+def _check_entity_columns(request: ViewRequest, entity_columns: set[str]) -> None:
+    """Refuse entity rows that lack the view's keys or already hold one of its requested features."""
+    view = request.view
+    clash = [name for name in request.features if name in entity_columns]
+    if clash:
+        raise OnlineReadError(
+            f"feature column(s) {clash} of view {view.name!r} collide with columns of the entity rows; "
+            "rename or drop them"
+        )
+    keys = list(view.entity_keys)
+    missing = [key for key in keys if key not in entity_columns]
+    if missing:
+        raise OnlineReadError(f"entity rows: view {view.name!r} joins on {keys} but {missing} is missing")
+
+
 def _read_view(
     client: redis.Redis,
-    prefix: str,
-    request: ViewRequest,
+    table: OnlineTable,
+    features: list[str],
     entity_rows: pl.DataFrame,
-    entity_columns: set[str],
     now: datetime,
     include_metadata: bool,
 ) -> list[pl.Series]:
     """The view's requested feature columns (then its metadata columns), one value per row."""
-    view = request.view
-    keys = list(view.entity_keys)
-    missing = [key for key in keys if key not in entity_columns]
-    if missing:
-        raise OnlineReadError(
-            f"entity rows: view {view.name!r} joins on {keys} but {missing} is missing"
-        )
-    args = dict(
-        prefix=prefix, view=view.name, entity_keys=keys, schema=view.schema(), ttl=view.ttl,
-        features=list(request.features), now=now, include_metadata=include_metadata,
-    )
-    names = list(request.features) + (list(metadata_columns(view.name)) if include_metadata else [])
+    keys = list(table.entity_keys)
+    names = features + (list(table.metadata_columns) if include_metadata else [])
     if sum(entity_rows.get_column(key).null_count() for key in keys) == 0:
         # read_online reads only the key columns; passing the frame as is spares a select.
-        read = read_online(client, entity_rows=entity_rows, **args)  # type: ignore[arg-type]
+        read = read_online(client, table, entity_rows, features, now, include_metadata=include_metadata)
         return [read.get_column(name) for name in names]
     # A null key can never match (as in the point-in-time join): read the other rows only.
     indexed = entity_rows.select(keys).with_row_index("__row")
     usable = indexed.filter(pl.all_horizontal(pl.col(keys).is_not_null()))
-    read = read_online(client, entity_rows=usable.select(keys), **args)  # type: ignore[arg-type]
+    read = read_online(client, table, usable.select(keys), features, now, include_metadata=include_metadata)
     rows = usable.get_column("__row")
     out = []
     for name in names:
@@ -118,13 +119,9 @@ def get_online_features(
     columns: dict[str, pl.Series] = {}
     metadata: list[pl.Series] = []
     for request in to_read:
-        clash = [name for name in request.features if name in entity_columns]
-        if clash:
-            raise OnlineReadError(
-                f"feature column(s) {clash} of view {request.view.name!r} collide with columns of "
-                "the entity rows; rename or drop them"
-            )
-        read = _read_view(client, prefix, request, entity_rows, entity_columns, now, include_metadata)
+        _check_entity_columns(request, entity_columns)
+        table = OnlineTable.for_view(request.view, prefix)
+        read = _read_view(client, table, list(request.features), entity_rows, now, include_metadata)
         for series in read[: len(request.features)]:
             columns[series.name] = series
         metadata.extend(read[len(request.features):])

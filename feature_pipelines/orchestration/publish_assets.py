@@ -27,6 +27,7 @@ from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.orchestration.partitions import view_partitions
 from feature_pipelines.quality.parity import ParityReport, compare
 from feature_pipelines.resources import LakeResource
@@ -90,15 +91,7 @@ def build_publish_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
     )
     def _publish(context: AssetExecutionContext, features: pl.DataFrame, redis: RedisResource, lake: LakeResource):
         latest = latest_per_entity(view, features)
-        result = publish(
-            redis.client(),
-            prefix=redis.key_prefix,
-            view=view.name,
-            entity_keys=list(view.entity_keys),
-            schema=view.schema(),
-            ttl=view.ttl,
-            frame=latest,
-        )
+        result = publish(redis.client(), OnlineTable.for_view(view, redis.key_prefix), latest)
         context.log.info(
             f"{view.name}: {result.written} written, {result.skipped_as_older} kept newer values, "
             f"{result.skipped_as_expired} already past TTL ({redis.describe()})"

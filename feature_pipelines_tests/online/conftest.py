@@ -21,6 +21,7 @@ from feature_pipelines.definitions import build_definitions
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_server import LocalRedisServer
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.runs import materialize_range, partition_keys_between
 from feature_pipelines.orchestration.schedules import RAW_HOURLY_JOB
@@ -56,9 +57,7 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 FEATURES = list(SCHEMA)
 TTL = timedelta(days=2)
-VIEW_ARGS: dict[str, Any] = dict(
-    prefix=PREFIX, view=VIEW, entity_keys=ENTITY_KEYS, schema=SCHEMA, ttl=TTL
-)
+TABLE = OnlineTable(name=VIEW, entity_keys=tuple(ENTITY_KEYS), schema=SCHEMA, ttl=TTL, prefix=PREFIX)
 
 
 def now_utc() -> datetime:

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 
 import pytest
 from redis.cluster import RedisCluster
@@ -22,8 +23,9 @@ from feature_pipelines_tests.online.conftest import (
     ENTITY_KEYS,
     FEATURES,
     PREFIX,
+    TABLE,
+    TTL,
     VIEW,
-    VIEW_ARGS,
     assert_frames_identical,
     now_utc,
     snapshot,
@@ -78,15 +80,15 @@ def test_publish_and_read_on_a_cluster(cluster: RedisCluster, monkeypatch: pytes
     cluster.flushall()
     event_time = now_utc()
     frame = snapshot(3_000, event_time)
-    assert publish(cluster, frame=frame, batch_size=500, **VIEW_ARGS) == PublishResult(VIEW, written=3_000)
+    assert publish(cluster, frame=frame, batch_size=500, table=TABLE) == PublishResult(VIEW, written=3_000)
     sizes = [cluster.get_redis_connection(node).dbsize() for node in cluster.get_primaries()]
     assert sum(sizes) == 3_000 and len(sizes) == 3 and min(sizes) > 0  # really spread over nodes
     older = snapshot(3_000, event_time.replace(year=event_time.year - 1))
-    assert publish(cluster, frame=older, **{**VIEW_ARGS, "ttl": VIEW_ARGS["ttl"] * 1000}).skipped_as_older == 3_000
+    assert publish(cluster, frame=older, table=replace(TABLE, ttl=TTL * 1000)).skipped_as_older == 3_000
     request = frame.select(ENTITY_KEYS).reverse()
     for threshold in (read_module.SMALL_REQUEST_ROWS, 0):
         monkeypatch.setattr(read_module, "SMALL_REQUEST_ROWS", threshold)
-        got = read_online(cluster, entity_rows=request, features=FEATURES, now=event_time, **VIEW_ARGS)
+        got = read_online(cluster, entity_rows=request, features=FEATURES, now=event_time, table=TABLE)
         assert_frames_identical(got, frame.reverse().drop("event_timestamp"))
 
 

@@ -27,7 +27,7 @@ from feature_pipelines.online.keys import hash_keys
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import PublishResult, publish
 from feature_pipelines.online.resource import RedisResource
-from feature_pipelines_tests.online.conftest import ENTITY_KEYS, PREFIX, SCHEMA, VIEW, VIEW_ARGS, now_utc, snapshot
+from feature_pipelines_tests.online.conftest import ENTITY_KEYS, PREFIX, SCHEMA, TABLE, VIEW, now_utc, snapshot
 
 ENTITIES = 20_000
 BATCH = 50
@@ -67,7 +67,7 @@ def _publish_in_background(client: redis.Redis, frame: pl.DataFrame) -> tuple[th
 
     def run() -> None:
         try:
-            publish(client, frame=frame, batch_size=BATCH, batches_per_pipeline=4, **VIEW_ARGS)
+            publish(client, frame=frame, batch_size=BATCH, batches_per_pipeline=4, table=TABLE)
         except BaseException as error:  # noqa: BLE001 - handed to the test thread to inspect
             errors.append(error)
 
@@ -95,7 +95,7 @@ def _interrupted_publish_then_rerun(
     keys = hash_keys(new_frame, prefix=PREFIX, view=VIEW, entity_keys=ENTITY_KEYS)
     old, new = _expected_fields(old_frame), _expected_fields(new_frame)
 
-    assert publish(client, frame=old_frame, **VIEW_ARGS).written == ENTITIES
+    assert publish(client, frame=old_frame, table=TABLE).written == ENTITIES
     client.config_resetstat()
     thread, errors = _publish_in_background(client, new_frame)
     _wait_for_script_calls(client, 20)
@@ -109,7 +109,7 @@ def _interrupted_publish_then_rerun(
     assert n_old + n_new == ENTITIES
     assert n_new >= 20 * BATCH - BATCH and n_old > 0, (n_old, n_new)  # really cut half-way
 
-    rerun = publish(reader, frame=new_frame, **VIEW_ARGS)
+    rerun = publish(reader, frame=new_frame, table=TABLE)
     assert rerun == PublishResult(VIEW, written=ENTITIES)  # equal timestamps rewrite: idempotent
     assert _classify(reader, keys, old, new) == (0, ENTITIES)
 
@@ -153,8 +153,8 @@ def test_frozen_server_times_out_instead_of_hanging(monkeypatch: pytest.MonkeyPa
                 rf"feature view '{VIEW}': publishing 100 entities against redis://127.0.0.1:{server.port}/0 "
                 r"failed: the server did not answer within the socket timeout"
             )):
-                publish(client, frame=snapshot(100, now_utc()), **VIEW_ARGS)
+                publish(client, frame=snapshot(100, now_utc()), table=TABLE)
         finally:
             os.kill(server.pid, signal.SIGCONT)
-        assert publish(client, frame=snapshot(100, now_utc()), **VIEW_ARGS).written == 100  # and recovers
+        assert publish(client, frame=snapshot(100, now_utc()), table=TABLE).written == 100  # and recovers
         client.close()

@@ -7,14 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feature_pipelines.online.keys import (
-    OnlineKeyError,
-    entity_part,
-    hash_key,
-    hash_keys,
-    hash_keys_for_rows,
-    key_slot,
-)
+from feature_pipelines.online.keys import OnlineKeyError, entity_part, hash_key, hash_keys, hash_keys_for_rows, key_slot
 
 TRICKY = st.text(alphabet=st.sampled_from(list("ab|%{}:7C\x00é ")), max_size=6)
 

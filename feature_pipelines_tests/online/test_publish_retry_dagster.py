@@ -29,14 +29,7 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 import redis
-from dagster import (
-    DagsterEvent,
-    DagsterEventType,
-    Definitions,
-    ExecuteInProcessResult,
-    RetryPolicy,
-    serialize_value,
-)
+from dagster import DagsterEvent, DagsterEventType, Definitions, ExecuteInProcessResult, RetryPolicy, serialize_value
 
 from feature_pipelines.definitions import build_definitions
 from feature_pipelines.features.catalog import FEATURE_VIEWS
@@ -44,8 +37,8 @@ from feature_pipelines.online import publish as publish_module
 from feature_pipelines.online.encoding import FORMAT_VERSION_BYTES, encode_column
 from feature_pipelines.online.keys import hash_keys
 from feature_pipelines.online.local_server import LocalRedisServer
-from feature_pipelines.orchestration import publish_assets
 from feature_pipelines.online.publish import latest_per_entity
+from feature_pipelines.orchestration import publish_assets
 from feature_pipelines.orchestration.runs import RangeRun, materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB
 from feature_pipelines_tests.conftest import step_failure_text
@@ -236,7 +229,7 @@ def test_redis_restarting_mid_publish_is_retried_to_a_complete_untorn_state(
     retries = step_events(result, DagsterEventType.STEP_UP_FOR_RETRY)
     assert len(retries) >= 1 and len(step_events(result, DagsterEventType.STEP_RESTARTED)) == len(retries)
     first_error = retries[0].event_specific_data.error.to_string()
-    assert f"feature view 'aircraft_utilisation': publishing" in first_error
+    assert "feature view 'aircraft_utilisation': publishing" in first_error
     assert f"against redis://127.0.0.1:{port}/0 failed" in first_error
     assert "entities were acknowledged before that" in first_error
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
@@ -16,14 +17,15 @@ from feature_pipelines.online.keys import hash_key
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
 from feature_pipelines.online.read import OnlineReadError, read_online
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines_tests.online.conftest import (
     ENTITY_KEYS,
     FEATURES,
     PREFIX,
     SCHEMA,
+    TABLE,
     TTL,
     VIEW,
-    VIEW_ARGS,
     assert_frames_identical,
     now_utc,
     snapshot,
@@ -47,10 +49,10 @@ def _request(*pairs: tuple[str, str]) -> pl.DataFrame:
 def test_request_order_duplicates_and_unknown_entities(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
     frame = snapshot(30, event_time)
-    publish(redis_client, frame=frame, **VIEW_ARGS)
+    publish(redis_client, frame=frame, table=TABLE)
     request = _request(("O5", "D5"), ("ZZZ", "D1"), ("O2", "D2"), ("O5", "D5"), ("O1", "nope"))
     got = read_online(redis_client, entity_rows=request, features=["route_top_carrier_24h", "route_flights_24h"],
-                      now=event_time, **VIEW_ARGS)
+                      now=event_time, table=TABLE)
     by_key = {(r["origin"], r["dest"]): r for r in frame.iter_rows(named=True)}
     expected = pl.DataFrame(
         {
@@ -69,78 +71,78 @@ def test_request_order_duplicates_and_unknown_entities(redis_client: redis.Redis
 def test_all_nulls_and_empty_strings_survive(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
     frame = snapshot(40, event_time)
-    publish(redis_client, frame=frame, **VIEW_ARGS)
+    publish(redis_client, frame=frame, table=TABLE)
     got = read_online(redis_client, entity_rows=frame.select(ENTITY_KEYS), features=FEATURES,
-                      now=event_time, **VIEW_ARGS)
+                      now=event_time, table=TABLE)
     assert_frames_identical(got, frame.drop("event_timestamp"))
     assert "" in got["route_top_carrier_24h"].to_list() and None in got["route_top_carrier_24h"].to_list()
 
 
 def test_ttl_boundary_and_metadata(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc().replace(microsecond=0)
-    publish(redis_client, frame=snapshot(2, event_time), **VIEW_ARGS)
+    publish(redis_client, frame=snapshot(2, event_time), table=TABLE)
     request = _request(("O0", "D0"), ("O1", "D1"), ("none", "none"))
     at_edge = read_online(redis_client, entity_rows=request, features=["route_flights_24h"],
-                          now=event_time + TTL, include_metadata=True, **VIEW_ARGS)
+                          now=event_time + TTL, include_metadata=True, table=TABLE)
     assert at_edge["route_flights_24h"].to_list() == [0, 1, None]  # valid through ts + ttl inclusive
     assert at_edge[EXPIRED].to_list() == [False, False, None]
     past = read_online(redis_client, entity_rows=request, features=["route_flights_24h"],
-                       now=event_time + TTL + timedelta(microseconds=1), include_metadata=True, **VIEW_ARGS)
+                       now=event_time + TTL + timedelta(microseconds=1), include_metadata=True, table=TABLE)
     assert past["route_flights_24h"].to_list() == [None, None, None]
     assert past[EXPIRED].to_list() == [True, True, None]
     assert past[TS].to_list() == [event_time, event_time, None]
     assert past.schema[TS] == pl.Datetime("us", "UTC") and past.schema[EXPIRED] == pl.Boolean
     plain = read_online(redis_client, entity_rows=request, features=["route_flights_24h"],
-                        now=event_time + TTL + timedelta(microseconds=1), **VIEW_ARGS)
+                        now=event_time + TTL + timedelta(microseconds=1), table=TABLE)
     assert plain.columns == ["origin", "dest", "route_flights_24h"]
 
 
 def test_unknown_feature_is_an_error_naming_view_and_feature(redis_client: redis.Redis) -> None:
     with pytest.raises(OnlineReadError, match=r"'route_delay_stats' has no feature 'route_nope_24h'"):
         read_online(redis_client, entity_rows=_request(("O0", "D0")), features=["route_nope_24h"],
-                    now=now_utc(), **VIEW_ARGS)
+                    now=now_utc(), table=TABLE)
     with pytest.raises(OnlineReadError, match="requested twice"):
         read_online(redis_client, entity_rows=_request(("O0", "D0")), features=FEATURES[:1] * 2,
-                    now=now_utc(), **VIEW_ARGS)
+                    now=now_utc(), table=TABLE)
     with pytest.raises(OnlineReadError, match=r"lacks entity key column\(s\) \['dest'\]"):
         read_online(redis_client, entity_rows=pl.DataFrame({"origin": ["O0"]}), features=FEATURES,
-                    now=now_utc(), **VIEW_ARGS)
+                    now=now_utc(), table=TABLE)
     with pytest.raises(OnlineReadError, match="timezone-aware"):
         read_online(redis_client, entity_rows=_request(("O0", "D0")), features=FEATURES,
-                    now=datetime(2026, 1, 1), **VIEW_ARGS)
+                    now=datetime(2026, 1, 1), table=TABLE)
 
 
 def test_unknown_encoding_version_is_an_error(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
-    publish(redis_client, frame=snapshot(3, event_time), **VIEW_ARGS)
+    publish(redis_client, frame=snapshot(3, event_time), table=TABLE)
     redis_client.hset(hash_key(PREFIX, VIEW, ("O1", "D1")), "__v", "7")
     with pytest.raises(UnknownEncodingVersionError, match=r"'route_delay_stats'.*origin='O1', dest='D1'.*'7'"):
         read_online(redis_client, entity_rows=_request(("O0", "D0"), ("O1", "D1")), features=FEATURES,
-                    now=event_time, **VIEW_ARGS)
+                    now=event_time, table=TABLE)
 
 
 def test_malformed_value_is_an_error_naming_entity_and_feature(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
-    publish(redis_client, frame=snapshot(3, event_time), **VIEW_ARGS)
+    publish(redis_client, frame=snapshot(3, event_time), table=TABLE)
     redis_client.hset(hash_key(PREFIX, VIEW, ("O2", "D2")), "route_dep_delay_mean_24h", b"abc")
     with pytest.raises(OnlineEncodingError, match=r"'route_delay_stats'.*dest='D2'.*'route_dep_delay_mean_24h'"):
         read_online(redis_client, entity_rows=_request(("O0", "D0"), ("O2", "D2")), features=FEATURES,
-                    now=event_time, **VIEW_ARGS)
+                    now=event_time, table=TABLE)
 
 
 def test_feature_added_after_publish_reads_null(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
-    publish(redis_client, frame=snapshot(2, event_time), **VIEW_ARGS)
+    publish(redis_client, frame=snapshot(2, event_time), table=TABLE)
     schema = {**SCHEMA, "route_new_feature_24h": pl.Float64()}
     got = read_online(redis_client, entity_rows=_request(("O0", "D0")), features=["route_new_feature_24h"],
-                      now=event_time, **{**VIEW_ARGS, "schema": schema})
+                      now=event_time, table=replace(TABLE, schema=schema))
     assert got["route_new_feature_24h"].to_list() == [None]
     assert got.schema["route_new_feature_24h"] == pl.Float64
 
 
 def test_empty_request_gives_an_empty_typed_frame(redis_client: redis.Redis) -> None:
     got = read_online(redis_client, entity_rows=_request(), features=FEATURES, now=now_utc(),
-                      include_metadata=True, **VIEW_ARGS)
+                      include_metadata=True, table=TABLE)
     assert got.height == 0
     assert got.columns == [*ENTITY_KEYS, *FEATURES, TS, EXPIRED]
     assert [got.schema[f] for f in FEATURES] == list(SCHEMA.values())
@@ -151,9 +153,9 @@ def test_works_with_a_decoding_client(redis_server: LocalRedisServer, redis_clie
     event_time = now_utc()
     frame = snapshot(5, event_time)
     text_client = redis_server.client(decode_responses=True)
-    assert publish(text_client, frame=frame, **VIEW_ARGS).written == 5
+    assert publish(text_client, frame=frame, table=TABLE).written == 5
     got = read_online(text_client, entity_rows=frame.select(ENTITY_KEYS), features=FEATURES,
-                      now=event_time, **VIEW_ARGS)
+                      now=event_time, table=TABLE)
     assert_frames_identical(got, frame.drop("event_timestamp"))
     text_client.close()
 
@@ -162,9 +164,9 @@ def test_large_request_crosses_the_pipeline_chunk(redis_client: redis.Redis, mon
     monkeypatch.setattr(read_module, "PIPELINE_CHUNK", 64)
     event_time = now_utc()
     frame = snapshot(1_000, event_time)
-    publish(redis_client, frame=frame, **VIEW_ARGS)
+    publish(redis_client, frame=frame, table=TABLE)
     request = frame.select(ENTITY_KEYS).reverse()
-    got = read_online(redis_client, entity_rows=request, features=FEATURES, now=event_time, **VIEW_ARGS)
+    got = read_online(redis_client, entity_rows=request, features=FEATURES, now=event_time, table=TABLE)
     assert_frames_identical(got, frame.reverse().drop("event_timestamp"))
 
 
@@ -190,14 +192,14 @@ def test_property_publish_then_read_round_trips(redis_client: redis.Redis, rows:
     frame = pl.DataFrame(
         rows, schema={"k": pl.String, **schema}, orient="row"
     ).with_columns(pl.lit(event_time).cast(pl.Datetime("us", "UTC")).alias("event_timestamp"))
-    args = dict(prefix=PREFIX, view="prop", entity_keys=["k"], schema=schema, ttl=TTL)
-    assert publish(redis_client, frame=frame, **args).written == len(rows)
+    table = OnlineTable(name="prop", entity_keys=("k",), schema=schema, ttl=TTL, prefix=PREFIX)
+    assert publish(redis_client, frame=frame, table=table).written == len(rows)
     original = read_module.SMALL_REQUEST_ROWS
     for threshold in (original, 0):  # per-value path, then per-column path
         read_module.SMALL_REQUEST_ROWS = threshold
         try:
             got = read_online(redis_client, entity_rows=frame.select("k"), features=list(schema),
-                              now=event_time, **args)
+                              now=event_time, table=table)
         finally:
             read_module.SMALL_REQUEST_ROWS = original
         assert_frames_identical(got, frame.drop("event_timestamp"))
@@ -206,8 +208,8 @@ def test_property_publish_then_read_round_trips(redis_client: redis.Redis, rows:
 def test_categorical_request_keys_find_string_keyed_entities(redis_client: redis.Redis, path: str) -> None:
     event_time = now_utc()
     frame = snapshot(5, event_time)
-    publish(redis_client, frame=frame, **VIEW_ARGS)
+    publish(redis_client, frame=frame, table=TABLE)
     request = frame.select(pl.col("origin").cast(pl.Categorical), "dest")
-    got = read_online(redis_client, entity_rows=request, features=["route_flights_24h"], now=event_time, **VIEW_ARGS)
+    got = read_online(redis_client, entity_rows=request, features=["route_flights_24h"], now=event_time, table=TABLE)
     assert got["route_flights_24h"].to_list() == frame["route_flights_24h"].to_list()
     assert got.schema["origin"] == pl.Categorical

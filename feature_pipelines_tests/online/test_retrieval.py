@@ -33,6 +33,7 @@ from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.publish import publish
 from feature_pipelines.online.read import OnlineReadError
 from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines_tests.online.conftest import assert_frames_identical
 
 PREFIX = "fp:retrieval"
@@ -86,8 +87,7 @@ def carrier_rows(now: datetime) -> list[dict[str, Any]]:
 def publish_latest(client: redis.Redis, prefix: str, view: FeatureView, table: pl.DataFrame) -> None:
     """Publish each entity's latest snapshot, as the pipeline's publish step does."""
     latest = table.sort("event_timestamp").group_by(list(view.entity_keys), maintain_order=True).last()
-    publish(client, prefix=prefix, view=view.name, entity_keys=list(view.entity_keys),
-            schema=view.schema(), ttl=view.ttl, frame=latest)
+    publish(client, OnlineTable.for_view(view, prefix), latest)
 
 
 def build_stores(

@@ -30,8 +30,9 @@ from feature_pipelines_tests.conftest import step_failure_text
 from feature_pipelines_tests.online.conftest import (
     ENTITY_KEYS,
     FEATURES,
+    PREFIX,
+    TABLE,
     VIEW,
-    VIEW_ARGS,
     ReplayLake,
     assert_frames_identical,
     now_utc,
@@ -95,7 +96,7 @@ def test_server_is_tls_only_and_keeps_the_password_off_its_command_line(tls_serv
 
 
 def test_publish_and_read_round_trip_through_the_resource(tls_env: LocalRedisServer) -> None:
-    resource = RedisResource(key_prefix=VIEW_ARGS["prefix"])
+    resource = RedisResource(key_prefix=PREFIX)
     described = resource.check()
     assert described == (
         f"redis {tls_env.url}, prefix 'fp:test', password from ${PASSWORD_VAR}, CA bundle from ${CA_VAR}"
@@ -105,10 +106,9 @@ def test_publish_and_read_round_trip_through_the_resource(tls_env: LocalRedisSer
         assert client.connection_pool.connection_class is redis.SSLConnection
         now = now_utc()
         frame = snapshot(500, now, generation=3)
-        assert publish(client, frame=frame, batch_size=64, **VIEW_ARGS) == PublishResult(VIEW, written=500)
+        assert publish(client, frame=frame, batch_size=64, table=TABLE) == PublishResult(VIEW, written=500)
         read = read_online(
-            client, entity_rows=frame.select(ENTITY_KEYS), features=FEATURES, now=now,
-            **{k: v for k, v in VIEW_ARGS.items()},
+            client, TABLE, entity_rows=frame.select(ENTITY_KEYS), features=FEATURES, now=now,
         )
         assert_frames_identical(read, frame.select(*ENTITY_KEYS, *FEATURES))
         assert read["route_top_carrier_24h"].null_count() > 0  # nulls survived the trip too
@@ -135,7 +135,7 @@ def test_wrong_password_names_target_and_fix_never_the_password(
         assert f"redis {target}" in text
     client = resource.client()
     with pytest.raises(OnlineStoreUnavailableError) as publish_error:
-        publish(client, frame=snapshot(10, now_utc()), **VIEW_ARGS)
+        publish(client, frame=snapshot(10, now_utc()), table=TABLE)
     client.close()
     published_text = chain_text(publish_error.value)
     assert f"feature view {VIEW!r}: publishing 10 entities against {target} failed" in published_text
