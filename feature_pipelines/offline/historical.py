@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import polars as pl
 
@@ -14,9 +15,16 @@ from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.point_in_time import PointInTimeJoinError, point_in_time_join
-from feature_pipelines.quality.ledger import QualityLedger
 
 AsOf = Mapping[str, int] | datetime | None
+
+
+class PartitionGuard(Protocol):
+    """What a read asks before it hands partitions on: the quality ledger is one (quality/ depends on
+    offline/, never the reverse, so the store only names the question it asks)."""
+
+    def require_passed(self, table: str, partitions: Sequence[str], *, reader: str) -> None:
+        """Raise if any of `partitions` of `table` may not be read by `reader`."""
 
 
 def stamp_column(view_name: str) -> str:
@@ -50,9 +58,7 @@ def _version_for(store: DeltaStore, table: str, as_of: AsOf) -> int:
     return int(as_of[table])
 
 
-def _read_view(
-    store: DeltaStore, request: ViewRequest, version: int, entity_times: pl.Series
-) -> pl.DataFrame:
+def _read_view(store: DeltaStore, request: ViewRequest, version: int, entity_times: pl.Series) -> pl.DataFrame:
     """The rows of one view that can win for these entity times: a TTL-bounded slice, one version."""
     view = request.view
     earliest, latest = entity_times.min(), entity_times.max()
@@ -71,7 +77,7 @@ def get_historical_features(
     *,
     timestamp_column: str = EVENT_TIMESTAMP,
     as_of: AsOf = None,
-    ledger: QualityLedger | None = None,
+    ledger: PartitionGuard | None = None,
     allow_failed_checks: bool = False,
     include_event_timestamps: bool = False,
     consumer: ConsumerPolicy | None = None,
@@ -79,10 +85,10 @@ def get_historical_features(
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
 
     `as_of` pins what is read: a mapping of table -> Delta version (from a training set's
-    metadata) or an instant (each table as it was then). A view partition whose latest blocking
-    quality check failed is refused unless `allow_failed_checks`. With `include_event_timestamps`
-    each view adds `<view>__event_timestamp`, the stamp of the row its values came from (for the
-    leakage audit).
+    metadata) or an instant (each table as it was then). With a `ledger` (a `QualityLedger`), a
+    view partition whose latest blocking quality check failed is refused unless
+    `allow_failed_checks`. With `include_event_timestamps` each view adds `<view>__event_timestamp`,
+    the stamp of the row its values came from (for the leakage audit).
     """
     requests = resolve_references(features, views)
     check_feature_access(features, views, consumer)  # a consumer's PII / view policy, as served

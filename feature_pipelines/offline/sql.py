@@ -1,12 +1,11 @@
-"""SQL over the lake with DuckDB (through dagster-duckdb's resource): one view per Delta table."""
+"""SQL over the lake with DuckDB: one view per Delta table, on any DuckDB connection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
+import duckdb
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from feature_pipelines.offline.delta_store import DeltaStore
 
@@ -22,16 +21,17 @@ def lake_tables(store: DeltaStore, candidates: Sequence[str]) -> list[str]:
     return [table for table in candidates if store.exists(table)]
 
 
-@contextmanager
-def lake_connection(duckdb: DuckDBResource, store: DeltaStore, tables: Sequence[str]) -> Iterator[object]:
-    """A DuckDB connection where every existing table is a view over its current version's files."""
-    with duckdb.get_connection() as connection:
-        for table in lake_tables(store, tables):
-            connection.register(sql_name(table), store.open(table).to_pyarrow_dataset())
-        yield connection
+def register_lake(
+    connection: duckdb.DuckDBPyConnection, store: DeltaStore, tables: Sequence[str]
+) -> duckdb.DuckDBPyConnection:
+    """Make every existing table a view over its current version's files on `connection` (an
+    in-memory one here, or the one an asset's `duckdb` resource opens), and return it."""
+    for table in lake_tables(store, tables):
+        connection.register(sql_name(table), store.open(table).to_pyarrow_dataset())
+    return connection
 
 
 def query_lake(store: DeltaStore, query: str, tables: Sequence[str]) -> pl.DataFrame:
     """Run `query` over the lake's tables (the caller's store carries its storage options)."""
-    with lake_connection(DuckDBResource(database=":memory:"), store, tables) as connection:
-        return connection.sql(query).pl()  # type: ignore[attr-defined]
+    with duckdb.connect(":memory:") as connection:
+        return register_lake(connection, store, tables).sql(query).pl()
