@@ -6,11 +6,11 @@ candidate definition), so "equal" means the same thing in both reports.
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
 from typing import Any
 
 import polars as pl
+
+from feature_pipelines.quality.json_values import json_value
 
 NUMERIC_DTYPES = frozenset({"int64", "float64"})
 
@@ -28,11 +28,7 @@ def numbers_equal(a: pl.Expr, b: pl.Expr, tolerance: pl.Expr | float) -> pl.Expr
 
 
 def json_safe(value: Any) -> Any:
-    """A value for a JSON report: datetimes as ISO text, non-finite floats as text ("nan", "inf").
-
-    Unlike `quality.outcome.jsonable`, which turns NaN into None, NaN stays visible: these
-    monitors treat NaN and null as different values, so their examples must show which was served.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value.isoformat() if isinstance(value, datetime) else value
+    """A value for a JSON report, under the platform's one rule (quality.json_values): datetimes as
+    ISO text, NaN as "NaN" and infinities as "Infinity"/"-Infinity", so an example shows whether a
+    NaN or a null was served (these monitors treat them as different values)."""
+    return json_value(value)

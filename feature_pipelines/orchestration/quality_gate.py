@@ -42,8 +42,9 @@ from dagster import (
 from feature_pipelines.offline.delta_store import DeltaStore, Slices, TimeSlice
 from feature_pipelines.quality.actions import RuleAction
 from feature_pipelines.quality.gate import GateVerdict, judge
+from feature_pipelines.quality.json_values import json_value
 from feature_pipelines.quality.ledger import QualityLedger
-from feature_pipelines.quality.outcome import CheckOutcome, jsonable
+from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.quality.quarantine import Quarantine, held_back_partitions, held_back_rows, rows_table
 from feature_pipelines.quality.suites import PartitionWindow, assign_partitions
 
@@ -63,9 +64,20 @@ def gate_check_specs(asset_name: str, rules: Mapping[str, RuleAction]) -> list[A
     ]
 
 
+def _severity(blocking: bool) -> AssetCheckSeverity:
+    return AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
+
+
+def _check_metadata(o: CheckOutcome) -> dict[str, object]:
+    """An outcome's metadata for Dagster: lists and objects as JSON (quality.json_values' rule)."""
+    shown = {key: json_value(value) for key, value in o.metadata.items() if value is not None}
+    return {key: MetadataValue.json(value) if isinstance(value, (list, dict)) else value for key, value in shown.items()}
+
+
 def _summary(name: str, rule: RuleAction, outcomes: list[CheckOutcome]) -> AssetCheckResult:
+    """One range-level result of a check: how many partitions failed, the first failure, rows dropped."""
     failed = [o for o in outcomes if not o.passed]
-    dropped = sum(int(o.metadata.get("dropped_rows", 0) or 0) for o in outcomes if o.passed)
+    dropped = sum(int(o.details.get("dropped_rows", 0) or 0) for o in outcomes if o.passed)
     first = failed[0] if failed else None
     if first:
         description = first.message if len(failed) == 1 else f"{len(failed)} of {len(outcomes)} partitions failed; first: {first.message}"
@@ -74,7 +86,7 @@ def _summary(name: str, rule: RuleAction, outcomes: list[CheckOutcome]) -> Asset
     return AssetCheckResult(
         check_name=name,
         passed=not failed,
-        severity=AssetCheckSeverity.ERROR if rule.blocking else AssetCheckSeverity.WARN,
+        severity=_severity(rule.blocking),
         description=description,
         metadata={
             "action": rule.action.value,
@@ -82,22 +94,22 @@ def _summary(name: str, rule: RuleAction, outcomes: list[CheckOutcome]) -> Asset
             "failed_partitions": MetadataValue.json([o.partition for o in failed][:MAX_PARTITIONS_LISTED]),
             "failed_partition_count": len(failed),
             "dropped_rows": dropped,
-            "first_failure": MetadataValue.json(jsonable(first.metadata) if first else {}),
+            "first_failure": MetadataValue.json(json_value(first.metadata) if first else {}),
         },
     )
 
 
-def _per_partition(asset: str, rule: RuleAction, o: CheckOutcome) -> AssetCheckEvaluation:
+def _per_partition(asset: str, o: CheckOutcome) -> AssetCheckEvaluation:
+    """One partition's evaluation of a judged outcome (blocking as its rule's action says)."""
     return AssetCheckEvaluation(
         asset_key=AssetKey(asset),
         check_name=o.check_name,
         passed=o.passed,
         partition=o.partition,
-        blocking=rule.blocking,
-        severity=AssetCheckSeverity.ERROR if rule.blocking else AssetCheckSeverity.WARN,
+        blocking=o.blocking,
+        severity=_severity(o.blocking),
         description=o.message,
-        metadata={key: MetadataValue.json(jsonable(value)) if isinstance(value, (list, dict)) else value
-                  for key, value in o.metadata.items() if value is not None},
+        metadata=_check_metadata(o),
     )
 
 
@@ -128,8 +140,8 @@ def run_gate(
     for partition in verdict.partitions:
         for o in partition.outcomes:
             # Blocking failures and drops get their own square; warnings are in the summary.
-            if (not o.passed and o.blocking) or o.metadata.get("dropped_rows"):
-                yield _per_partition(table, rules[o.check_name], o)
+            if (not o.passed and o.blocking) or o.details.get("dropped_rows"):
+                yield _per_partition(table, o)
     if verdict.failed:
         first = verdict.failed[0].first_failure()
         context.log.error(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -89,27 +89,26 @@ def drop_allowance(rule: RuleAction, rows: int) -> int:
 
 def _acted(o: CheckOutcome, rule: RuleAction, rows: int) -> tuple[CheckOutcome, np.ndarray | None]:
     """The outcome under its rule's action, and the rows it drops (None: nothing dropped)."""
-    metadata = {**o.metadata, "action": rule.action.value, "blocking": rule.blocking,
-                "severity": "ERROR" if rule.blocking else "WARN"}
+    acted = o.under(rule)
     if o.passed or rule.action is Action.WARN:
-        return CheckOutcome(o.check_name, o.passed, o.table, o.partition, o.message, metadata, o.failing_rows), None
+        return acted, None
     if rule.action is Action.FAIL:
-        message = f"{o.message}; action fail: the partition is held back"
-        return CheckOutcome(o.check_name, False, o.table, o.partition, message, metadata, o.failing_rows), None
+        return replace(acted, message=f"{o.message}; action fail: the partition is held back"), None
     failing = o.failing_rows
     if failing is None:
         message = f"{o.message}; action drop cannot apply (the rule judges the partition as a whole): the partition is held back"
-        return CheckOutcome(o.check_name, False, o.table, o.partition, message, metadata, None), None
+        return replace(acted, message=message), None
     allowed = drop_allowance(rule, rows)
     share = failing.size / rows if rows else 0.0
-    metadata.update(dropped_rows=int(failing.size), dropped_share=share, drop_allowance=allowed, drop_budget=rule.drop_budget)
-    if failing.size <= allowed:
+    within = failing.size <= allowed
+    details = {**acted.details, "dropped_rows": int(failing.size) if within else 0, "dropped_share": share,
+               "drop_allowance": allowed, "drop_budget": rule.drop_budget}
+    if within:
         message = f"{o.message}; action drop: {failing.size} of {rows} rows ({share:.2%}) dropped to quarantine, within the budget of {allowed}"
-        return CheckOutcome(o.check_name, True, o.table, o.partition, message, metadata, failing), failing
+        return replace(acted, passed=True, message=message, details=details), failing
     message = (f"{o.message}; action drop: {failing.size} of {rows} rows ({share:.2%}) fail, over the budget of {allowed} "
                f"({rule.drop_budget:.2%}): the partition is held back")
-    metadata.update(dropped_rows=0)
-    return CheckOutcome(o.check_name, False, o.table, o.partition, message, metadata, failing), None
+    return replace(acted, message=message, details=details), None
 
 
 def judge(

@@ -7,7 +7,6 @@ the last run's outcomes from it. It lives with the data, so it survives a new Da
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ import polars as pl
 
 from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.quality.json_values import json_text
 from feature_pipelines.timeutil import utc_now
 
 if TYPE_CHECKING:  # importing outcome pulls in Great Expectations; readers need none of it
@@ -52,9 +52,9 @@ class QualityLedger:
                 "partition": o.partition,
                 "check_name": o.check_name,
                 "passed": o.passed,
-                "blocking": bool(o.metadata.get("blocking", True)),
+                "blocking": o.blocking,
                 "message": o.message,
-                "metadata_json": json.dumps(o.metadata, default=str),
+                "metadata_json": json_text(o.metadata),
                 "row_count": row_counts.get(o.partition),
                 "run_id": run_id,
                 "evaluated_at": now,

@@ -47,11 +47,14 @@ import polars as pl
 from great_expectations.expectations.row_conditions import Column
 
 from feature_pipelines.quality.actions import RuleAction, drop, fail, warn
-from feature_pipelines.quality.outcome import CheckOutcome, Finding, RowSpace, gx_findings, jsonable, outcome
+from feature_pipelines.quality.gx_adapter import gx_findings
+from feature_pipelines.quality.json_values import json_value
+from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
+from feature_pipelines.quality.row_space import RowSpace
 from feature_pipelines.quality.suites import (
-    check_volume,
     PartitionWindow,
     assign_partitions,
+    check_volume,
     dtype_findings,
     gx_type,
     tagged,
@@ -362,14 +365,9 @@ def _add(found: list[dict[str, list[Finding]]], check: str, findings: Sequence[F
 
 def _outcomes(table: str, rules: Mapping[str, RuleAction], key: str, found: dict[str, list[Finding]]) -> list[CheckOutcome]:
     return [
-        outcome(check, table, key, found.get(check, []), blocking=rule.blocking, extra_metadata={"action": rule.action.value})
+        outcome(check, table, key, found.get(check, []), blocking=rule.blocking, details={"action": rule.action.value})
         for check, rule in rules.items() if check != RAW_VOLUME
     ]
-
-
-def _with_action(o: CheckOutcome, rule: RuleAction) -> CheckOutcome:
-    metadata = {**o.metadata, "action": rule.action.value, "blocking": rule.blocking, "severity": "ERROR" if rule.blocking else "WARN"}
-    return CheckOutcome(o.check_name, o.passed, o.table, o.partition, o.message, metadata, o.failing_rows)
 
 
 def _row_rules(
@@ -413,7 +411,7 @@ def validate_raw_flights_partitions(
                 f"expect_column_values_to_not_be_null(mostly={1 - MAX_DEP_DELAY_NULL_FRACTION:g})", ("dep_delay",),
                 True, f"skipped: {counts[part]} flights, fewer than {MIN_FLIGHTS_FOR_NULL_RATE}")]
         results[window.key] = [*_outcomes(FLIGHTS_TABLE, FLIGHTS_RULES, window.key, found[part]),
-                               _with_action(volumes[part], FLIGHTS_RULES[RAW_VOLUME])]
+                               volumes[part].under(FLIGHTS_RULES[RAW_VOLUME])]
     return results
 
 
@@ -447,7 +445,7 @@ def _hours_covered(frame: pl.DataFrame, partitions: Sequence[PartitionWindow]) -
     for part in range(len(partitions)):
         gaps = by_partition.get((part,), empty)
         detail = f"{gaps.height} of {totals[part]} origin-hours without an observation" if gaps.height else ""
-        examples = tuple({k: jsonable(v) for k, v in row.items()} for row in gaps.head(5).to_dicts())
+        examples = tuple({k: json_value(v) for k, v in row.items()} for row in gaps.head(5).to_dicts())
         findings.append(Finding(rule, columns, gaps.height == 0, detail, {"missing_origin_hours": gaps.height}, examples))
     return findings
 
@@ -465,7 +463,7 @@ def validate_raw_weather_partitions(
     for part, window in enumerate(partitions):
         found[part]["weather_hours_covered"] = [coverage[part]]
         results[window.key] = [*_outcomes(WEATHER_TABLE, WEATHER_RULES, window.key, found[part]),
-                               _with_action(volumes[part], WEATHER_RULES[RAW_VOLUME])]
+                               volumes[part].under(WEATHER_RULES[RAW_VOLUME])]
     return results
 
 
@@ -485,5 +483,5 @@ def raw_volume(table: str, partition: str, row_count: int, same_hour_history: Se
     return CheckOutcome(
         RAW_VOLUME, True, table, partition,
         f"table {table!r} partition {partition}: {row_count} rows accepted ({note})",
-        {"blocking": True, "row_count": row_count, "history_size": len(same_hour_history)},
+        {"row_count": row_count, "history_size": len(same_hour_history)},
     )

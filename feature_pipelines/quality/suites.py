@@ -33,14 +33,8 @@ from great_expectations.data_context.types.base import (
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.quality.actions import RuleAction, drop, fail
-from feature_pipelines.quality.outcome import (
-    CUSTOM_EXPECTATIONS,
-    OUTCOME_META_KEY,
-    CheckOutcome,
-    Finding,
-    gx_findings,
-    outcome,
-)
+from feature_pipelines.quality.gx_adapter import CUSTOM_EXPECTATIONS, OUTCOME_META_KEY, gx_findings
+from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
 from feature_pipelines.timeutil import require_utc
 
 KEY_DTYPE = pl.String()  # entity keys are not typed in the spec; every join key here is a code
@@ -244,7 +238,7 @@ def check_volume(
     extra: dict[str, object] = {"row_count": row_count, "history_size": len(history)}
     if median is not None:
         extra.update(recent_median=median, bounds=bounds)
-    return outcome(VOLUME, table, partition, [finding], extra_metadata=extra)
+    return outcome(VOLUME, table, partition, [finding], details=extra)
 
 
 def assign_partitions(
@@ -279,7 +273,7 @@ def check_feature_volume(table: str, partition: str, row_count: int, source_rows
     if passed and row_count == 0:
         detail = "empty, as its source has no events in the windows of its snapshots"
     finding = Finding(rule, (), passed, detail, row_count)
-    return outcome(VOLUME, table, partition, [finding], extra_metadata={"row_count": row_count, "source_rows": source_rows})
+    return outcome(VOLUME, table, partition, [finding], details={"row_count": row_count, "source_rows": source_rows})
 
 
 def _feature_outcomes(
@@ -300,12 +294,11 @@ def _feature_outcomes(
         for name in names:
             rule = FEATURE_RULES[name]
             if name == VOLUME:
-                checked = check_feature_volume(view.name, key, int(counts[part]), int(source_rows.get(key, 0)))
-                checks.append(CheckOutcome(checked.check_name, checked.passed, checked.table, checked.partition,
-                                           checked.message, {**checked.metadata, "action": rule.action.value}))
+                volume = check_feature_volume(view.name, key, int(counts[part]), int(source_rows.get(key, 0)))
+                checks.append(volume.under(rule))
             else:
                 checks.append(outcome(name, view.name, key, found.get(name, []), blocking=rule.blocking,
-                                      extra_metadata={"action": rule.action.value}))
+                                      details={"action": rule.action.value}))
         outcomes[key] = checks
     return outcomes
 
