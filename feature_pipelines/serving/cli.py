@@ -29,8 +29,8 @@ from fastapi import FastAPI
 
 from feature_pipelines.online.local_daemon import ensure_local_redis, stop_local_redis
 from feature_pipelines.online.local_server import LocalRedisServerError
-from feature_pipelines.online.resource import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
-from feature_pipelines.serving.app import API_KEY_ENV_VAR
+from feature_pipelines.resources import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
+from feature_pipelines.serving.auth import API_KEY_ENV_VAR
 from feature_pipelines.serving.consumers import (
     CONSUMERS_ENV_VAR,
     ConsumerConfigError,

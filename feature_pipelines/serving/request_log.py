@@ -72,6 +72,7 @@ from typing import Any
 
 import polars as pl
 
+from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 
@@ -414,3 +415,8 @@ class RequestLog:
                 "dropped_rows": self._dropped_rows,
                 "last_error": self._last_error,
             }
+
+
+def key_columns_of(views: Sequence[FeatureView]) -> dict[str, pl.DataType]:
+    """Every join key of the views, String-typed, in first-appearance order (the log's key columns)."""
+    return {key: pl.String() for view in views for key in view.entity_keys}

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
-from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.resources import RedisResource
 from feature_pipelines.serving.app import create_app
 from feature_pipelines_tests.serving.conftest import PREFIX, Published, TestClient
 

@@ -18,6 +18,7 @@ import redis
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES, OnDemandFeature
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.app import create_app
 from feature_pipelines.serving.cli import app_from_env
 from feature_pipelines.serving.consumers import CONSUMERS_ENV_VAR, ConsumerConfigError, ConsumerKey, consumers_from_env
@@ -59,8 +60,7 @@ def client(published: Published, redis_client: redis.Redis, consumer_env: None) 
         "event_timestamp": pl.Series([now - timedelta(hours=1)] * 2, dtype=pl.Datetime("us", "UTC")),
         PII_FEATURE: ["Jane Doe", None], "aircraft_seats_latest": [4, 180],
     })
-    publish(redis_client, prefix=PREFIX, view=PII_VIEW.name, entity_keys=list(PII_VIEW.entity_keys),
-            schema=PII_VIEW.schema(), ttl=PII_VIEW.ttl, frame=frame)
+    publish(redis_client, OnlineTable.for_view(PII_VIEW, PREFIX), frame)
     server: LocalRedisServer = published.server
     app = create_app(
         redis_client_factory=lambda: server.client(socket_timeout=2),
@@ -201,10 +201,9 @@ def test_pii_served_to_an_allowed_consumer_is_never_written_to_the_request_log(
     from feature_pipelines.serving.request_log import RequestLog
 
     now = datetime.now(timezone.utc)
-    publish(redis_client, prefix=PREFIX, view=PII_VIEW.name, entity_keys=list(PII_VIEW.entity_keys),
-            schema=PII_VIEW.schema(), ttl=PII_VIEW.ttl, frame=pl.DataFrame({
-                "tailnum": ["N1"], "event_timestamp": pl.Series([now - timedelta(hours=1)], dtype=pl.Datetime("us", "UTC")),
-                PII_FEATURE: ["Jane Doe"], "aircraft_seats_latest": [4]}))
+    publish(redis_client, OnlineTable.for_view(PII_VIEW, PREFIX), pl.DataFrame({
+        "tailnum": ["N1"], "event_timestamp": pl.Series([now - timedelta(hours=1)], dtype=pl.Datetime("us", "UTC")),
+        PII_FEATURE: ["Jane Doe"], "aircraft_seats_latest": [4]}))
     store = DeltaStore(root=str(tmp_path / "lake"))
     log = RequestLog(store, key_columns=key_columns_of(list(VIEWS.values())), flush_interval_s=60)
     app = create_app(redis_client_factory=lambda: published.server.client(socket_timeout=2), prefix=PREFIX,

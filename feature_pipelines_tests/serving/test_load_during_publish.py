@@ -36,6 +36,7 @@ import pytest
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines_tests.serving.serve_process import serve_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,8 +148,8 @@ def publish_until_terminated(redis_url: str, base_iso: str) -> None:
         print("ready", flush=True)
         generation = 1
         while not stop.is_set() and generation <= MAX_GENERATIONS:
-            publish(client, prefix=PREFIX, view=VIEW.name, entity_keys=list(VIEW.entity_keys), schema=VIEW.schema(),
-                    ttl=VIEW.ttl, frame=generation_frame(generation, base_time), batch_size=40, batches_per_pipeline=2)
+            publish(client, OnlineTable.for_view(VIEW, PREFIX), generation_frame(generation, base_time), batch_size=40,
+                    batches_per_pipeline=2)
             print(generation, time.monotonic(), flush=True)
             generation += 1
     finally:
@@ -213,8 +214,7 @@ def test_every_request_succeeds_and_no_entity_is_torn_during_publishes(
     base_time = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
     first = redis_server.client()
     try:
-        publish(first, prefix=PREFIX, view=VIEW.name, entity_keys=list(VIEW.entity_keys), schema=VIEW.schema(),
-                ttl=VIEW.ttl, frame=generation_frame(0, base_time))
+        publish(first, OnlineTable.for_view(VIEW, PREFIX), generation_frame(0, base_time))
     finally:
         first.close()
     tallies = [ClientTally() for _ in range(CLIENTS)]

@@ -1,0 +1,137 @@
+"""The feature server's two operations: feature requests (plan, read Redis under a deadline, answer,
+log) and the health probe, over one lazily made Redis client."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+import anyio.to_thread
+import polars as pl
+import redis
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from feature_pipelines.features.access import ConsumerPolicy
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.online.client import RedisConfigError
+from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.serving.auth import Authenticator
+from feature_pipelines.serving.errors import StoreUnavailableError
+from feature_pipelines.serving.log_records import LogRecorder
+from feature_pipelines.serving.models import GetOnlineFeaturesRequest, HealthResponse
+from feature_pipelines.serving.planning import RequestPlan, RequestPlanner
+from feature_pipelines.serving.request_log import RequestLog
+from feature_pipelines.serving.responses import ServedStatuses, response_body
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class LazyClient:
+    """One Redis client per app, made on first use (a thread-safe pool shared by all requests)."""
+
+    def __init__(self, factory: Callable[[], redis.Redis]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+
+    def get(self) -> redis.Redis:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a feature read and a health PING may take before the server answers 503."""
+
+    request_s: float
+    health_s: float
+
+
+@dataclass(frozen=True)
+class FeatureServer:
+    """What the endpoints do, for one catalog, online store and request log."""
+
+    client: LazyClient
+    prefix: str
+    views: Mapping[str, FeatureView]
+    planner: RequestPlanner
+    auth: Authenticator
+    recorder: LogRecorder
+    request_log: RequestLog | None
+    now: Callable[[], datetime]
+    deadlines: Deadlines
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """Start the request log; at shutdown close the client and flush the log."""
+        if self.request_log is not None:
+            self.request_log.start()
+        try:
+            yield
+        finally:
+            self.client.close()
+            if self.request_log is not None:
+                await anyio.to_thread.run_sync(self.request_log.close)
+
+    async def get_online_features(self, body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None) -> Response:
+        self.auth.authorize(body.features, policy)  # before any other work: a refusal reveals nothing else
+        plan = self.planner.plan(body)
+        read_at = self.now()
+        request_id = uuid.uuid4().hex
+        try:
+            with anyio.fail_after(self.deadlines.request_s):
+                frame = await anyio.to_thread.run_sync(self._read, plan, read_at, abandon_on_cancel=True)
+        except TimeoutError as error:
+            raise StoreUnavailableError(
+                f"online store (Redis) did not answer within {self.deadlines.request_s:g} s"
+            ) from error
+        statuses = ServedStatuses.of(plan, frame)
+        if self.request_log is not None:
+            self.request_log.record(self.recorder.served_request(plan, frame, statuses, request_id, read_at))
+        return Response(content=response_body(plan, frame, statuses), media_type="application/json",
+                        headers={REQUEST_ID_HEADER: request_id})
+
+    def _read(self, plan: RequestPlan, read_at: datetime) -> pl.DataFrame:
+        return get_online_features(
+            self.client.get(),
+            prefix=self.prefix,
+            views=self.views,
+            entity_rows=plan.entity_rows,
+            features=plan.stored,
+            now=read_at,
+            include_metadata=True,
+            on_demand=plan.on_demand,
+        )
+
+    async def health(self) -> JSONResponse:
+        stats = self.request_log.stats() if self.request_log is not None else None
+        began = time.perf_counter()
+        try:
+            with anyio.fail_after(self.deadlines.health_s):
+                await anyio.to_thread.run_sync(lambda: self.client.get().ping(), abandon_on_cancel=True)
+        except TimeoutError:
+            reason = f"unavailable: Redis did not answer PING within {self.deadlines.health_s:g} s"
+        except RedisConfigError as error:
+            reason = f"unavailable: not configured: {error}"
+        except redis.RedisError as error:
+            reason = f"unavailable: {type(error).__name__}: {error}"
+        else:
+            elapsed_ms = (time.perf_counter() - began) * 1000
+            payload = HealthResponse(status="ok", redis=f"ok ({elapsed_ms:.1f} ms)", request_log=stats)
+            return JSONResponse(payload.model_dump())
+        payload = HealthResponse(status="unavailable", redis=reason, request_log=stats)
+        return JSONResponse(payload.model_dump(), status_code=503)
