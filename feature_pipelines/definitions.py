@@ -10,12 +10,16 @@ from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
-from feature_pipelines.orchestration.monitoring_assets import build_monitoring_assets, build_monitoring_job_and_schedule
+from feature_pipelines.orchestration.monitoring_assets import MONITORING_GROUP, build_monitoring_assets
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
-from feature_pipelines.orchestration.schedules import TRAINING_JOB, build_jobs_and_schedules
+from feature_pipelines.orchestration.schedules import (
+    TRAINING_JOB,
+    build_jobs_and_schedules,
+    build_monitoring_job_and_schedule,
+)
 from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
 from feature_pipelines.settings import Settings, load_settings
 from feature_pipelines.sources.raw_tables import RAW_TABLES
@@ -48,7 +52,7 @@ def build_definitions(settings: Settings) -> Definitions:
     training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
-    monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings)
+    monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)
     return Definitions(
         assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets],
         jobs=[*jobs, monitoring_job],

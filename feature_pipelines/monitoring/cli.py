@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
+import redis
 
+from feature_pipelines.monitoring.scenarios import SCENARIOS
 from feature_pipelines.timeutil import floor_to, require_utc, utc_now
 
-SCENARIOS = ("midnight-window", "zero-imputation", "local-day-boundary", "delays-in-seconds", "stale-store")
 DAY = timedelta(days=1)
 
 
@@ -63,35 +64,23 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_inject_skew(args: argparse.Namespace) -> int:
-    """Write one scenario's faulty serving log for today (its old versions stay readable in Delta)."""
+    """Inject one scenario's fault for today (the log's old versions stay readable in Delta)."""
     from feature_pipelines.features.catalog import FEATURE_VIEWS
-    from feature_pipelines.monitoring import scenarios
+    from feature_pipelines.monitoring.scenarios import SCENARIOS, InjectionTarget
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.serving.app import key_columns_of
     from feature_pipelines.serving.cli import redis_resource_from_env
     from feature_pipelines.settings import load_settings
 
-    settings = load_settings()
-    store = lake_for(settings).store()
-    today = floor_to(utc_now(), DAY)
-    keys = key_columns_of(list(FEATURE_VIEWS.values()))
-    scenario = args.scenario
-    if scenario == "midnight-window":
-        scenarios.append_requests(store, scenarios.midnight_window(store, today), keys)
-    elif scenario == "local-day-boundary":
-        scenarios.append_requests(store, scenarios.local_day_boundary(store, today), keys)
-    elif scenario == "zero-imputation":
-        scenarios.rewrite_log(store, scenarios.zero_imputation, today, today + DAY)
-    elif scenario == "delays-in-seconds":
-        scenarios.rewrite_log(store, scenarios.delays_in_seconds, today, today + DAY)
-    else:  # stale-store: the online store as of 6 hours ago, then a day of traffic against it
+    def online_store() -> tuple[redis.Redis, str]:
         resource = redis_resource_from_env()
-        scenarios.publish_stale(resource.client(), resource.validated_prefix(), store, FEATURE_VIEWS,
-                                floor_to(utc_now(), timedelta(hours=1)) - timedelta(hours=6))
-        print("inject-skew: the online store now holds the snapshots of 6 hours ago; run `feature-pipelines traffic`, "
-              "then `feature-pipelines monitor` (the next hourly publish repairs the store)")
-        return 0
-    print(f"inject-skew: {scenario} written to today's serving log; run `feature-pipelines monitor` to see it caught")
+        return resource.client(), resource.validated_prefix()
+
+    settings = load_settings()
+    scenario = SCENARIOS[args.scenario]
+    scenario.inject(InjectionTarget(lake_for(settings).store(), FEATURE_VIEWS, key_columns_of(list(FEATURE_VIEWS.values())),
+                                    utc_now(), online_store))
+    print(f"inject-skew: {scenario.message}")
     return 0
 
 
@@ -100,7 +89,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from feature_pipelines.definitions import build_definitions
-    from feature_pipelines.orchestration.monitoring_assets import MONITORING_JOB
+    from feature_pipelines.orchestration.schedules import MONITORING_JOB
     from feature_pipelines.settings import load_settings
 
     defs = build_definitions(load_settings())
@@ -125,7 +114,7 @@ def add_monitoring_parsers(verbs: Any) -> None:
     traffic.add_argument("--batch", type=int, default=50, help="entity rows per request (default 50)")
     traffic.set_defaults(handler=cmd_traffic)
     inject = verbs.add_parser("inject-skew", help="write a faulty serving path's log for today (demo of the monitors)")
-    inject.add_argument("scenario", choices=SCENARIOS)
+    inject.add_argument("scenario", choices=list(SCENARIOS))
     inject.set_defaults(handler=cmd_inject_skew)
     monitor = verbs.add_parser("monitor", help="run today's (or --day's) skew, drift and shadow reports; exit 1 on an ERROR")
     monitor.add_argument("--day", help="YYYY-MM-DDT00:00+00:00 (default: today, UTC)")

@@ -42,6 +42,7 @@ import polars as pl
 from scipy import stats
 
 from feature_pipelines.features.spec import FeatureMonitoring
+from feature_pipelines.monitoring.figures import Figure, Figures
 
 DEFAULT_BINS = 10
 DEFAULT_EPSILON = 1e-4
@@ -330,26 +331,33 @@ class FeatureDrift:
 
     def as_metadata(self) -> dict[str, float | str | int | None]:
         """Flat JSON-able figures for Dagster metadata (NaN becomes None, as JSON has no NaN)."""
-        return {
-            "feature": self.feature,
-            "kind": self.kind,
-            "severity": self.severity.value,
-            "reasons": "; ".join(self.reasons),
-            "reference_count": self.reference_count,
-            "current_count": self.current_count,
-            "null_share_reference": _finite_or_none(self.null_share_reference),
-            "null_share_current": _finite_or_none(self.null_share_current),
-            "psi": _finite_or_none(self.psi),
-            "psi_warn": self.psi_warn,
-            "psi_fail": self.psi_fail,
-            "ks_statistic": _finite_or_none(self.ks_statistic),
-            "ks_pvalue": _finite_or_none(self.ks_pvalue),
-            "jsd": _finite_or_none(self.jsd),
-        }
+        return DRIFT_FIGURES.metadata(self)
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+DRIFT_FIGURES: Figures[FeatureDrift] = Figures(
+    (
+        Figure("feature", lambda d: d.feature, pl.String()),
+        Figure("kind", lambda d: d.kind, pl.String()),
+        Figure("severity", lambda d: d.severity.value, pl.String()),
+        Figure("psi", lambda d: d.psi, pl.Float64(), finite=True),
+        Figure("ks_statistic", lambda d: d.ks_statistic, pl.Float64(), heading="ks", finite=True),
+        Figure("ks_pvalue", lambda d: d.ks_pvalue, pl.Float64(), heading="ks p-value", finite=True),
+        Figure("jsd", lambda d: d.jsd, pl.Float64(), finite=True),
+        Figure("reference_count", lambda d: d.reference_count, pl.Int64()),
+        Figure("current_count", lambda d: d.current_count, pl.Int64()),
+        Figure("null_share_reference", lambda d: d.null_share_reference, pl.Float64(), heading="null share ref", finite=True),
+        Figure("null_share_current", lambda d: d.null_share_current, pl.Float64(), heading="null share cur", finite=True),
+        Figure("reasons", lambda d: "; ".join(d.reasons), pl.String()),
+        Figure("psi_warn", lambda d: d.psi_warn),
+        Figure("psi_fail", lambda d: d.psi_fail),
+        Figure("counts", lambda d: f"{d.reference_count} / {d.current_count}", heading="rows (previous / day)"),
+    ),
+    metadata_order=(
+        "feature", "kind", "severity", "reasons", "reference_count", "current_count", "null_share_reference",
+        "null_share_current", "psi", "psi_warn", "psi_fail", "ks_statistic", "ks_pvalue", "jsd",
+    ),
+)
+"""A drift figure's table column, metadata key and report heading."""
 
 
 def judge(metric: str, value: float | None, warn: float, fail: float) -> tuple[Severity, str | None]:
@@ -453,6 +461,7 @@ def drift_report(
 
 __all__ = [
     "BINNING_RULE",
+    "DRIFT_FIGURES",
     "Binning",
     "DriftInputError",
     "FeatureDrift",

@@ -12,6 +12,9 @@ assets judge it exactly as they judge the real server's log:
 - `delays_in_seconds`: a service reading the route mean delay in seconds, not minutes;
 - `stale_store` (`publish_stale`): an online store whose publishing stopped hours ago.
 
+`SCENARIOS` names each one (as `feature-pipelines inject-skew NAME` takes it) with how it is
+injected; the command's choices are its keys.
+
 A rogue path logs no snapshot stamp (it bypasses the platform), so its values are judged
 against the offline point-in-time value alone.
 """
@@ -19,6 +22,7 @@ against the offline point-in-time value alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,9 +32,10 @@ import redis
 
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
-from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, requests_to_frame
+from feature_pipelines.timeutil import floor_to
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -107,7 +112,60 @@ def append_requests(store: DeltaStore, requests: list[ServedRequest], key_column
 
 def rewrite_log(store: DeltaStore, transform: Callable[[pl.DataFrame], pl.DataFrame], start: datetime, end: datetime) -> int:
     """Apply a fault to the logged values of [start, end) (a new Delta version; the old stays readable)."""
-    from feature_pipelines.offline.delta_store import TimeSlice
-
     log = store.read(FEATURE_LOG_TABLE, time_slice=TimeSlice("request_time", start, end))
     return store.write(FEATURE_LOG_TABLE, transform(log), time_slice=TimeSlice("request_time", start, end))
+
+
+STALE_HOURS = 6
+
+
+@dataclass(frozen=True)
+class InjectionTarget:
+    """Where a scenario injects its fault: the lake, the catalog, the instant it runs, and the
+    online store (opened only by the scenario that needs it)."""
+
+    store: DeltaStore
+    views: Mapping[str, FeatureView]
+    key_columns: Mapping[str, pl.DataType]
+    now: datetime
+    online_store: Callable[[], tuple[redis.Redis, str]]
+
+    @property
+    def today(self) -> datetime:
+        return floor_to(self.now, DAY)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named fault: how it is injected, and what it tells the user to run next to see it caught."""
+
+    name: str
+    inject: Callable[[InjectionTarget], object]
+    done: str | None = None
+
+    @property
+    def message(self) -> str:
+        return self.done or f"{self.name} written to today's serving log; run `feature-pipelines monitor` to see it caught"
+
+
+def _publish_stale_store(target: InjectionTarget) -> None:
+    client, prefix = target.online_store()
+    publish_stale(client, prefix, target.store, target.views, floor_to(target.now, HOUR) - STALE_HOURS * HOUR)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario("midnight-window",
+                 lambda t: append_requests(t.store, midnight_window(t.store, t.today), t.key_columns)),
+        Scenario("zero-imputation", lambda t: rewrite_log(t.store, zero_imputation, t.today, t.today + DAY)),
+        Scenario("local-day-boundary",
+                 lambda t: append_requests(t.store, local_day_boundary(t.store, t.today), t.key_columns)),
+        Scenario("delays-in-seconds", lambda t: rewrite_log(t.store, delays_in_seconds, t.today, t.today + DAY)),
+        # The online store as of 6 hours ago; the day's traffic against it is what the monitors judge.
+        Scenario("stale-store", _publish_stale_store,
+                 done=f"the online store now holds the snapshots of {STALE_HOURS} hours ago; run `feature-pipelines "
+                 "traffic`, then `feature-pipelines monitor` (the next hourly publish repairs the store)"),
+    )
+}
+"""Every injectable scenario by name, in the order the command lists them."""

@@ -20,6 +20,7 @@ import polars as pl
 
 from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.features.spec import FeatureDefinitionError, FeatureView
+from feature_pipelines.monitoring.figures import Figure, Figures
 from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
 from feature_pipelines.names import EVENT_TIMESTAMP
 
@@ -42,18 +43,29 @@ class ShadowFeatureDiff:
         return self.discrepancies / self.compared if self.compared else 0.0
 
     def as_metadata(self) -> dict[str, Any]:
-        return {
-            "feature": self.feature,
-            "compared": self.compared,
-            "discrepancies": self.discrepancies,
-            "discrepancy_rate": round(self.discrepancy_rate, 6),
-            "null_discrepancies": self.null_discrepancies,
-            "max_abs_diff": self.max_abs_diff,
-        }
+        return SHADOW_FIGURES.metadata(self)
+
+
+SHADOW_FIGURES: Figures[ShadowFeatureDiff] = Figures(
+    (
+        Figure("feature", lambda f: f.feature),
+        Figure("compared", lambda f: f.compared),
+        Figure("discrepancies", lambda f: f.discrepancies),
+        Figure("discrepancy_rate", lambda f: f.discrepancy_rate, digits=6),
+        Figure("null_discrepancies", lambda f: f.null_discrepancies, heading="null discrepancies"),
+        Figure("max_abs_diff", lambda f: f.max_abs_diff, heading="max abs diff"),
+    ),
+    metadata_order=("feature", "compared", "discrepancies", "discrepancy_rate", "null_discrepancies", "max_abs_diff"),
+)
+"""A shadow figure's metadata key and report heading (shadow comparisons are not stored in a table)."""
+
+SHADOW_REPORT_COLUMNS = ("feature", "compared", "discrepancies", "null_discrepancies", "max_abs_diff")
 
 
 @dataclass(frozen=True)
 class ShadowReport:
+    """A candidate definition against the current one over one time range, feature by feature."""
+
     view: str
     start: datetime
     end: datetime

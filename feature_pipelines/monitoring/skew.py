@@ -36,7 +36,9 @@ from typing import Any
 
 import polars as pl
 
+from feature_pipelines.features.references import FeatureReference
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.monitoring.figures import Figure, Figures
 from feature_pipelines.monitoring.values import NUMERIC_DTYPES, json_safe, numbers_equal
 from feature_pipelines.names import EVENT_TIMESTAMP, ON_DEMAND_VIEW
 from feature_pipelines.offline.delta_store import DeltaStore
@@ -85,7 +87,7 @@ class FeatureSkew:
 
     @property
     def reference(self) -> str:
-        return f"{self.view}:{self.feature}"
+        return str(FeatureReference(self.view, self.feature))
 
     def summary(self) -> str:
         text = (
@@ -98,18 +100,37 @@ class FeatureSkew:
         return text + ")"
 
     def as_metadata(self) -> dict[str, Any]:
-        return {
-            "feature": self.reference,
-            "compared": self.compared,
-            "mismatch_rate": round(self.mismatch_rate, 6),
-            "null_mismatch_rate": round(self.null_mismatch_rate, 6),
-            "stale_mismatches": self.stale_mismatches,
-            "lag_rate": round(self.lag_rate, 6),
-            "max_abs_diff": self.max_abs_diff,
-            "mean_abs_diff": self.mean_abs_diff,
-            "tolerance": self.tolerance,
-            "passed": self.passed,
-        }
+        return SKEW_FIGURES.metadata(self)
+
+
+SKEW_FIGURES: Figures[FeatureSkew] = Figures(
+    (
+        Figure("view", lambda f: f.view, pl.String()),
+        Figure("feature", lambda f: f.feature, pl.String()),
+        Figure("reference", lambda f: f.reference, heading="feature", key="feature"),
+        Figure("compared", lambda f: f.compared, pl.Int64()),
+        Figure("mismatches", lambda f: f.mismatches, pl.Int64()),
+        Figure("null_mismatches", lambda f: f.null_mismatches, pl.Int64(), heading="null mismatches"),
+        Figure("stale_mismatches", lambda f: f.stale_mismatches, pl.Int64(), heading="stale"),
+        Figure("lagged", lambda f: f.lagged, pl.Int64(), heading="lagged (within SLA)"),
+        Figure("mismatch_rate", lambda f: f.mismatch_rate, pl.Float64(), heading="mismatch rate", digits=6),
+        Figure("null_mismatch_rate", lambda f: f.null_mismatch_rate, digits=6),
+        Figure("lag_rate", lambda f: f.lag_rate, digits=6),
+        Figure("max_abs_diff", lambda f: f.max_abs_diff, pl.Float64(), heading="max abs diff"),
+        Figure("mean_abs_diff", lambda f: f.mean_abs_diff, pl.Float64()),
+        Figure("tolerance", lambda f: f.tolerance, pl.Float64()),
+        Figure("passed", lambda f: f.passed, pl.Boolean()),
+    ),
+    metadata_order=(
+        "reference", "compared", "mismatch_rate", "null_mismatch_rate", "stale_mismatches", "lag_rate",
+        "max_abs_diff", "mean_abs_diff", "tolerance", "passed",
+    ),
+)
+"""A skew figure's table column, metadata key and report heading."""
+
+SKEW_REPORT_COLUMNS = (
+    "reference", "compared", "mismatch_rate", "null_mismatches", "stale_mismatches", "lagged", "max_abs_diff", "passed",
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +202,7 @@ def _view_comparison(
     features = [f for f in view.feature_names if f in set(features)]
     keys = list(view.entity_keys)
     entities = served.select(*REQUEST_KEY, *keys, "request_time").unique(subset=list(REQUEST_KEY), keep="first")
-    references = [f"{view.name}:{f}" for f in features]
+    references = [str(FeatureReference(view.name, f)) for f in features]
     historical = get_historical_features(
         store,
         {view.name: view},

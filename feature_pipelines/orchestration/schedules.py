@@ -5,6 +5,7 @@
   snapshot hourly (at 00:15 it finalises yesterday, whose last snapshot is midnight).
 - daily_snapshot_features_job, every day at 00:20, computes the day just closed.
 - raw_dimensions_job, every day at 00:30, reloads planes, airlines and airports.
+- monitoring_job, every day at 00:45, judges the day before (skew, drift, shadow definitions).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from dagster import (
     schedule,
 )
 
+from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.concurrency import run_tags_for_assets
+from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, require_utc
 
@@ -34,6 +37,7 @@ HOURLY_SNAPSHOT_JOB = "hourly_snapshot_features_job"
 DAILY_SNAPSHOT_JOB = "daily_snapshot_features_job"
 TRAINING_JOB = "training_job"
 DIMENSIONS_JOB = "raw_dimensions_job"
+MONITORING_JOB = "monitoring_job"
 
 
 def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, scheduled_at: object) -> str:
@@ -44,6 +48,11 @@ def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, schedu
     """
     snapshot = floor_to(require_utc(scheduled_at, "scheduled time"), timedelta(hours=1))  # type: ignore[arg-type]
     return partitions.get_partition_key_for_timestamp((snapshot - timedelta(microseconds=1)).timestamp())
+
+
+def _default_status(settings: Settings) -> DefaultScheduleStatus:
+    """In replay mode the schedules start running with `dagster dev`; otherwise they wait to be switched on."""
+    return DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
 
 
 def build_jobs_and_schedules(
@@ -57,7 +66,7 @@ def build_jobs_and_schedules(
     publish_assets: Sequence[str] = (),
 ) -> tuple[list[object], list[ScheduleDefinition]]:
     """Jobs per grain; in replay mode their schedules start running with `dagster dev`."""
-    status = DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
+    status = _default_status(settings)
     dimensions_job = define_asset_job(
         DIMENSIONS_JOB, selection=AssetSelection.assets(*raw_dimensions), description="Refresh the unpartitioned dimension tables."
     )
@@ -99,3 +108,24 @@ def build_jobs_and_schedules(
         build_schedule_from_partitioned_job(daily_job, hour_of_day=0, minute_of_hour=20, default_status=status),
     ]
     return [dimensions_job, raw_job, hourly_job, daily_job], schedules
+
+
+def build_monitoring_job_and_schedule(settings: Settings, group: str) -> tuple[object, ScheduleDefinition]:
+    """One job over the monitoring group; its schedule judges each day at 00:45 UTC the day after
+    (the serving log of a day is complete once the day is over; a run of today's open partition
+    from the UI judges the day so far)."""
+    job = define_asset_job(
+        MONITORING_JOB,
+        selection=AssetSelection.groups(group),
+        partitions_def=partitions_for(Partitioning.DAILY, settings, in_progress=True),
+        description="Skew, drift and shadow reports of one day.",
+    )
+
+    @schedule(job=job, cron_schedule="45 0 * * *", execution_timezone="UTC", default_status=_default_status(settings),
+              name="monitoring_schedule", description="Every day at 00:45 UTC: skew, drift and shadow reports of the day before.")
+    def monitoring_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
+        day = floor_to(require_utc(context.scheduled_execution_time, "tick"), timedelta(days=1)) - timedelta(days=1)  # type: ignore[arg-type]
+        key = day.strftime("%Y-%m-%d")
+        yield RunRequest(run_key=key, partition_key=key)
+
+    return job, monitoring_schedule

@@ -39,7 +39,6 @@ from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.monitoring_assets import (
     FEATURE_DRIFT_CHECK,
-    MONITORING_JOB,
     MULTIVARIATE_CHECK,
     PARTITION_DRIFT_ASSET,
     SERVING_DRIFT_ASSET,
@@ -50,7 +49,7 @@ from feature_pipelines.orchestration.monitoring_assets import (
     shadow_check,
 )
 from feature_pipelines.orchestration.runs import materialize_range
-from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, RAW_HOURLY_JOB
+from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, MONITORING_JOB, RAW_HOURLY_JOB
 from feature_pipelines.serving.app import create_app, key_columns_of
 from feature_pipelines.serving.request_log import RequestLog
 from feature_pipelines.settings import ReplayClock, Settings
