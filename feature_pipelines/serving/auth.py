@@ -89,4 +89,3 @@ class Authenticator:
 
 def _unrestricted() -> None:
     """No key configured: everyone may read everything (the server binds to loopback)."""
-    return None

@@ -5,7 +5,7 @@ Configuration comes from the environment, so that every uvicorn worker process (
 
     FEATURE_PIPELINES_REDIS_URL       the online store (required; `redis-up` prints one)
     FEATURE_PIPELINES_REDIS_PASSWORD  optional password applied to that URL
-    FEATURE_PIPELINES_REDIS_PREFIX    key prefix (default "fp:local")
+    FEATURE_PIPELINES_REDIS_PREFIX    key prefix (default "fp:<FEATURE_PIPELINES_ENV>", as the publishers use)
     FEATURE_PIPELINES_API_KEY         when set, required in the X-API-Key header (full access)
     FEATURE_PIPELINES_CONSUMERS       JSON: consumer -> {"api_key_env", "exclude_pii", "allowed_views"}
                                       (see serving.consumers); each key read from the named variable
@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 
+from feature_pipelines.names import online_key_prefix
 from feature_pipelines.online.local_daemon import ensure_local_redis, stop_local_redis
 from feature_pipelines.online.local_server import LocalRedisServerError
 from feature_pipelines.resources import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
@@ -41,7 +42,6 @@ from feature_pipelines.serving.consumers import (
 logger = logging.getLogger(__name__)
 
 PREFIX_ENV_VAR = "FEATURE_PIPELINES_REDIS_PREFIX"
-DEFAULT_PREFIX = "fp:local"
 MAX_ENTITIES_ENV_VAR = "FEATURE_PIPELINES_SERVE_MAX_ENTITIES"
 REQUEST_LOG_ENV_VAR = "FEATURE_PIPELINES_SERVE_REQUEST_LOG"
 # The repo root as settings.REPO_ROOT computes it, without importing settings (and with it the
@@ -51,8 +51,17 @@ APP_FACTORY = "feature_pipelines.serving.cli:app_from_env"
 
 
 def redis_resource_from_env() -> RedisResource:
-    """The online store as configured by the environment (the URL itself is read at use time)."""
-    return RedisResource(key_prefix=os.environ.get(PREFIX_ENV_VAR, DEFAULT_PREFIX))
+    """The online store as configured by the environment (the URL itself is read at use time).
+
+    The key prefix defaults to the environment's own (`online_key_prefix`), the one its publish
+    assets write under: a prod server must never read local keys.
+    """
+    prefix = os.environ.get(PREFIX_ENV_VAR)
+    if prefix is None:
+        from feature_pipelines.settings import load_settings  # the environment, checked; ~1 s of imports
+
+        prefix = online_key_prefix(load_settings().environment)
+    return RedisResource(key_prefix=prefix)
 
 
 def app_from_env() -> FastAPI:
@@ -118,10 +127,10 @@ def serve(args: argparse.Namespace) -> int:
     except ConsumerConfigError as error:
         print(f"serve: {error}", file=sys.stderr)
         return 2
-    resource = redis_resource_from_env()
     try:
+        resource = redis_resource_from_env()
         client = resource.client()
-    except RedisConfigError as error:
+    except (RedisConfigError, ValueError) as error:  # ValueError: an unknown FEATURE_PIPELINES_ENV
         print(f"serve: {error}", file=sys.stderr)
         return 2
     try:

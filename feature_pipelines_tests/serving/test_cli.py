@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -10,11 +11,15 @@ import polars as pl
 import pytest
 import redis
 
-from feature_pipelines.names import FEATURE_LOG_TABLE
+from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_daemon import _start, ensure_local_redis, running_url, stop_local_redis
 from feature_pipelines.online.local_server import LocalRedisServer, LocalRedisServerError
+from feature_pipelines.online.publish import publish
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
+from feature_pipelines.settings import ENVIRONMENTS
 from feature_pipelines_tests.serving.conftest import PREFIX, Published
 from feature_pipelines_tests.serving.serve_process import serve_process
 
@@ -111,3 +116,41 @@ def test_a_port_held_by_another_server_is_never_recorded_as_ours(
         _start(state, redis_server.port)
     assert running_url(state) is None and not (state / "url").exists()
     assert redis_server.client().ping()
+
+
+def _publish_route_mean(client: redis.Redis, prefix: str, mean: float, at: datetime) -> None:
+    """Publish one route's snapshot under `prefix`: every feature null but the 24h mean delay."""
+    view = FEATURE_VIEWS["route_delay_stats"]
+    frame = pl.DataFrame(
+        {"origin": ["JFK"], "dest": ["SFO"], EVENT_TIMESTAMP: [at],
+         **{name: [mean if name == "route_dep_delay_mean_24h" else None] for name in view.feature_names}},
+        schema={"origin": pl.String, "dest": pl.String, EVENT_TIMESTAMP: pl.Datetime("us", "UTC"), **view.schema()},
+    )
+    publish(client, OnlineTable.for_view(view, prefix), frame)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_serve_reads_its_own_environments_keys(
+    environment: str, redis_server: LocalRedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Without FEATURE_PIPELINES_REDIS_PREFIX the server reads `fp:<env>`, where that environment's
+    publish assets write, and never another environment's keys."""
+    now = datetime.now(timezone.utc)
+    own, other = online_key_prefix(environment), online_key_prefix("elsewhere")
+    _publish_route_mean(redis_client, own, 11.5, now - timedelta(hours=1))
+    _publish_route_mean(redis_client, other, 99.0, now - timedelta(minutes=30))
+    env = {"FEATURE_PIPELINES_ENV": environment, "FEATURE_PIPELINES_REDIS_URL": redis_server.url,
+           "FEATURE_PIPELINES_LAKE_ROOT": str(tmp_path / "lake")}
+    if environment != "local":  # staging and prod name their lake and its options explicitly
+        env["FEATURE_PIPELINES_STORAGE_OPTIONS"] = "{}"
+    body = {"features": ["route_delay_stats:route_dep_delay_mean_24h"], "entities": {"origin": ["JFK"], "dest": ["SFO"]}}
+    try:
+        with serve_process(env) as served:
+            response = httpx.post(f"{served.base}/get-online-features", json=body, timeout=5)
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][2]["values"] == [11.5]
+        assert f"prefix {own!r}" in served.output
+    finally:
+        for prefix in (own, other):
+            for key in redis_client.scan_iter(match=f"{prefix}:*"):
+                redis_client.delete(key)
