@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from feature_pipelines.features.flights import aircraft_utilisation, carrier_delay_stats, route_delay_stats
 from feature_pipelines.features.drift_thresholds import DRIFT_THRESHOLDS, NOT_STATIONARY_PREFIXES
+from feature_pipelines.features.flights import aircraft_utilisation, carrier_delay_stats, route_delay_stats
 from feature_pipelines.features.spec import FeatureDefinitionError, FeatureMonitoring, FeatureView
 from feature_pipelines.features.weather import origin_weather
 

@@ -7,19 +7,10 @@ raw partitions of [t - window, t): no lateness allowance, and an early departure
 before its schedule) is not missed.
 """
 
-from datetime import timedelta
 
 from feature_pipelines.features.entities import aircraft, carrier, route
-from feature_pipelines.features.spec import (
-    Aggregation,
-    Entity,
-    Feature,
-    FeatureView,
-    FreshnessSLA,
-    Lifecycle,
-    Partitioning,
-    SourceSpec,
-)
+from feature_pipelines.features.service_levels import DAILY_SNAPSHOTS, HOURLY_OPERATIONS
+from feature_pipelines.features.spec import Aggregation, Entity, Feature, FeatureView, Lifecycle, SourceSpec
 
 FLIGHTS_SOURCE = SourceSpec(asset="raw_flights", known_at_column="dep_known_at")
 MAX_DELAY_MINUTES = 24 * 60
@@ -52,41 +43,33 @@ route_delay_stats = FeatureView(
     name="route_delay_stats",
     entity=route,
     source=FLIGHTS_SOURCE,
-    partitioning=Partitioning.DAILY,
     # 2013 worst days: 24h delay nulls 38%, cancel-rate nulls 22%; 7d delay nulls 2.7%.
     features=_delay_stats(route, "24h", delay_null_share=0.5, cancel_null_share=0.3)
     + _delay_stats(route, "7d", delay_null_share=0.05, cancel_null_share=0.0),
-    ttl=timedelta(days=2),
     owner="pricing-ml@feature-pipelines.example",
     description="Departure delay and cancellation statistics per origin-destination pair, daily.",
-    freshness=FreshnessSLA(warn_after=timedelta(hours=26), fail_after=timedelta(hours=30)),
     lifecycle=Lifecycle.PRODUCTION,
     tags={"domain": "flights"},
+    **DAILY_SNAPSHOTS,
 )
 
 carrier_delay_stats = FeatureView(
     name="carrier_delay_stats",
     entity=carrier,
     source=FLIGHTS_SOURCE,
-    partitioning=Partitioning.DAILY,
-    snapshot_every=Partitioning.HOURLY,
     # 2013 worst days: 24h delay nulls 17%, cancel-rate nulls 15%; 7d none.
     features=_delay_stats(carrier, "24h", delay_null_share=0.25, cancel_null_share=0.2)
     + _delay_stats(carrier, "7d", delay_null_share=0.02, cancel_null_share=0.0),
-    ttl=timedelta(hours=3),
-    owner="ops-data@feature-pipelines.example",
     description="Departure delay and cancellation statistics per airline, snapshotted every hour "
     "(daily partitions, refreshed hourly).",
-    freshness=FreshnessSLA(warn_after=timedelta(hours=2), fail_after=timedelta(hours=3)),
-    lifecycle=Lifecycle.PRODUCTION,
     tags={"domain": "flights"},
+    **HOURLY_OPERATIONS,
 )
 
 aircraft_utilisation = FeatureView(
     name="aircraft_utilisation",
     entity=aircraft,
     source=FLIGHTS_SOURCE,
-    partitioning=Partitioning.DAILY,
     features=(
         Feature("aircraft_flights_count_24h", "int64", Aggregation.COUNT, "24h", min_value=0,
                 max_value=40, description="Flights from New York by this aircraft in 24h."),
@@ -97,10 +80,9 @@ aircraft_utilisation = FeatureView(
                 description="Mean departure delay of this aircraft over 24h (2013 worst day: 48% "
                 "null, the February blizzard, when most of its flights were cancelled)."),
     ),
-    ttl=timedelta(days=2),
     owner="fleet-ml@feature-pipelines.example",
     description="How hard each aircraft was worked in the last day, snapshotted daily.",
-    freshness=FreshnessSLA(warn_after=timedelta(hours=26), fail_after=timedelta(hours=30)),
     lifecycle=Lifecycle.EXPERIMENTAL,
     tags={"domain": "flights"},
+    **DAILY_SNAPSHOTS,
 )

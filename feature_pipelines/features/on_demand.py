@@ -220,24 +220,30 @@ def safe_ratio(numerator: str, denominator: str) -> pl.Expr:
     return pl.when(den.is_not_null() & (den != 0.0) & ratio.is_finite()).then(ratio)
 
 
-route_dep_delay_ratio_24h_7d = OnDemandFeature(
-    name="route_dep_delay_ratio_24h_7d",
-    dtype="float64",
-    expression=safe_ratio("route_dep_delay_mean_24h", "route_dep_delay_mean_7d"),
-    inputs=("route_delay_stats:route_dep_delay_mean_24h", "route_delay_stats:route_dep_delay_mean_7d"),
-    description="Route mean departure delay over 24h relative to its 7d mean: > 1 means the route "
+def delay_ratio_24h_7d(view: str, entity: str, description: str) -> OnDemandFeature:
+    """`<entity>_dep_delay_ratio_24h_7d`: the view's 24h mean departure delay over its 7d mean."""
+    short, long = f"{entity}_dep_delay_mean_24h", f"{entity}_dep_delay_mean_7d"
+    return OnDemandFeature(
+        name=f"{entity}_dep_delay_ratio_24h_7d",
+        dtype="float64",
+        expression=safe_ratio(short, long),
+        inputs=(f"{view}:{short}", f"{view}:{long}"),
+        description=description,
+    )
+
+
+route_dep_delay_ratio_24h_7d = delay_ratio_24h_7d(
+    "route_delay_stats", "route",
+    "Route mean departure delay over 24h relative to its 7d mean: > 1 means the route "
     "runs later than usual today. Null when either mean is null, the 7d mean is 0, or the ratio "
     "is not finite.",
 )
 """How unusual today's delays on a route are; a ratio rather than a difference so that routes
 with long and short typical delays share one scale."""
 
-carrier_dep_delay_ratio_24h_7d = OnDemandFeature(
-    name="carrier_dep_delay_ratio_24h_7d",
-    dtype="float64",
-    expression=safe_ratio("carrier_dep_delay_mean_24h", "carrier_dep_delay_mean_7d"),
-    inputs=("carrier_delay_stats:carrier_dep_delay_mean_24h", "carrier_delay_stats:carrier_dep_delay_mean_7d"),
-    description="Airline mean departure delay over 24h relative to its 7d mean; same null policy "
+carrier_dep_delay_ratio_24h_7d = delay_ratio_24h_7d(
+    "carrier_delay_stats", "carrier",
+    "Airline mean departure delay over 24h relative to its 7d mean; same null policy "
     "as route_dep_delay_ratio_24h_7d.",
 )
 """The same signal per airline: a carrier-wide disruption shows before a route has enough

@@ -1,18 +1,9 @@
 """Feature views over hourly airport weather."""
 
-from datetime import timedelta
 
 from feature_pipelines.features.entities import origin
-from feature_pipelines.features.spec import (
-    Aggregation,
-    Feature,
-    FeatureView,
-    FreshnessSLA,
-    Lifecycle,
-    NullPolicy,
-    Partitioning,
-    SourceSpec,
-)
+from feature_pipelines.features.service_levels import HOURLY_OPERATIONS
+from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, NullPolicy, SourceSpec
 
 # Latest values look back as far as the view's widest window, so a row never lacks one merely
 # because an hourly observation is missing from the source.
@@ -22,8 +13,6 @@ origin_weather = FeatureView(
     name="origin_weather",
     entity=origin,
     source=SourceSpec(asset="raw_weather", known_at_column="observed_at"),
-    partitioning=Partitioning.DAILY,
-    snapshot_every=Partitioning.HOURLY,
     features=(
         Feature("origin_temp_latest", "float64", source_column="temp", min_value=-40, max_value=130,
                 max_null_fraction=0.02, description="Latest temperature (F) observed in the last 6h.", **_LATEST),
@@ -40,11 +29,8 @@ origin_weather = FeatureView(
         Feature("origin_observations_count_6h", "int64", Aggregation.COUNT, "6h", min_value=0,
                 max_value=12, description="Weather observations in the last 6h (normally 6)."),
     ),
-    ttl=timedelta(hours=3),
-    owner="ops-data@feature-pipelines.example",
     description="Weather at each New York origin airport, snapshotted at the end of every hour "
     "(daily partitions, refreshed hourly).",
-    freshness=FreshnessSLA(warn_after=timedelta(hours=2), fail_after=timedelta(hours=3)),
-    lifecycle=Lifecycle.PRODUCTION,
     tags={"domain": "weather"},
+    **HOURLY_OPERATIONS,
 )

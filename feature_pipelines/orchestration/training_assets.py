@@ -4,6 +4,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -17,6 +18,7 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     MetadataValue,
+    PartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
 )
@@ -46,6 +48,21 @@ RAW_KNOWN_AT = {table.name: table.time_column for table in RAW_TABLES if table.t
 READINESS_RULES = {UPSTREAM: FEATURE_RULES[UPSTREAM]}
 
 
+def _daily_training_table(days: PartitionsDefinition) -> dict[str, Any]:
+    """What the label and training-set assets share: daily partitions by scheduled departure, one run
+    per backfill range, written through the Delta IO manager only for the partitions that pass."""
+    return dict(
+        group_name="training",
+        partitions_def=days,
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
+        output_required=False,
+        io_manager_key="delta_io_manager",
+        kinds={"polars", "delta"},
+        pool="lake_writes",
+    )
+
+
 def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefinition:
     """Labels of the flights scheduled on a day; they need the next day's raw hours (arrivals)."""
     days = partitions_for(Partitioning.DAILY, settings)
@@ -60,16 +77,9 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
         "scheduled departure's UTC day; needs the following day's raw hours, since an outcome can "
         "become known up to a day after the schedule. A day whose raw hours are missing or held back "
         "is refused, and only that day.",
-        group_name="training",
-        partitions_def=days,
         ins={"flights": AssetIn(key=AssetKey("raw_flights"), partition_mapping=mapping, metadata={PER_PARTITION_READINESS: True})},
-        backfill_policy=BackfillPolicy.single_run(),
-        metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
         check_specs=gate_check_specs(LABELS_TABLE, READINESS_RULES),
-        output_required=False,
-        io_manager_key="delta_io_manager",
-        kinds={"polars", "delta"},
-        pool="lake_writes",
+        **_daily_training_table(days),
     )
     def _labels(context: AssetExecutionContext, flights: pl.DataFrame, lake: LakeResource):
         now = run_clock(context)
@@ -130,17 +140,10 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
     @asset(
         name=spec.name,
         description=_training_set_description(spec),
-        group_name="training",
-        partitions_def=days,
         ins={"labels": AssetIn(key=AssetKey(LABELS_TABLE), metadata={PER_PARTITION_READINESS: True})},
         deps=[AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views],
-        backfill_policy=BackfillPolicy.single_run(),
-        metadata={TIME_COLUMN_KEY: "scheduled_departure_at", CLOSED_KEY: "left"},
         check_specs=[_leakage_check_spec(spec), *gate_check_specs(spec.name, READINESS_RULES)],
-        output_required=False,
-        io_manager_key="delta_io_manager",
-        kinds={"polars", "delta"},
-        pool="lake_writes",
+        **_daily_training_table(days),
     )
     def _training_set(context: AssetExecutionContext, labels: pl.DataFrame, lake: LakeResource):
         now = run_clock(context)
