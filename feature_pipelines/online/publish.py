@@ -313,7 +313,7 @@ def send_snapshot(
     progress = _Progress()
     result = PublishResult(snapshot.view)
 
-    def send(node: redis.Redis, batches: list[range | list[int]]) -> list[range | list[int]]:
+    def send(node: redis.Redis, batches: Sequence[range | list[int]]) -> list[range | list[int]]:
         nonlocal result
         sha = node.script_load(PUBLISH_LUA)
         if sha not in (PUBLISH_SHA, PUBLISH_SHA.encode()):

@@ -18,7 +18,7 @@ import polars as pl
 
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.online.encoding import normalize_schema
-from feature_pipelines.online.keys import OnlineKeyError, hash_keys, hash_keys_for_rows, key_head
+from feature_pipelines.online.keys import OnlineKeyError, hash_keys, key_head, keys_under_head
 
 
 class OnlineTableError(ValueError):
@@ -69,7 +69,7 @@ class OnlineTable:
 
     def keys_for_rows(self, rows: Iterable[Sequence[Any]]) -> list[str]:
         """The Redis keys of entities given as tuples of key values (the small-request path)."""
-        return hash_keys_for_rows(self.prefix, self.name, rows)
+        return keys_under_head(self.key_head, self.name, rows)
 
 
 def metadata_columns(view: str) -> tuple[str, str]:

@@ -56,21 +56,21 @@ def plan_batches(keys: Sequence[bytes], batch_size: int, *, by_slot: bool) -> li
 
 def route(
     client: redis.Redis, work: Sequence[W], key_of: Callable[[W], bytes | str]
-) -> list[tuple[redis.Redis, list[W]]]:
+) -> list[tuple[redis.Redis, Sequence[W]]]:
     """Which server gets which work: the one node, or on a cluster each slot's primary.
 
     redis-py's cluster pipeline refuses EVALSHA and re-packs every command, so each node gets
     its own stream of single-slot calls on that node's plain client instead.
     """
     if not is_cluster_client(client):
-        return [(client, list(work))]
+        return [(client, work)]
     by_node: dict[str, tuple[redis.Redis, list[W]]] = {}
     for item in work:
         node = client.get_node_from_key(key_of(item))  # type: ignore[attr-defined]
         if node.name not in by_node:
             by_node[node.name] = (client.get_redis_connection(node), [])  # type: ignore[attr-defined]
         by_node[node.name][1].append(item)
-    return list(by_node.values())
+    return list(by_node.values())  # type: ignore[arg-type]
 
 
 def send_routed(
@@ -78,7 +78,7 @@ def send_routed(
     work: Sequence[W],
     *,
     key_of: Callable[[W], bytes | str],
-    send: Callable[[redis.Redis, list[W]], list[W]],
+    send: Callable[[redis.Redis, Sequence[W]], list[W]],
     what: str,
 ) -> None:
     """Run `send(node, items)` for every node's share of `work`, re-sending what it refused.
@@ -87,7 +87,7 @@ def send_routed(
     safe: a refused call changed nothing. On a cluster the topology is refreshed first, so MOVED
     and ASK items go to their new node. Raises `RefusedError` after `ATTEMPTS` sends.
     """
-    pending = list(work)
+    pending: Sequence[W] = work
     for _attempt in range(ATTEMPTS):
         refused: list[W] = []
         for node, items in route(client, pending, key_of):

@@ -25,12 +25,11 @@ from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.publish import latest_per_entity, publish
-from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.online.retrieval import get_online_features
 from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.orchestration.partitions import view_partitions
 from feature_pipelines.quality.parity import ParityReport, compare
-from feature_pipelines.resources import LakeResource
+from feature_pipelines.resources import LakeResource, RedisResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import utc_now
 

@@ -9,9 +9,8 @@ from typing import Any
 from dagster_duckdb import DuckDBResource
 
 from feature_pipelines.names import online_key_prefix
-from feature_pipelines.online.resource import RedisResource
 from feature_pipelines.orchestration.io_manager import DeltaPolarsIOManager
-from feature_pipelines.resources import LakeResource, LandingResource
+from feature_pipelines.resources import LakeResource, LandingResource, RedisResource
 from feature_pipelines.settings import REPO_ROOT, Settings
 
 LAKE_ROOT_VAR = "FEATURE_PIPELINES_LAKE_ROOT"

@@ -26,7 +26,7 @@ from feature_pipelines.online.errors import OnlineStoreUnavailableError
 from feature_pipelines.online.keys import hash_keys
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import PublishResult, publish
-from feature_pipelines.online.resource import RedisResource
+from feature_pipelines.resources import RedisResource
 from feature_pipelines_tests.online.conftest import ENTITY_KEYS, PREFIX, SCHEMA, TABLE, VIEW, now_utc, snapshot
 
 ENTITIES = 20_000

@@ -10,9 +10,10 @@ import pytest
 import redis
 from dagster import Definitions, asset, materialize
 
+from feature_pipelines.online.client import RedisConfigError, redact_url
 from feature_pipelines.online.errors import client_target
 from feature_pipelines.online.local_server import LocalRedisServer
-from feature_pipelines.online.resource import RedisConfigError, RedisResource, redact_url
+from feature_pipelines.resources import RedisResource
 
 URL_VAR = "FEATURE_PIPELINES_REDIS_URL"
 PASSWORD_VAR = "FEATURE_PIPELINES_REDIS_PASSWORD"

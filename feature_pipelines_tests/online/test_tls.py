@@ -19,13 +19,14 @@ from dagster import serialize_value
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from feature_pipelines.online.client import RedisConfigError
 from feature_pipelines.online.errors import OnlineStoreUnavailableError
 from feature_pipelines.online.local_server import LocalRedisServer, TlsFiles
 from feature_pipelines.online.publish import PublishResult, publish
 from feature_pipelines.online.read import read_online
-from feature_pipelines.online.resource import RedisConfigError, RedisResource
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB
+from feature_pipelines.resources import RedisResource
 from feature_pipelines_tests.conftest import step_failure_text
 from feature_pipelines_tests.online.conftest import (
     ENTITY_KEYS,

@@ -1,4 +1,4 @@
-"""The Redis online store as a Dagster resource, configured without ever holding a secret.
+"""Redis clients for the online store, configured by naming environment variables, never holding a secret.
 
 A Redis URL often carries a password (redis://:secret@host:6379/0), and run config, resource
 config and code all end up in the Dagster UI, logs or git. So the config names environment
@@ -15,11 +15,10 @@ redis-py's default ten reconnect attempts.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from dagster import ConfigurableResource
-from pydantic import Field
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -56,28 +55,20 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-class RedisResource(ConfigurableResource):
-    """Where the online store lives: env var names for the URL and secrets, a key prefix, timeouts."""
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the online store lives: env var names for the URL and secrets, a key prefix, timeouts.
 
-    url_env_var: str = Field(
-        default=DEFAULT_URL_ENV_VAR,
-        description="Environment variable holding the Redis URL (redis:// or rediss:// for TLS). "
-        "The URL itself is never part of the config.",
-    )
-    password_env_var: str | None = Field(
-        default=DEFAULT_PASSWORD_ENV_VAR,
-        description="Environment variable holding a password; applied when set (it overrides a "
-        "password in the URL).",
-    )
-    ssl_ca_certs_env_var: str | None = Field(
-        default=DEFAULT_CA_CERTS_ENV_VAR,
-        description="Environment variable holding the path of a CA bundle to verify the server's "
-        "TLS certificate (rediss:// URLs only); applied when set, otherwise the system's CAs are "
-        "trusted. The certificate is always verified.",
-    )
-    key_prefix: str = Field(description="Key prefix scoping a project/environment, e.g. 'fp:local'.")
-    socket_timeout_s: float = Field(default=2.0, gt=0, description="Per-command socket timeout.")
-    connect_timeout_s: float = Field(default=1.0, gt=0, description="TCP connect timeout.")
+    Plain data (no Dagster): the `RedisResource` in `feature_pipelines.resources` holds the same
+    fields as run config and hands them to this class, as the feature server's CLI does directly.
+    """
+
+    key_prefix: str
+    url_env_var: str = DEFAULT_URL_ENV_VAR
+    password_env_var: str | None = DEFAULT_PASSWORD_ENV_VAR
+    ssl_ca_certs_env_var: str | None = DEFAULT_CA_CERTS_ENV_VAR
+    socket_timeout_s: float = 2.0
+    connect_timeout_s: float = 1.0
 
     def url(self) -> str:
         """The configured URL, read from the environment now (so a restart picks up rotation)."""
