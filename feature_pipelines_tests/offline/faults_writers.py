@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -55,9 +56,9 @@ def contend(
     writer: str,
     ranges: list[tuple[int, int]],
     rows_per_day: int,
+    storage_options: dict[str, str] | None,
     start_together: Any,
     results: Any,
-    storage_options: dict[str, str] | None = None,
 ) -> None:
     """Write one range per round; every round starts at a shared barrier so commits collide."""
     store = DeltaStore(
@@ -84,22 +85,27 @@ def write_big_range(root: str, first_day: int, last_day: int, rows_per_day: int,
     DeltaStore(root).write(TABLE, frame, time_slice=day_slice(first_day, last_day))
 
 
-def run_contention(root: str, *, cycles: int, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Two spawned writer processes, `cycles` times through ROUND_SHAPES; their conflict counts."""
+def run_spawned_together(target: Callable[..., None], arguments: list[tuple[Any, ...]], *, timeout: float) -> list[Any]:
+    """Start one spawned process per argument tuple, all sharing a barrier and a result queue (passed
+    as their last two arguments); each puts one result. Returns them in arrival order."""
     context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    plans = {writer: [shape[i] for shape in ROUND_SHAPES] * cycles for i, writer in enumerate(ROWS_PER_DAY)}
-    workers = [
-        context.Process(target=contend, args=(root, w, plans[w], ROWS_PER_DAY[w], barrier, results, storage_options))
-        for w in plans
-    ]
+    barrier, results = context.Barrier(len(arguments)), context.Queue()
+    workers = [context.Process(target=target, args=(*args, barrier, results)) for args in arguments]
     for worker in workers:
         worker.start()
-    reports = [results.get(timeout=120) for _ in workers]
+    reports = [results.get(timeout=timeout) for _ in workers]
     for worker in workers:
         worker.join(timeout=30)
-        assert worker.exitcode == 0, f"writer process exited with {worker.exitcode}"
+        assert worker.exitcode == 0, f"process {worker.name} exited with {worker.exitcode}"
     return reports
+
+
+def run_contention(root: str, *, cycles: int, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Two spawned writer processes, `cycles` times through ROUND_SHAPES; their conflict counts."""
+    plans = {writer: [shape[i] for shape in ROUND_SHAPES] * cycles for i, writer in enumerate(ROWS_PER_DAY)}
+    return run_spawned_together(
+        contend, [(root, w, plans[w], ROWS_PER_DAY[w], storage_options) for w in plans], timeout=120
+    )
 
 
 def state_by_day(frame: pl.DataFrame) -> dict[int, tuple[str, int, int]]:

@@ -6,7 +6,6 @@ every committed version is then checked against a model of what that commit must
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,10 @@ from feature_pipelines_tests.offline.faults_writers import (
     day_slice,
     partition_frame,
     run_contention,
+    run_spawned_together,
     state_by_day,
 )
+
 
 def test_two_processes_overwriting_overlapping_ranges_lose_and_double_nothing(tmp_path: Path) -> None:
     reports = run_contention(str(tmp_path), cycles=5)
@@ -96,18 +97,10 @@ def test_attempts_running_out_raise_naming_table_and_partitions_and_commit_nothi
 def test_two_dagster_backfills_of_the_same_feature_at_once(tmp_path: Path, small_landing_root: Path) -> None:
     """Two processes, each with its own Dagster instance, backfill overlapping days of the same
     raw tables and feature table into one lake: both runs succeed and no row is doubled or lost."""
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
     ranges = [("2013-01-01", "2013-01-02", "2013-01-04"), ("2013-01-01", "2013-01-03", "2013-01-05")]
-    workers = [
-        context.Process(target=dagster_backfill, args=(str(tmp_path), str(small_landing_root), *days, barrier, results))
-        for days in ranges
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=240) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
+    outcomes = run_spawned_together(
+        dagster_backfill, [(str(tmp_path), str(small_landing_root), *days) for days in ranges], timeout=240
+    )
     assert all(outcome[job] for outcome in outcomes for job in (RAW_HOURLY_JOB, HOURLY_SNAPSHOT_JOB)), outcomes
 
     store = DeltaStore(str(tmp_path / "lake"))
