@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ import polars as pl
 from feature_pipelines.names import LANDING_FILES_TABLE, QUARANTINE_ROOT
 from feature_pipelines.offline.delta_store import DeltaStore, KeyRange
 from feature_pipelines.quality.gate import GateVerdict
+from feature_pipelines.quality.json_values import json_text
 from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines.sources.landing_contract import RejectedFile
 
@@ -109,7 +109,7 @@ class Quarantine:
         rows = [
             {
                 "table": landing_table, "file": f.file, "path": f.path, "copy": str(zone.quarantine_dir(landing_table) / f.file),
-                "problems": json.dumps(list(f.problems)), "hours_known": f.hours_known, "hours": len(f.hours),
+                "problems": json_text(list(f.problems)), "hours_known": f.hours_known, "hours": len(f.hours),
                 "first_hour": min(f.hours) if f.hours else None, "last_hour": max(f.hours) if f.hours else None,
                 RUN_ID: run_id, AT: at,
             }
