@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.quality.json_values import json_text
+from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.timeutil import utc_now
-
-if TYPE_CHECKING:  # importing outcome pulls in Great Expectations; readers need none of it
-    from feature_pipelines.quality.outcome import CheckOutcome
 
 LEDGER_SCHEMA = {
     "table": pl.String,
@@ -43,7 +40,7 @@ class FailedPartitionError(RuntimeError):
 class QualityLedger:
     store: DeltaStore
 
-    def record(self, outcomes: Iterable["CheckOutcome"], *, run_id: str, row_counts: dict[str, int]) -> None:
+    def record(self, outcomes: Iterable[CheckOutcome], *, run_id: str, row_counts: dict[str, int]) -> None:
         """Append outcomes (one row per check and partition) in one commit."""
         now = utc_now()
         rows = [
