@@ -20,7 +20,10 @@ feature) -- long format, so that adding a feature never changes the schema:
                                          its request columns
     <join keys>      typed (String for this catalog), one column per join key of any view
                      (origin, dest, carrier, tailnum, ...), set for the keys of the row's view
-                     and null otherwise
+                     and null otherwise. A view with a new join key adds its column to the
+                     table (a metadata-only commit; earlier rows read it as null), and a server
+                     of an older catalog writes null in the columns it does not know, so the
+                     log keeps accepting rows across a catalog change (`append_log_rows`)
     feature          String              the feature name (not the full "view:feature")
     value_json       String              the served value as JSON, exact: "null" for null,
                                          non-finite floats as the strings "NaN", "Infinity",
@@ -70,6 +73,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import deltalake
 import polars as pl
 
 from feature_pipelines.features.spec import FeatureView
@@ -207,6 +211,38 @@ def requests_to_frame(
     return pl.DataFrame(columns, schema=schema)
 
 
+def append_log_rows(store: DeltaStore, frame: pl.DataFrame, *, table: str = FEATURE_LOG_TABLE) -> int:
+    """Append log rows whatever join-key columns the table and `frame` each have (see the module
+    docstring); the committed version. Anything else that differs (a retyped column) is refused
+    by the append, as before."""
+    return store.append(table, conform_to_log(store, frame, table=table))
+
+
+def conform_to_log(store: DeltaStore, frame: pl.DataFrame, *, table: str = FEATURE_LOG_TABLE) -> pl.DataFrame:
+    """`frame` in the log table's schema: the table first gains the columns only `frame` has
+    (nullable, so its earlier rows read them as null), then `frame` gets null columns for those
+    only the table has, in the table's column order."""
+    if not store.exists(table):
+        return frame
+    schema = store.scan(table).collect_schema()
+    added = [name for name in frame.columns if name not in schema]
+    if added:
+        fields = deltalake.Schema.from_arrow(frame.select(added).head(0).to_arrow().schema).fields
+        store.open(table).alter.add_columns(list(fields))
+        logger.info("request log: added column(s) %s to %s (a view with a new join key)", added, table)
+        schema = store.scan(table).collect_schema()
+    return _in_schema(frame, schema)
+
+
+def _in_schema(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """`frame` with the columns of `schema` in its order, null where `frame` has none."""
+    if list(schema) == frame.columns:
+        return frame
+    return frame.select(
+        pl.col(name) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name) for name, dtype in schema.items()
+    )
+
+
 class RequestLog:
     """Buffers served requests and appends them to Delta from a background thread.
 
@@ -249,6 +285,7 @@ class RequestLog:
         self._failed_flushes = 0
         self._dropped_rows = 0
         self._last_error: str | None = None
+        self._table_schema: pl.Schema | None = None  # the table's columns as of the last append
         atexit.register(self._close_at_exit)
 
     # -- request path ---------------------------------------------------------------------------
@@ -337,6 +374,14 @@ class RequestLog:
             return None, [], 0
         return pl.concat(frames), kept, sum(r.row_count for r in kept)
 
+    def _conformed(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` in the table's schema, read (and evolved) only when a key column is new to it."""
+        if self._table_schema is not None and all(name in self._table_schema for name in frame.columns):
+            return _in_schema(frame, self._table_schema)
+        frame = conform_to_log(self.store, frame, table=self.table)
+        self._table_schema = frame.schema
+        return frame
+
     def flush(self) -> int:
         """Append everything buffered now; the rows written (0 if the append keeps failing,
         in which case the rows stay buffered and the failure is logged at ERROR)."""
@@ -350,9 +395,10 @@ class RequestLog:
             error: Exception | None = None
             for attempt in range(1, self.max_attempts + 1):
                 try:
-                    self.store.append(self.table, frame)
+                    self.store.append(self.table, self._conformed(frame))
                 except Exception as caught:  # noqa: BLE001 - any storage error; re-raised below as a log + retained rows
                     error = caught
+                    self._table_schema = None  # another writer may have changed the schema: look again
                     logger.warning(
                         "request log: append of %d rows to %s failed (attempt %d/%d): %s",
                         rows, self.table, attempt, self.max_attempts, caught,

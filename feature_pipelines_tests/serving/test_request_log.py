@@ -3,6 +3,7 @@ and a failing store never loses rows silently."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -14,10 +15,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import redis
 from fastapi import FastAPI
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.features.spec import Aggregation, Entity, Feature, NullPolicy
+from feature_pipelines.features.weather import origin_weather
+from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.online.publish import publish
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.app import key_columns_of
 from feature_pipelines.serving.request_log import (
     FEATURE_LOG_TABLE,
@@ -28,7 +35,7 @@ from feature_pipelines.serving.request_log import (
     log_schema,
     value_json,
 )
-from feature_pipelines_tests.serving.conftest import Published, TestClient
+from feature_pipelines_tests.serving.conftest import PREFIX, Published, TestClient
 
 KEYS = key_columns_of(list(FEATURE_VIEWS.values()))
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -153,3 +160,53 @@ def test_value_json_is_exact_and_valid_json() -> None:
     assert value_json("caf\u00e9") == json.dumps("caf\u00e9")
     assert value_json(T0) == '"2024-05-01T12:00:00+00:00"'
     assert value_json(True) == "true"
+
+
+GATE = Entity("gate", ("gate_id",), description="A departure gate (a join key no catalog view has).")
+GATE_WEATHER = dataclasses.replace(
+    origin_weather, name="gate_weather", entity=GATE,
+    features=(Feature("gate_temp_latest", "float64", aggregation=Aggregation.LATEST, window="6h",
+                      null_policy=NullPolicy.KEEP, source_column="temp"),),
+)
+GROWN_VIEWS = {**FEATURE_VIEWS, GATE_WEATHER.name: GATE_WEATHER}
+ROUTE_MEAN = "route_delay_stats:route_dep_delay_mean_24h"
+
+
+def _serve_once(make_app: Callable[..., FastAPI], log: RequestLog, features: list[str],
+                entities: dict[str, list[str]], **overrides: object) -> None:
+    with TestClient(make_app(request_log=log, **overrides)) as client:
+        response = client.post("/get-online-features", json={"features": features, "entities": entities})
+        assert response.status_code == 200, response.text
+
+
+def test_a_new_join_key_extends_an_existing_log(make_app: Callable[..., FastAPI], published: Published,
+                                                redis_client: redis.Redis, tmp_path: Path) -> None:
+    """A view with a join key the log has no column for: the running lake's log takes its rows (the
+    column is added), earlier rows read back unchanged with null there, and a server still on the
+    old catalog (a rolling deploy) keeps appending."""
+    store = DeltaStore(root=str(tmp_path / "log-lake"))
+    route = {"origin": ["JFK"], "dest": ["LAX"]}
+    _serve_once(make_app, RequestLog(store, key_columns=KEYS), [ROUTE_MEAN], route)
+    before = store.read(FEATURE_LOG_TABLE)
+    assert before.schema == pl.Schema(log_schema(KEYS)) and "gate_id" not in before.columns
+
+    publish(redis_client, OnlineTable.for_view(GATE_WEATHER, PREFIX), pl.DataFrame(
+        {"gate_id": ["B22"], EVENT_TIMESTAMP: [published.now - timedelta(hours=1)], "gate_temp_latest": [61.5]},
+        schema={"gate_id": pl.String, EVENT_TIMESTAMP: pl.Datetime("us", "UTC"), "gate_temp_latest": pl.Float64},
+    ))
+    grown = RequestLog(store, key_columns=key_columns_of(list(GROWN_VIEWS.values())))
+    _serve_once(make_app, grown, ["gate_weather:gate_temp_latest", ROUTE_MEAN], {**route, "gate_id": ["B22"]},
+                views=GROWN_VIEWS)
+    assert grown.stats()["written_rows"] == 2 and grown.stats()["dropped_rows"] == 0
+    _serve_once(make_app, RequestLog(store, key_columns=KEYS), [ROUTE_MEAN], route)  # the old catalog again
+
+    rows = store.read(FEATURE_LOG_TABLE)
+    assert rows.height == before.height + 2 + 1
+    assert rows.schema["gate_id"] == pl.String
+    gate = rows.filter(pl.col("view") == "gate_weather").row(0, named=True)
+    assert (gate["gate_id"], gate["value_float"], gate["status"]) == ("B22", 61.5, "PRESENT")
+    assert json.loads(gate["entity_key"]) == {"gate_id": "B22"}
+    old = rows.filter(pl.col("request_id").is_in(before["request_id"].to_list()))
+    assert old.select(before.columns).equals(before) and old["gate_id"].null_count() == old.height
+    routes = rows.filter(pl.col("view") == "route_delay_stats")
+    assert routes["value_float"].to_list() == [0.1 + 0.2] * 3 and routes["gate_id"].null_count() == 3
