@@ -1,5 +1,7 @@
-"""The feature server's two operations: feature requests (plan, read Redis under a deadline, answer,
-log) and the health probe, over one lazily made Redis client."""
+"""What the feature server's endpoints do: plan, read Redis under a deadline, answer, log; and /health.
+
+Both share one lazily made Redis client, closed at shutdown with the request log.
+"""
 
 from __future__ import annotations
 
