@@ -1,1 +1,1 @@
-"""Monitoring: per-feature drift statistics, multivariate drift and the report plots (pure, no Dagster)."""
+"""Monitoring without Dagster: skew, drift, shadow definitions, their tables, reports and plots, injected faults."""

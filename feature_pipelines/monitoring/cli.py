@@ -78,8 +78,8 @@ def cmd_inject_skew(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     scenario = SCENARIOS[args.scenario]
-    scenario.inject(InjectionTarget(lake_for(settings).store(), FEATURE_VIEWS, key_columns_of(list(FEATURE_VIEWS.values())),
-                                    utc_now(), online_store))
+    key_columns = key_columns_of(list(FEATURE_VIEWS.values()))
+    scenario.inject(InjectionTarget(lake_for(settings).store(), FEATURE_VIEWS, key_columns, utc_now(), online_store))
     print(f"inject-skew: {scenario.message}")
     return 0
 

@@ -49,7 +49,8 @@ def serving_drift_report(
     )
     bars = plot_psi_bars(drifts, directory / f"{partition}-psi.png", title=f"PSI per feature, {partition}")
     joint_line = (
-        f"Joint distribution: classifier AUC {joint.auc:.3f} ± {joint.auc_std:.3f} ({joint.severity.value}: {joint.reason})"
+        f"Joint distribution: classifier AUC {joint.auc:.3f} ± {joint.auc_std:.3f} "
+        f"({joint.severity.value}: {joint.reason})"
     )
     sections = (Image(bars, "PSI per feature"), Table.of(DRIFT_FIGURES, drifts, SERVING_DRIFT_COLUMNS), joint_line)
     return Report(f"Serving drift {partition}", sections, histograms)

@@ -44,15 +44,20 @@ def training_reference(
     except TableMissingError:
         return empty
     low = max(start - REFERENCE_WINDOW, history)
-    return lazy.filter((pl.col(PREDICTION_TIMESTAMP) < start) & (pl.col(PREDICTION_TIMESTAMP) >= low)).select(features).collect()
+    recent = (pl.col(PREDICTION_TIMESTAMP) < start) & (pl.col(PREDICTION_TIMESTAMP) >= low)
+    return lazy.filter(recent).select(features).collect()
 
 
-def partition_rows(store: DeltaStore, view: FeatureView, start: datetime, end: datetime, features: Sequence[str]) -> pl.DataFrame:
+def partition_rows(
+    store: DeltaStore, view: FeatureView, start: datetime, end: datetime, features: Sequence[str]
+) -> pl.DataFrame:
     """The features of a feature table's snapshots in (start, end], as its daily partition holds them."""
     return store.read(view.name, time_slice=TimeSlice(EVENT_TIMESTAMP, start, end, closed="right")).select(features)
 
 
-def shadow_events(store: DeltaStore, view: FeatureView, candidate: FeatureView, start: datetime, end: datetime) -> pl.DataFrame:
+def shadow_events(
+    store: DeltaStore, view: FeatureView, candidate: FeatureView, start: datetime, end: datetime
+) -> pl.DataFrame:
     """The raw events both definitions of a view need for the snapshots in (start, end]: the wider
     window's reach plus the source's lateness before `start`."""
     reach = max(view.max_window, candidate.max_window) + view.source.max_lateness

@@ -34,6 +34,7 @@ from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.online.publish import latest_per_entity, publish
+from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, requests_to_frame
 from feature_pipelines.timeutil import floor_to
 
@@ -101,8 +102,7 @@ def publish_stale(client: redis.Redis, prefix: str, store: DeltaStore, views: Ma
         client.delete(stale_key)
     for view in views.values():
         snapshot = store.read(view.name).filter(pl.col(EVENT_TIMESTAMP) <= cutoff)
-        publish(client, prefix=prefix, view=view.name, entity_keys=list(view.entity_keys), schema=view.schema(),
-                ttl=view.ttl, frame=latest_per_entity(view, snapshot))
+        publish(client, OnlineTable.for_view(view, prefix), latest_per_entity(view, snapshot))
 
 
 def append_requests(store: DeltaStore, requests: list[ServedRequest], key_columns: Mapping[str, pl.DataType]) -> int:
@@ -145,7 +145,9 @@ class Scenario:
 
     @property
     def message(self) -> str:
-        return self.done or f"{self.name} written to today's serving log; run `feature-pipelines monitor` to see it caught"
+        return self.done or (
+            f"{self.name} written to today's serving log; run `feature-pipelines monitor` to see it caught"
+        )
 
 
 def _publish_stale_store(target: InjectionTarget) -> None:

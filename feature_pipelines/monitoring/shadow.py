@@ -104,6 +104,39 @@ def _differs(current: pl.Expr, candidate: pl.Expr, numeric: bool, tolerance: flo
     return ~numbers_equal(current, candidate, tolerance)
 
 
+def _feature_diff(both: pl.DataFrame, name: str, current: FeatureView, candidate: FeatureView) -> ShadowFeatureDiff:
+    """One shared feature compared on the rows both definitions produce (`name` and `name__candidate`)."""
+    old_feature, new_feature = current.feature(name), candidate.feature(name)
+    numeric = old_feature.dtype in NUMERIC_DTYPES and new_feature.dtype in NUMERIC_DTYPES
+    tolerance = min(old_feature.monitoring.abs_tolerance, new_feature.monitoring.abs_tolerance)
+    other = f"{name}__candidate"
+    flagged = both.with_columns(
+        _differs(pl.col(name), pl.col(other), numeric, tolerance).alias("__differs"),
+        (pl.col(name).is_null() != pl.col(other).is_null()).alias("__null_differs"),
+    ).filter(pl.col("__differs"))
+    max_diff = None
+    if numeric and flagged.height:
+        values = (flagged[name].cast(pl.Float64) - flagged[other].cast(pl.Float64)).abs().drop_nulls().drop_nans()
+        max_diff = float(values.max()) if values.len() else None  # type: ignore[arg-type]
+    examples = tuple(
+        {
+            "entity": json.dumps({k: json_safe(row[k]) for k in current.entity_keys}),
+            "event_timestamp": json_safe(row[EVENT_TIMESTAMP]),
+            "current": json_safe(row[name]),
+            "candidate": json_safe(row[other]),
+        }
+        for row in flagged.head(MAX_EXAMPLES).iter_rows(named=True)
+    )
+    return ShadowFeatureDiff(
+        feature=name,
+        compared=both.height,
+        discrepancies=flagged.height,
+        null_discrepancies=int(flagged["__null_differs"].sum()) if flagged.height else 0,
+        max_abs_diff=max_diff,
+        examples=examples,
+    )
+
+
 def shadow_compare(
     events: pl.DataFrame | pl.LazyFrame,
     current: FeatureView,
@@ -135,39 +168,7 @@ def shadow_compare(
     new_marked = new.select(keys).with_columns(pl.lit(True).alias("__in_candidate"))
     joined = joined.join(old_marked, on=keys, how="left").join(new_marked, on=keys, how="left")
     both = joined.filter(pl.col("__in_current").is_not_null() & pl.col("__in_candidate").is_not_null())
-    diffs = []
-    for name in shared:
-        old_feature, new_feature = current.feature(name), candidate.feature(name)
-        numeric = old_feature.dtype in NUMERIC_DTYPES and new_feature.dtype in NUMERIC_DTYPES
-        tolerance = min(old_feature.monitoring.abs_tolerance, new_feature.monitoring.abs_tolerance)
-        other = f"{name}__candidate"
-        flagged = both.with_columns(
-            _differs(pl.col(name), pl.col(other), numeric, tolerance).alias("__differs"),
-            (pl.col(name).is_null() != pl.col(other).is_null()).alias("__null_differs"),
-        ).filter(pl.col("__differs"))
-        max_diff = None
-        if numeric and flagged.height:
-            values = (flagged[name].cast(pl.Float64) - flagged[other].cast(pl.Float64)).abs().drop_nulls().drop_nans()
-            max_diff = float(values.max()) if values.len() else None  # type: ignore[arg-type]
-        examples = tuple(
-            {
-                "entity": json.dumps({k: json_safe(row[k]) for k in current.entity_keys}),
-                "event_timestamp": json_safe(row[EVENT_TIMESTAMP]),
-                "current": json_safe(row[name]),
-                "candidate": json_safe(row[other]),
-            }
-            for row in flagged.head(MAX_EXAMPLES).iter_rows(named=True)
-        )
-        diffs.append(
-            ShadowFeatureDiff(
-                feature=name,
-                compared=both.height,
-                discrepancies=flagged.height,
-                null_discrepancies=int(flagged["__null_differs"].sum()) if flagged.height else 0,
-                max_abs_diff=max_diff,
-                examples=examples,
-            )
-        )
+    diffs = [_feature_diff(both, name, current, candidate) for name in shared]
     return ShadowReport(
         view=current.name,
         start=start,

@@ -78,9 +78,8 @@ def _day(context: AssetExecutionContext) -> tuple[datetime, datetime]:
 def _materialized(report: Report, directory: Path, partition: str, **metadata: Any) -> MaterializeResult:
     """Write the report beside its PNGs and show it (image inlined) in the materialization's metadata."""
     path = report.write(directory, partition)
-    return MaterializeResult(
-        metadata={"report": MetadataValue.md(report.markdown()), "report_path": MetadataValue.path(str(path)), **metadata}
-    )
+    shown = {"report": MetadataValue.md(report.markdown()), "report_path": MetadataValue.path(str(path))}
+    return MaterializeResult(metadata={**shown, **metadata})
 
 
 def _monitoring_asset(
@@ -133,7 +132,9 @@ def build_skew_asset(views: Mapping[str, FeatureView], settings: Settings) -> As
     return _serving_skew
 
 
-def build_serving_drift_asset(training: TrainingSetSpec, views: Mapping[str, FeatureView], settings: Settings) -> AssetsDefinition:
+def build_serving_drift_asset(
+    training: TrainingSetSpec, views: Mapping[str, FeatureView], settings: Settings
+) -> AssetsDefinition:
     requests = resolve_references(list(training.features), views)
     thresholds: dict[str, FeatureMonitoring] = {
         name: request.view.feature(name).monitoring for request in requests for name in request.features
@@ -197,7 +198,8 @@ def build_partition_drift_asset(views: Mapping[str, FeatureView], settings: Sett
         "day to day (delays, the weather) are declared `stationary=False` and left out.",
         deps=list(monitored),
         checks=[AssetCheckSpec(partition_drift_check(name), asset=PARTITION_DRIFT_ASSET,
-                               description=f"`{name}`: the day's values against the day before.") for name in monitored],
+                               description=f"`{name}`: the day's values against the day before.")
+                for name in monitored],
         kinds={"polars", "delta"},
     )
     def _partition_drift(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
@@ -219,7 +221,9 @@ def build_partition_drift_asset(views: Mapping[str, FeatureView], settings: Sett
     return _partition_drift
 
 
-def build_shadow_asset(views: Mapping[str, FeatureView], candidates: Mapping[str, FeatureView], settings: Settings) -> AssetsDefinition:
+def build_shadow_asset(
+    views: Mapping[str, FeatureView], candidates: Mapping[str, FeatureView], settings: Settings
+) -> AssetsDefinition:
     sources = sorted({views[name].source.asset for name in candidates})
 
     @_monitoring_asset(
@@ -250,9 +254,12 @@ def build_shadow_asset(views: Mapping[str, FeatureView], candidates: Mapping[str
 
 
 def build_monitoring_assets(
-    views: Mapping[str, FeatureView], training: TrainingSetSpec, candidates: Mapping[str, FeatureView], settings: Settings
+    views: Mapping[str, FeatureView],
+    training: TrainingSetSpec,
+    candidates: Mapping[str, FeatureView],
+    settings: Settings,
 ) -> list[AssetsDefinition]:
-    """The monitoring group: skew, serving drift, partition drift, and the shadow comparison when there are candidates."""
+    """The monitoring group: skew, serving drift, partition drift, and the shadow comparison if there are candidates."""
     assets = [
         build_skew_asset(views, settings),
         build_serving_drift_asset(training, views, settings),

@@ -62,7 +62,8 @@ def drift_check_result(check_name: str, what: str, drifts: Sequence[FeatureDrift
     description = (
         f"{what}: no feature drifted past its thresholds ({len(drifts)} compared)"
         if not flagged
-        else f"{what}: drift in " + "; ".join(f"{d.feature} [{d.severity.value}] {', '.join(d.reasons)}" for d in flagged)
+        else f"{what}: drift in "
+        + "; ".join(f"{d.feature} [{d.severity.value}] {', '.join(d.reasons)}" for d in flagged)
     )
     return AssetCheckResult(
         check_name=check_name,

@@ -121,8 +121,14 @@ def build_monitoring_job_and_schedule(settings: Settings, group: str) -> tuple[o
         description="Skew, drift and shadow reports of one day.",
     )
 
-    @schedule(job=job, cron_schedule="45 0 * * *", execution_timezone="UTC", default_status=_default_status(settings),
-              name="monitoring_schedule", description="Every day at 00:45 UTC: skew, drift and shadow reports of the day before.")
+    @schedule(
+        job=job,
+        cron_schedule="45 0 * * *",
+        execution_timezone="UTC",
+        default_status=_default_status(settings),
+        name="monitoring_schedule",
+        description="Every day at 00:45 UTC: skew, drift and shadow reports of the day before.",
+    )
     def monitoring_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
         day = floor_to(require_utc(context.scheduled_execution_time, "tick"), timedelta(days=1)) - timedelta(days=1)  # type: ignore[arg-type]
         key = day.strftime("%Y-%m-%d")
