@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from benchmarks.harness import Stopwatch, peak_rss_mib, write_report
 
 START = datetime(2013, 1, 1, tzinfo=timezone.utc)
 
@@ -30,11 +30,11 @@ def _dagster_case(days: int) -> dict:
     settings = load_settings()
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
-    began = time.perf_counter()
     # The clock a day past the range, as on the morning after: the last day's labels need its next day's hours.
-    runs = materialize_window(defs, settings, START, START + timedelta(days=days), instance=instance, raise_on_error=False,
-                              now=START + timedelta(days=days + 1))
-    wall = time.perf_counter() - began
+    with Stopwatch() as watch:
+        runs = materialize_window(defs, settings, START, START + timedelta(days=days), instance=instance,
+                                  raise_on_error=False, now=START + timedelta(days=days + 1))
+    wall = watch.seconds
     per_run = []
     for run in runs:
         steps = instance.get_run_step_stats(run.result.run_id)
@@ -94,6 +94,7 @@ def _raw_case(days: int) -> dict:
 
     from feature_pipelines.compute.snapshots import snapshot_features
     from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.names import CREATED_TIMESTAMP
     from feature_pipelines.offline.delta_store import DeltaStore
     from feature_pipelines.settings import load_settings
     from feature_pipelines.sources.landing import LandingZone, land_nycflights
@@ -104,23 +105,23 @@ def _raw_case(days: int) -> dict:
     land_nycflights(zone)
     store = DeltaStore(settings.lake_root)
     end = START + timedelta(days=days)
-    began = time.perf_counter()
-    for table in RAW_TABLES:
-        frame = zone.scan(table.landing_table)
-        if table.time_column:
-            frame = frame.filter(pl.col(table.time_column) >= START, pl.col(table.time_column) < end)
-        store.write(table.name, frame.collect(), time_slice=None)
-    for view in FEATURE_VIEWS.values():
-        events = store.read(view.source.asset)
-        features = snapshot_features(events, view, start=START, end=end)
-        features = features.with_columns(pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias("created_timestamp"))
-        store.write(view.name, features, time_slice=None)
-    return {"wall_seconds": time.perf_counter() - began}
+    with Stopwatch() as watch:
+        for table in RAW_TABLES:
+            frame = zone.scan(table.landing_table)
+            if table.time_column:
+                frame = frame.filter(pl.col(table.time_column) >= START, pl.col(table.time_column) < end)
+            store.write(table.name, frame.collect(), time_slice=None)
+        for view in FEATURE_VIEWS.values():
+            events = store.read(view.source.asset)
+            features = snapshot_features(events, view, start=START, end=end)
+            created = pl.lit(datetime.now(timezone.utc)).dt.cast_time_unit("us").alias(CREATED_TIMESTAMP)
+            store.write(view.name, features.with_columns(created), time_slice=None)
+    return {"wall_seconds": watch.seconds}
 
 
 def _child(case: str, days: int) -> None:
     result = {"dagster": _dagster_case, "raw_compute": _raw_case}[case](days)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
 
 
@@ -165,8 +166,7 @@ def main() -> None:
         "ratio_dagster_to_raw_time": dagster["wall_seconds"] / raw["wall_seconds"],
         "ratio_dagster_to_raw_memory": dagster["peak_rss_mib"] / raw["peak_rss_mib"],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(Path(args.out), report)
     print(f"backfill of {args.days} days: raw compute {raw['wall_seconds']:.1f} s ({raw['peak_rss_mib']:.0f} MiB); "
           f"dagster {dagster['wall_seconds']:.1f} s ({dagster['peak_rss_mib']:.0f} MiB), of which steps "
           f"{step_total:.1f} s and orchestration {report['orchestration_overhead_seconds']:.1f} s; "

@@ -15,11 +15,7 @@ Run: ``python -m benchmarks.bench_online [--out PATH]`` (starts its own redis-se
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -31,6 +27,7 @@ import numpy as np
 import polars as pl
 import redis
 
+from benchmarks.harness import Stopwatch, machine, report_parser, write_report
 from feature_pipelines.online.encoding import FORMAT_VERSION_BYTES, TIMESTAMP_FIELD, VERSION_FIELD
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import encode_snapshot, publish
@@ -111,22 +108,21 @@ def bench_publish(client: redis.Redis) -> dict[str, Any]:
 
     def raw(chunk: int) -> float:
         _flush(client)
-        start = time.perf_counter()
-        pipe = client.pipeline(transaction=False)
-        for index, (key, mapping) in enumerate(zip(snapshot.keys, mappings), 1):
-            pipe.hset(key, mapping=mapping)
-            if index % chunk == 0:
-                pipe.execute()
-        pipe.execute()
-        return time.perf_counter() - start
+        with Stopwatch() as watch:
+            pipe = client.pipeline(transaction=False)
+            for index, (key, mapping) in enumerate(zip(snapshot.keys, mappings), 1):
+                pipe.hset(key, mapping=mapping)
+                if index % chunk == 0:
+                    pipe.execute()
+            pipe.execute()
+        return watch.seconds
 
     def ours() -> float:
         _flush(client)
-        start = time.perf_counter()
-        result = publish(client, table, frame)
-        elapsed = time.perf_counter() - start
+        with Stopwatch() as watch:
+            result = publish(client, table, frame)
         assert result.written == PUBLISH_ENTITIES, result
-        return elapsed
+        return watch.seconds
 
     ours()  # warm-up: script load, polars kernels
     ours_s: list[float] = []
@@ -282,29 +278,21 @@ def run(out_path: Path) -> dict[str, Any]:
     report = {
         "benchmark": "online",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": {
-            "python": platform.python_version(),
-            "polars": pl.__version__,
-            "redis_py": redis.__version__,
-            "hiredis": hiredis_version,
-            "redis_server": _redis_server_version(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "environment": machine(
+            {"redis_py": redis.__version__, "hiredis": hiredis_version, "redis_server": _redis_server_version()}
+        ),
         "publish": publish_figures,
         "reads": read_figures,
         "targets": TARGETS,
         "achieved": achieved,
         "met": met,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out_path, report)
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = report_parser(__doc__.splitlines()[0], DEFAULT_OUT)
     args = parser.parse_args(argv)
     report = run(args.out)
     pub = report["publish"]

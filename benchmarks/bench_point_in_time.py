@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from benchmarks.harness import Stopwatch, machine, peak_rss_mib, report_parser, reset_peak_rss, rss_mib, write_report
 
 N_USERS = 10_000
 N_TRANSACTIONS = 1_000_000
@@ -197,7 +196,14 @@ _VIEW_COLUMNS = {"txn_count_7d": "user_txn_count_7d", "amount_sum_7d": "user_amo
 
 def _synthetic_view():  # noqa: ANN202 - a FeatureView; imported lazily so cases stay independent
     from feature_pipelines.features.spec import (
-        Aggregation, Entity, Feature, FeatureView, FreshnessSLA, NullPolicy, Partitioning, SourceSpec,
+        Aggregation,
+        Entity,
+        Feature,
+        FeatureView,
+        FreshnessSLA,
+        NullPolicy,
+        Partitioning,
+        SourceSpec,
     )
 
     return FeatureView(
@@ -269,38 +275,6 @@ class CaseResult:
     matched_rows: int
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    """This process's own high-water mark.
-
-    ``ru_maxrss`` is not used: for RUSAGE_SELF Linux reports the max of the
-    current address space and the one replaced at exec, i.e. the forking parent's
-    size, which here (it generated the data) dwarfs every case. ``VmHWM`` only
-    covers the current address space; ``ru_maxrss`` is the fallback off Linux.
-    """
-    peak = _status_mb("VmHWM")
-    if peak != peak:  # NaN: no /proc
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return peak
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark so data loading does not count as join memory."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def _run_worker(case: str, n_entities: int, layout: str, data_dir: Path) -> CaseResult:
     """Measure one case in this (fresh) process: the first call for memory, then timings."""
     global _LAKE_DIR
@@ -314,10 +288,10 @@ def _run_worker(case: str, n_entities: int, layout: str, data_dir: Path) -> Case
         import feature_pipelines.offline.historical  # noqa: F401  # nor is importing deltalake/dagster
 
     gc.collect()
-    rss_before = _status_mb("VmRSS")
-    _reset_peak_rss()
+    rss_before = rss_mib()
+    reset_peak_rss()
     out = fn(entities, features)  # warm-up; also the memory measurement
-    peak = _peak_rss_mb()
+    peak = peak_rss_mib()
     output_rows = out.height
     # Rows with a usable feature row: every case must agree, a cheap cross-check.
     matched_rows = out.height - out.get_column(FEATURES[0]).null_count()
@@ -326,10 +300,10 @@ def _run_worker(case: str, n_entities: int, layout: str, data_dir: Path) -> Case
 
     timings, cpu_timings = [], []
     for _ in range(REPEATS):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        out = fn(entities, features)
-        timings.append(time.perf_counter() - start)
-        cpu_timings.append(time.process_time() - cpu_start)
+        with Stopwatch() as watch:
+            out = fn(entities, features)
+        timings.append(watch.seconds)
+        cpu_timings.append(watch.cpu_seconds)
         del out
         gc.collect()
     return CaseResult(
@@ -446,13 +420,7 @@ def run(
     report: dict[str, object] = {
         "benchmark": "point_in_time_join",
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "polars": pl.__version__,
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine(platform=platform.platform()),
         "data": {**data_info, "ttl_days": TTL.days, "features": FEATURES, "layouts": layouts},
         "method": (
             f"{rounds} interleaved rounds; in each, every case runs in a fresh subprocess on "
@@ -469,8 +437,7 @@ def run(
         "results": [r.__dict__ for r in results],
         "ratios_vs_baseline": ratios,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out_path, report)
     _print_table(results, ratios)
     print(f"\nwrote {out_path}")
     return report
@@ -501,8 +468,7 @@ def _print_table(results: list[CaseResult], ratios: list[dict[str, object]]) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = report_parser((__doc__ or "").splitlines()[0], DEFAULT_OUT)
     parser.add_argument(
         "--sizes",
         default=",".join(str(s) for s in DEFAULT_SIZES),

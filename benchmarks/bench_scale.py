@@ -21,42 +21,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import Stopwatch, peak_rss_mib, reset_peak_rss, rss_mib, write_report
+
 GIB = 1024**3
 TABLE = "synthetic_flights"
 
 
-def _peak_rss_mib() -> float:
-    """The process's peak resident memory since start (or since the last high-water reset)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line: peak memory cannot be measured here")
-
-
-def _rss_mib() -> float:
-    """The process's resident memory now (after imports: the floor every peak stands on)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line: memory cannot be measured here")
-
-
 def _reset_peak() -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is one partition's own."""
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
+    """Reset the high-water mark before each partition, so its peak is its own; refuse to report
+    per-partition peaks that would silently include the ones before."""
+    if not reset_peak_rss():
+        raise RuntimeError("/proc/self/clear_refs cannot reset the high-water mark here: per-partition peaks need it")
 
 
 def _spec(args: argparse.Namespace) -> Any:
@@ -69,9 +52,9 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
     from feature_pipelines.offline.delta_store import DeltaStore
     from feature_pipelines.sources.synthetic import write_events
 
-    began = time.perf_counter()
-    version = write_events(DeltaStore(args.lake), _spec(args), table=TABLE, chunk_rows=args.chunk_rows)
-    return {"seconds": time.perf_counter() - began, "delta_version": version}
+    with Stopwatch() as watch:
+        version = write_events(DeltaStore(args.lake), _spec(args), table=TABLE, chunk_rows=args.chunk_rows)
+    return {"seconds": watch.seconds, "delta_version": version}
 
 
 def _per_partition(args: argparse.Namespace, compute: Callable[[Any, Any, Any], dict[str, Any]]) -> dict[str, Any]:
@@ -82,18 +65,18 @@ def _per_partition(args: argparse.Namespace, compute: Callable[[Any, Any, Any], 
 
     spec = _spec(args)
     events = DeltaStore(args.lake).scan(TABLE)
-    rss_floor = _rss_mib()
+    rss_floor = rss_mib()
     partitions = []
     bounds = list(partition_bounds(synthetic_view(), spec.start, spec.end))
-    began = time.perf_counter()
-    for start, end in bounds[-args.partitions :] if args.partitions else bounds:
-        _reset_peak()
-        t0 = time.perf_counter()
-        record = compute(events, start, end)
-        partitions.append(
-            {"partition": start.date().isoformat(), "seconds": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(), **record}
-        )
-    return {"seconds": time.perf_counter() - began, "rss_after_imports_mib": rss_floor, "partitions": partitions}
+    with Stopwatch() as backfill:
+        for start, end in bounds[-args.partitions :] if args.partitions else bounds:
+            _reset_peak()
+            with Stopwatch() as partition:
+                record = compute(events, start, end)
+            partitions.append(
+                {"partition": start.date().isoformat(), "seconds": partition.seconds, "peak_rss_mib": peak_rss_mib(), **record}
+            )
+    return {"seconds": backfill.seconds, "rss_after_imports_mib": rss_floor, "partitions": partitions}
 
 
 def _chunked(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,15 +91,15 @@ def _chunked(args: argparse.Namespace) -> dict[str, Any]:
     store = DeltaStore(args.lake)
 
     def compute(events: pl.LazyFrame, start: Any, end: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        plan = plan_partition(events, view, start=start, end=end, max_events_per_bucket=args.max_events_per_bucket)
-        rows = pl.concat(list(iter_bucket_snapshots(events, view, plan)))
-        rows = rows.sort(EVENT_TIMESTAMP, *view.entity_keys)
-        computed = time.perf_counter() - t0
-        store.write(view.name, rows, time_slice=TimeSlice(EVENT_TIMESTAMP, start, end, closed="right"))
+        with Stopwatch() as computing:
+            plan = plan_partition(events, view, start=start, end=end, max_events_per_bucket=args.max_events_per_bucket)
+            rows = pl.concat(list(iter_bucket_snapshots(events, view, plan)))
+            rows = rows.sort(EVENT_TIMESTAMP, *view.entity_keys)
+        with Stopwatch() as writing:
+            store.write(view.name, rows, time_slice=TimeSlice(EVENT_TIMESTAMP, start, end, closed="right"))
         return {
-            "compute_seconds": computed,
-            "write_seconds": time.perf_counter() - t0 - computed,
+            "compute_seconds": computing.seconds,
+            "write_seconds": writing.seconds,
             "history_events": plan.events,
             "buckets": plan.buckets,
             "rows": rows.height,
@@ -131,8 +114,7 @@ def _raw(args: argparse.Namespace) -> dict[str, Any]:
 
     from feature_pipelines.sources.synthetic import ENTITY_KEY, FLAG, KNOWN_AT, VALUE
 
-    def compute(events: pl.LazyFrame, start: Any, end: Any) -> dict[str, Any]:
-        t0 = time.perf_counter()
+    def day_end(events: pl.LazyFrame, end: Any) -> pl.DataFrame:
         known_at = pl.col(KNOWN_AT)
         aggregates = []
         for label, window in (("24h", timedelta(days=1)), ("7d", timedelta(days=7))):
@@ -143,14 +125,18 @@ def _raw(args: argparse.Namespace) -> dict[str, Any]:
                 pl.col(VALUE).filter(inside).quantile(0.9, interpolation="linear").alias(f"p90_{label}"),
                 pl.col(FLAG).filter(inside).mean().alias(f"rate_{label}"),
             ]
-        rows = (
+        return (
             events.select(ENTITY_KEY, KNOWN_AT, VALUE, FLAG)
             .filter(known_at >= end - timedelta(days=7), known_at < end)
             .group_by(ENTITY_KEY)
             .agg(aggregates)
             .collect()
         )
-        return {"compute_seconds": time.perf_counter() - t0, "rows": rows.height}
+
+    def compute(events: pl.LazyFrame, start: Any, end: Any) -> dict[str, Any]:
+        with Stopwatch() as watch:
+            rows = day_end(events, end)
+        return {"compute_seconds": watch.seconds, "rows": rows.height}
 
     return _per_partition(args, compute)
 
@@ -160,10 +146,10 @@ CASES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"generate": 
 
 def _child(args: argparse.Namespace) -> None:
     result = CASES[args.child](args)
-    # Resetting VmHWM per partition also resets ru_maxrss, so the run's peak is the largest of
-    # the partitions' peaks and whatever came after the last reset.
+    # Resetting the high-water mark per partition forgets the peaks before, so the run's peak is
+    # the largest of the partitions' peaks and whatever came after the last reset.
     peaks = [p["peak_rss_mib"] for p in result.get("partitions", [])]
-    result["peak_rss_mib"] = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *peaks])
+    result["peak_rss_mib"] = max([peak_rss_mib(), *peaks])
     print(json.dumps(result))
 
 
@@ -271,8 +257,7 @@ def main() -> None:
     for events in (int(size) for size in args.sizes.split(",")):
         results.append(_measure(events, args))
         _print_table(results[-1:] if len(results) > 1 else results)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"sizes": results}, indent=2))  # after every size: a long run keeps its figures
+        write_report(Path(args.out), {"sizes": results})  # after every size: a long run keeps its figures
     print()
     _print_table(results)
 

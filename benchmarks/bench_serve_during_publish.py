@@ -18,11 +18,7 @@ own redis-server and server; never touches another one).
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
-import os
-import platform
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -32,7 +28,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmarks.bench_server import PREFIX, VIEW, _load, _routes, _start_server, _stop_server, publish_table
+from benchmarks.harness import Stopwatch, machine, report_parser, write_report
+from benchmarks.http_load import PREFIX, VIEW, load, publish_table, served_routes, start_server, stop_server
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.online.publish import publish
 from feature_pipelines.online.table import OnlineTable
@@ -43,7 +40,7 @@ MAX_GENERATIONS = 100_000  # a hard bound on the publisher, whatever the duratio
 
 def _generation_frame(entities: int, generation: int, base: datetime) -> pl.DataFrame:
     """The served routes first, then filler routes; values change with every generation."""
-    served = _routes()
+    served = served_routes()
     filler = [(f"F{i % 7}", f"X{i}") for i in range(max(0, entities - len(served)))]
     routes = (served + filler)[:entities]
     n = len(routes)
@@ -69,17 +66,17 @@ def _publish_loop(url: str, entities: int, base_iso: str, ready: Any, stop: Any,
     written = generations = 0
     try:
         ready.set()
-        began = time.perf_counter()
-        while not stop.is_set() and generations < MAX_GENERATIONS:
-            generations += 1
-            frame = frames[generations % 2].with_columns(
-                event_timestamp=pl.lit(base + timedelta(milliseconds=generations), dtype=pl.Datetime("us", "UTC"))
-            )
-            result = publish(client, table, frame)
-            written += result.written
-        elapsed = time.perf_counter() - began
+        with Stopwatch() as watch:
+            while not stop.is_set() and generations < MAX_GENERATIONS:
+                generations += 1
+                frame = frames[generations % 2].with_columns(
+                    event_timestamp=pl.lit(base + timedelta(milliseconds=generations), dtype=pl.Datetime("us", "UTC"))
+                )
+                result = publish(client, table, frame)
+                written += result.written
     finally:
         client.close()
+    elapsed = watch.seconds
     results.put({"generations": generations, "entities_written": written, "seconds": elapsed,
                  "entities_per_s": written / elapsed if elapsed else 0.0})
 
@@ -119,7 +116,7 @@ class Publisher:
 
 
 def _phase(process_pid: int, base: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    out = _load(process_pid, base, seconds, concurrency, 1)
+    out = load(process_pid, base, seconds, concurrency, 1)
     if out["errors"]:
         raise RuntimeError(f"requests failed: {out['errors']}")
     return out
@@ -131,7 +128,7 @@ def run(out_path: Path, seconds: float, concurrency: int, workers: int, publish_
         with Publisher(server, publish_entities) as alone:
             time.sleep(seconds)
             publish_alone = alone.stop()
-        process, base = _start_server(server, workers, Path(lake))
+        process, base = start_server(server, workers, Path(lake))
         try:
             idle_before = _phase(process.pid, base, seconds, concurrency)
             with Publisher(server, publish_entities) as publisher:
@@ -139,7 +136,7 @@ def run(out_path: Path, seconds: float, concurrency: int, workers: int, publish_
                 publish_under_load = publisher.stop()
             idle_after = _phase(process.pid, base, seconds, concurrency)
         finally:
-            _stop_server(process)
+            stop_server(process)
     ratios = {
         f"{metric}_during_over_idle_before": during[metric] / idle_before[metric]
         for metric in ("p50_ms", "p99_ms", "throughput_per_s")
@@ -151,11 +148,7 @@ def run(out_path: Path, seconds: float, concurrency: int, workers: int, publish_
     report = {
         "benchmark": "serve_during_publish",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": {
-            "python": platform.python_version(), "polars": pl.__version__, "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-            "note": "server, load generator, publisher and redis-server share these cpus",
-        },
+        "environment": machine(note="server, load generator, publisher and redis-server share these cpus"),
         "setup": {"workers": workers, "concurrency": concurrency, "seconds_per_phase": seconds,
                   "publish_entities_per_generation": publish_entities, "request_log": True},
         "idle_before": idle_before,
@@ -165,14 +158,12 @@ def run(out_path: Path, seconds: float, concurrency: int, workers: int, publish_
         "publish_under_serving_load": publish_under_load,
         "ratios": ratios,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out_path, report)
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser = report_parser(__doc__.splitlines()[0], DEFAULT_OUT)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (default 10)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
@@ -181,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 300 or not 0 < args.concurrency <= 64 or not 0 < args.workers <= 8:
         parser.error("--seconds must be in (0, 300], --concurrency in (0, 64], --workers in (0, 8]")
-    if not len(_routes()) <= args.publish_entities <= 1_000_000:
-        parser.error(f"--publish-entities must be in [{len(_routes())}, 1,000,000]")
+    if not len(served_routes()) <= args.publish_entities <= 1_000_000:
+        parser.error(f"--publish-entities must be in [{len(served_routes())}, 1,000,000]")
     report = run(args.out, args.seconds, args.concurrency, args.workers, args.publish_entities)
     for phase in ("idle_before", "during_publish", "idle_after"):
         s = report[phase]

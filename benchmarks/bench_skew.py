@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 from dagster import DagsterInstance, materialize
 
+from benchmarks.harness import Stopwatch, report_parser, write_report
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.monitoring.skew import compare_served_to_offline
@@ -127,29 +127,28 @@ def build_log(store: DeltaStore, requests: int, rng: np.random.Generator) -> pl.
 
 def raw_baseline(store: DeltaStore, log: pl.DataFrame) -> float:
     """As-of join per view, unpivot and compare: the floor under any skew check."""
-    began = time.perf_counter()
     mismatches = 0
-    for request in resolve_references(list(FLIGHT_DELAY_TRAINING_SET.features), FEATURE_VIEWS):
-        view = request.view
-        keys = list(view.entity_keys)
-        table = store.read(view.name).select(*keys, EVENT_TIMESTAMP, *request.features).sort(EVENT_TIMESTAMP)
-        served = log.filter(pl.col("view") == view.name)
-        entities = served.select("request_id", *keys, "request_time").unique("request_id").sort("request_time")
-        joined = entities.join_asof(table, left_on="request_time", right_on=EVENT_TIMESTAMP, by=keys, strategy="backward")
-        expected = joined.select("request_id", *[pl.col(f).cast(pl.Float64) for f in request.features]).unpivot(
-            index="request_id", variable_name="feature", value_name="expected"
-        )
-        compared = served.join(expected, on=["request_id", "feature"])
-        mismatches += compared.filter(pl.col("value_float").ne_missing(pl.col("expected"))).height
-    elapsed = time.perf_counter() - began
+    with Stopwatch() as watch:
+        for request in resolve_references(list(FLIGHT_DELAY_TRAINING_SET.features), FEATURE_VIEWS):
+            view = request.view
+            keys = list(view.entity_keys)
+            table = store.read(view.name).select(*keys, EVENT_TIMESTAMP, *request.features).sort(EVENT_TIMESTAMP)
+            served = log.filter(pl.col("view") == view.name)
+            entities = served.select("request_id", *keys, "request_time").unique("request_id").sort("request_time")
+            joined = entities.join_asof(table, left_on="request_time", right_on=EVENT_TIMESTAMP, by=keys, strategy="backward")
+            expected = joined.select("request_id", *[pl.col(f).cast(pl.Float64) for f in request.features]).unpivot(
+                index="request_id", variable_name="feature", value_name="expected"
+            )
+            compared = served.join(expected, on=["request_id", "feature"])
+            mismatches += compared.filter(pl.col("value_float").ne_missing(pl.col("expected"))).height
+    elapsed = watch.seconds
     print(f"raw baseline: {elapsed:.2f} s ({mismatches} mismatches)")
     return elapsed
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = report_parser(__doc__, OUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,18 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"log: {log.height:,} rows ({args.requests:,} requests x {len(FLIGHT_DELAY_TRAINING_SET.features)} features)")
         baseline = raw_baseline(store, log)
 
-        began = time.perf_counter()
-        report = compare_served_to_offline(store, FEATURE_VIEWS, log)
-        comparison = time.perf_counter() - began
+        with Stopwatch() as watch:
+            report = compare_served_to_offline(store, FEATURE_VIEWS, log)
+        comparison = watch.seconds
         mismatches = sum(f.mismatches for f in report.features)
         print(f"compare_served_to_offline: {comparison:.2f} s ({mismatches} mismatches, {sum(f.lagged for f in report.features)} lagged)")
 
         settings = Settings("local", str(root), str(Path(tmp) / "landing"), ReplayClock(timedelta(0)), reports_root=str(Path(tmp) / "reports"))
         asset = build_skew_asset(FEATURE_VIEWS, settings)
-        began = time.perf_counter()
-        result = materialize([asset], partition_key=DAY.strftime("%Y-%m-%d"), resources={"lake": LakeResource(root=str(root))},
-                             instance=DagsterInstance.ephemeral(), raise_on_error=False)
-        job = time.perf_counter() - began
+        with Stopwatch() as watch:
+            result = materialize([asset], partition_key=DAY.strftime("%Y-%m-%d"), resources={"lake": LakeResource(root=str(root))},
+                                 instance=DagsterInstance.ephemeral(), raise_on_error=False)
+        job = watch.seconds
         check = next(c for c in result.get_asset_check_evaluations() if c.check_name == SKEW_CHECK)
         print(f"serving_skew asset run: {job:.2f} s (check passed={check.passed}: {len(check.metadata['failing_features'].value)} features over tolerance)")
     figures = {
@@ -186,8 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "mismatches_found": mismatches,
     }
     print(json.dumps(figures, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_report(args.out, figures)
 
 
 if __name__ == "__main__":
