@@ -131,7 +131,7 @@ def _add_routes(app: FastAPI, server: FeatureServer) -> None:
         summary="Feature values for entity rows, as the training path would give them now.",
     )
     async def get_online_features_endpoint(
-        body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None = Depends(server.auth.caller_policy)
+        body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None = Depends(server.auth.caller_policy)  # noqa: B008 - FastAPI declares dependencies as defaults
     ) -> Response:
         return await server.get_online_features(body, policy)
 

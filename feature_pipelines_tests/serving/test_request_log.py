@@ -25,13 +25,13 @@ from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.publish import publish
 from feature_pipelines.online.table import OnlineTable
-from feature_pipelines.serving.app import key_columns_of
 from feature_pipelines.serving.request_log import (
     FEATURE_LOG_TABLE,
     RequestLog,
     RequestLogError,
     ServedFeature,
     ServedRequest,
+    key_columns_of,
     log_schema,
     value_json,
 )
