@@ -68,13 +68,13 @@ def cmd_inject_skew(args: argparse.Namespace) -> int:
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.monitoring.scenarios import SCENARIOS, InjectionTarget
     from feature_pipelines.orchestration.resources_by_env import lake_for
-    from feature_pipelines.serving.app import key_columns_of
-    from feature_pipelines.serving.cli import redis_resource_from_env
+    from feature_pipelines.serving.cli import redis_target_from_env
+    from feature_pipelines.serving.request_log import key_columns_of
     from feature_pipelines.settings import load_settings
 
     def online_store() -> tuple[redis.Redis, str]:
-        resource = redis_resource_from_env()
-        return resource.client(), resource.validated_prefix()
+        target = redis_target_from_env()
+        return target.client(), target.validated_prefix()
 
     settings = load_settings()
     scenario = SCENARIOS[args.scenario]

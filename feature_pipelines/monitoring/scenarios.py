@@ -35,7 +35,7 @@ from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.online.table import OnlineTable
-from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, requests_to_frame
+from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, append_log_rows, requests_to_frame
 from feature_pipelines.timeutil import floor_to
 
 DAY = timedelta(days=1)
@@ -107,7 +107,7 @@ def publish_stale(client: redis.Redis, prefix: str, store: DeltaStore, views: Ma
 
 def append_requests(store: DeltaStore, requests: list[ServedRequest], key_columns: Mapping[str, pl.DataType]) -> int:
     """Log rogue requests in the request log table, as the server's log would hold them."""
-    return store.append(FEATURE_LOG_TABLE, requests_to_frame(requests, key_columns))
+    return append_log_rows(store, requests_to_frame(requests, key_columns))
 
 
 def rewrite_log(store: DeltaStore, transform: Callable[[pl.DataFrame], pl.DataFrame], start: datetime, end: datetime) -> int:

@@ -28,9 +28,9 @@ import redis
 from fastapi import FastAPI
 
 from feature_pipelines.names import online_key_prefix
+from feature_pipelines.online.client import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisTarget
 from feature_pipelines.online.local_daemon import ensure_local_redis, stop_local_redis
 from feature_pipelines.online.local_server import LocalRedisServerError
-from feature_pipelines.resources import DEFAULT_URL_ENV_VAR, RedisConfigError, RedisResource
 from feature_pipelines.serving.auth import API_KEY_ENV_VAR
 from feature_pipelines.serving.consumers import (
     CONSUMERS_ENV_VAR,
@@ -50,7 +50,7 @@ DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / "data" / "local-redis"
 APP_FACTORY = "feature_pipelines.serving.cli:app_from_env"
 
 
-def redis_resource_from_env() -> RedisResource:
+def redis_target_from_env() -> RedisTarget:
     """The online store as configured by the environment (the URL itself is read at use time).
 
     The key prefix defaults to the environment's own (`online_key_prefix`), the one its publish
@@ -61,7 +61,7 @@ def redis_resource_from_env() -> RedisResource:
         from feature_pipelines.settings import load_settings  # the environment, checked; ~1 s of imports
 
         prefix = online_key_prefix(load_settings().environment)
-    return RedisResource(key_prefix=prefix)
+    return RedisTarget(key_prefix=prefix)
 
 
 def app_from_env() -> FastAPI:
@@ -73,7 +73,7 @@ def app_from_env() -> FastAPI:
     from feature_pipelines.serving.request_log import RequestLog
     from feature_pipelines.settings import load_settings
 
-    resource = redis_resource_from_env()
+    target = redis_target_from_env()
     api_key = os.environ.get(API_KEY_ENV_VAR)
     if api_key is not None and not api_key.strip():
         raise ValueError(f"{API_KEY_ENV_VAR} is set but empty; unset it or give it a value")
@@ -83,11 +83,11 @@ def app_from_env() -> FastAPI:
             lake_for(load_settings()).store(), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
         )
     consumers = consumers_from_env()
-    logger.info("feature server: %s; consumers: %s", resource.describe(),
+    logger.info("feature server: %s; consumers: %s", target.describe(),
                 [consumer.policy for consumer in consumers] or "none")  # policies only: keys stay out of logs
     return create_app(
-        redis_client_factory=resource.client,
-        prefix=resource.validated_prefix(),
+        redis_client_factory=target.client,
+        prefix=target.validated_prefix(),
         views=FEATURE_VIEWS,
         on_demand=ON_DEMAND_FEATURES,
         max_entities=int(os.environ.get(MAX_ENTITIES_ENV_VAR, "1000")),
@@ -128,8 +128,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"serve: {error}", file=sys.stderr)
         return 2
     try:
-        resource = redis_resource_from_env()
-        client = resource.client()
+        target = redis_target_from_env()
+        client = target.client()
     except (RedisConfigError, ValueError) as error:  # ValueError: an unknown FEATURE_PIPELINES_ENV
         print(f"serve: {error}", file=sys.stderr)
         return 2
@@ -137,7 +137,7 @@ def serve(args: argparse.Namespace) -> int:
         client.ping()
     except redis.RedisError as error:
         # Start anyway: /health reports it and requests get 503 until Redis is back.
-        print(f"serve: warning: {resource.describe()} does not answer yet: {error}", file=sys.stderr)
+        print(f"serve: warning: {target.describe()} does not answer yet: {error}", file=sys.stderr)
     finally:
         client.close()
     os.environ[MAX_ENTITIES_ENV_VAR] = str(args.max_entities)
@@ -147,7 +147,7 @@ def serve(args: argparse.Namespace) -> int:
     ):
         print(f"serve: warning: listening on {args.host} without {API_KEY_ENV_VAR}: anyone who can reach "
               "it can read features", file=sys.stderr)
-    print(f"serving {resource.describe()} on http://{args.host}:{args.port} with {args.workers} worker(s)",
+    print(f"serving {target.describe()} on http://{args.host}:{args.port} with {args.workers} worker(s)",
           flush=True)
     uvicorn.run(
         APP_FACTORY,

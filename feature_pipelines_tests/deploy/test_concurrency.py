@@ -83,18 +83,10 @@ def test_every_publish_asset_is_in_the_online_store_pool() -> None:
 
 def test_every_asset_writing_the_lake_is_in_the_lake_pool() -> None:
     writers = delta_writing_assets()
-    assert {"raw_flights", "raw_weather", "raw_planes", "flight_delay_labels", "flight_delay_training_set", *FEATURE_VIEWS} <= writers
-    # The monitoring assets (orchestration/monitoring_assets.py) are another engineer's work in
-    # progress; until they name the pool they are reported here as an expected failure.
-    pending = []
+    assert {"raw_flights", "raw_weather", "raw_planes", "flight_delay_labels", "flight_delay_training_set", *FEATURE_VIEWS,
+            "serving_skew", "serving_drift", "feature_partition_drift"} <= writers
     for name in sorted(writers):
-        if pool_of(name) == LAKE_WRITES_POOL:
-            continue
-        group = defs.resolve_assets_def(name).specs_by_key[defs.resolve_assets_def(name).key].group_name
-        assert group == "monitoring", f"{name} writes Delta but is in pool {pool_of(name)!r}, not {LAKE_WRITES_POOL!r}"
-        pending.append(name)
-    if pending:
-        pytest.xfail(f"monitoring assets writing Delta without pool={LAKE_WRITES_POOL!r}: {pending}")
+        assert pool_of(name) == LAKE_WRITES_POOL, f"{name} writes Delta but is in pool {pool_of(name)!r}, not {LAKE_WRITES_POOL!r}"
 
 
 def test_every_pool_named_in_code_is_declared_with_a_limit() -> None:

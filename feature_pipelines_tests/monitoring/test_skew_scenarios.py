@@ -50,8 +50,8 @@ from feature_pipelines.orchestration.monitoring_assets import (
 )
 from feature_pipelines.orchestration.runs import materialize_range
 from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, MONITORING_JOB, RAW_HOURLY_JOB
-from feature_pipelines.serving.app import create_app, key_columns_of
-from feature_pipelines.serving.request_log import RequestLog
+from feature_pipelines.serving.app import create_app
+from feature_pipelines.serving.request_log import RequestLog, key_columns_of
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.nycflights import DATA_START

@@ -197,8 +197,7 @@ def test_pii_served_to_an_allowed_consumer_is_never_written_to_the_request_log(
 ) -> None:
     from feature_pipelines.names import FEATURE_LOG_TABLE
     from feature_pipelines.offline.delta_store import DeltaStore
-    from feature_pipelines.serving.app import key_columns_of
-    from feature_pipelines.serving.request_log import RequestLog
+    from feature_pipelines.serving.request_log import RequestLog, key_columns_of
 
     now = datetime.now(timezone.utc)
     publish(redis_client, OnlineTable.for_view(PII_VIEW, PREFIX), pl.DataFrame({
