@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from feature_pipelines.quality.json_values import json_value
+from feature_pipelines.json_values import json_value
 
 NUMERIC_DTYPES = frozenset({"int64", "float64"})
 

@@ -1,7 +1,6 @@
 """Publish assets (one per feature view, from the same factory): latest values to Redis, followed
 by the online/offline parity check."""
 
-import json
 import os
 
 import polars as pl
@@ -22,6 +21,7 @@ from dagster import (
 )
 
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.json_values import json_value
 from feature_pipelines.names import EVENT_TIMESTAMP
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.online.publish import latest_per_entity, publish
@@ -113,7 +113,7 @@ def build_publish_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
             metadata={
                 "entities_compared": report.entities_compared,
                 "mismatches": MetadataValue.json(report.mismatches),
-                "examples": MetadataValue.json(json.loads(json.dumps(report.examples, default=str))),
+                "examples": MetadataValue.json(json_value(report.examples)),
             },
         )
 

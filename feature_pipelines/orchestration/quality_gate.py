@@ -39,10 +39,10 @@ from dagster import (
     Output,
 )
 
+from feature_pipelines.json_values import json_value
 from feature_pipelines.offline.delta_store import DeltaStore, Slices, TimeSlice
 from feature_pipelines.quality.actions import RuleAction
 from feature_pipelines.quality.gate import GateVerdict, judge
-from feature_pipelines.quality.json_values import json_value
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.quality.quarantine import Quarantine, held_back_partitions, held_back_rows, rows_table

@@ -28,8 +28,8 @@ from feature_pipelines.orchestration.schedules import (
     TRAINING_JOB,
 )
 from feature_pipelines.settings import Settings
-from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 from feature_pipelines.timeutil import floor_to, require_utc
+from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

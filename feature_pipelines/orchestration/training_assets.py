@@ -1,6 +1,5 @@
 """Label and training-set assets, and the training set's leakage audit as a blocking check."""
 
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from dagster import (
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.references import resolve_references
 from feature_pipelines.features.spec import FeatureView, Partitioning
+from feature_pipelines.json_values import json_value
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.orchestration.clock import run_clock
@@ -216,7 +216,7 @@ def _leakage_result(spec: TrainingSetSpec, context: AssetExecutionContext, repor
         description=f"table {spec.name!r} partitions {context.partition_key_range.start}.."
         f"{context.partition_key_range.end}: {report.message()}",
         metadata={"violations": report.violations,
-                  "examples": MetadataValue.json(json.loads(json.dumps(report.examples, default=str)))},
+                  "examples": MetadataValue.json(json_value(report.examples))},
     )
 
 

@@ -14,7 +14,7 @@ import polars as pl
 from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
 from great_expectations.expectations.row_conditions import Condition, deserialize_row_condition
 
-from feature_pipelines.quality.json_values import json_value
+from feature_pipelines.json_values import json_value
 from feature_pipelines.quality.outcome import Finding
 from feature_pipelines.quality.row_conditions import condition_columns, condition_mask
 from feature_pipelines.quality.row_space import RowSpace

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from feature_pipelines.json_values import json_text
 from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.quality.json_values import json_text
 from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.timeutil import utc_now
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from feature_pipelines.json_values import json_value
 from feature_pipelines.quality.actions import RuleAction
-from feature_pipelines.quality.json_values import json_value
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from feature_pipelines.json_values import json_text
 from feature_pipelines.names import LANDING_FILES_TABLE, QUARANTINE_ROOT
 from feature_pipelines.offline.delta_store import DeltaStore, KeyRange
 from feature_pipelines.quality.gate import GateVerdict
-from feature_pipelines.quality.json_values import json_text
 from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines.sources.landing_contract import RejectedFile
 

@@ -46,9 +46,9 @@ import numpy as np
 import polars as pl
 from great_expectations.expectations.row_conditions import Column
 
+from feature_pipelines.json_values import json_value
 from feature_pipelines.quality.actions import RuleAction, drop, fail, warn
 from feature_pipelines.quality.gx_adapter import gx_findings
-from feature_pipelines.quality.json_values import json_value
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
 from feature_pipelines.quality.row_space import RowSpace
 from feature_pipelines.quality.suites import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from feature_pipelines.quality.json_values import json_value
+from feature_pipelines.json_values import json_value
 from feature_pipelines.quality.outcome import Finding
 
 MAX_EXAMPLES = 5

@@ -77,6 +77,7 @@ import deltalake
 import polars as pl
 
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.json_values import non_finite_token
 from feature_pipelines.names import FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 
@@ -97,7 +98,6 @@ _VALUE_COLUMNS: dict[str, pl.DataType] = {
     "status": pl.String(),
     "event_timestamp": UTC_US,
 }
-_NON_FINITE = {math.inf: '"Infinity"', -math.inf: '"-Infinity"'}
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
@@ -144,7 +144,7 @@ def value_json(value: Any) -> str:
     if kind is float:
         if math.isfinite(value):
             return repr(value)
-        return '"NaN"' if math.isnan(value) else _NON_FINITE[value]
+        return f'"{non_finite_token(value)}"'
     if kind is int:
         return str(value)
     if kind is bool:

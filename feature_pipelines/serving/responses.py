@@ -11,12 +11,12 @@ from typing import Any
 
 import polars as pl
 
+from feature_pipelines.json_values import non_finite_token
 from feature_pipelines.names import ON_DEMAND_VIEW
 from feature_pipelines.online.table import metadata_columns
 from feature_pipelines.serving.models import Status
 from feature_pipelines.serving.planning import RequestPlan
 
-_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _STATUS_RANK = {Status.PRESENT.value: 0, Status.OUTSIDE_MAX_AGE.value: 1, Status.NOT_FOUND.value: 2}
 
 
@@ -68,7 +68,7 @@ def json_values(series: pl.Series) -> list[Any]:
     """A column's values as JSON-able Python: floats kept exact (repr), non-finite as strings."""
     values = series.to_list()
     if series.dtype == pl.Float64:
-        return [v if v is None or math.isfinite(v) else ("NaN" if math.isnan(v) else _NON_FINITE[v]) for v in values]
+        return [v if v is None or math.isfinite(v) else non_finite_token(v) for v in values]
     if isinstance(series.dtype, pl.Datetime):
         return [None if v is None else v.isoformat() for v in values]
     return values

@@ -21,14 +21,7 @@ import numpy as np
 import polars as pl
 
 from feature_pipelines.features.entities import aircraft
-from feature_pipelines.features.spec import (
-    Aggregation,
-    Feature,
-    FeatureView,
-    FreshnessSLA,
-    Partitioning,
-    SourceSpec,
-)
+from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, FreshnessSLA, Partitioning, SourceSpec
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.timeutil import require_utc
 

@@ -15,7 +15,7 @@ import pytest
 
 from feature_pipelines.monitoring.values import json_safe
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.quality.json_values import json_text, json_value
+from feature_pipelines.json_values import json_text, json_value
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
 

@@ -27,11 +27,16 @@ import numpy as np
 import polars as pl
 
 
-def _float(value: float) -> float | str:
+def non_finite_token(value: float) -> str:
+    """The JSON string standing for a NaN or an infinite float: "NaN", "Infinity", "-Infinity"."""
     if math.isnan(value):
         return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _float(value: float) -> float | str:
+    if not math.isfinite(value):
+        return non_finite_token(value)
     return float(value)  # a float subclass (numpy's float64) as a plain float
 
 
