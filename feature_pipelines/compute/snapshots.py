@@ -229,7 +229,7 @@ def snapshot_features(
         .drop(_INPUT_ORDER)
         .collect()
     )
-    if history.is_empty() or not _fast_path_applies(history, view):
+    if not _fast_path_applies(history, view):
         return snapshot_features_reference(events, view, start=start, end=end, context=context)
     windows = _windows(history, view, start=start, end=end)
     engine = _Engine(history, view, windows)
