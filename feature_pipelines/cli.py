@@ -15,7 +15,7 @@ import polars as pl
 from dagster import DagsterInstance
 
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
-from feature_pipelines.offline.lake_tables import lake_table_names
+from feature_pipelines.lake_tables import lake_table_names
 from feature_pipelines.orchestration.clock import parse_instant, read_clock
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
 
