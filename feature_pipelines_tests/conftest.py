@@ -1,7 +1,9 @@
-"""Shared fixtures: a small real landing zone (the first days of 2013) and a fresh lake per test."""
+"""Shared fixtures: a small real landing zone (the first days of 2013) and a fresh lake per test;
+and the markers that set the slow tests apart (`pytest -m "not services and not dagster"`)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,6 +24,40 @@ from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.landing import LandingZone
 
 warnings.filterwarnings("ignore", category=Warning, module="dagster")
+
+# What makes a test slow, read from the fixtures it uses (their whole closure) and the calls in its
+# own body. The session's autouse redis-server (`online_store_url`) is left out: every test has it.
+SERVICE_FIXTURES = frozenset(
+    {"redis_server", "redis_client", "empty_online_store", "published", "make_app", "postgres_server", "postgres_home",
+     "cluster", "tls_server", "s3", "own_server"}
+)  # fmt: skip
+SERVICE_CALLS = ("LocalRedisServer(", "LocalPostgres(", "ThreadedMotoServer(")
+DAGSTER_FIXTURES = frozenset({"pipeline", "replay_lake", "replayed", "monitored"})
+DAGSTER_CALLS = (
+    "materialize(", "materialize_range(", "materialize_window(", "execute_in_process(", "backfill_to_last_hour(",
+    "make_pipeline(", "subprocess.", "cli.main(", "main([",
+)  # fmt: skip
+
+
+def _own_source(item: pytest.Item) -> str:
+    function = getattr(item, "function", None)
+    try:
+        return inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):  # no source to read (a generated test): judged by its fixtures alone
+        return ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `services` the tests that start a server of their own and `dagster` those that run
+    Dagster jobs or the CLI, so the fast subset needs no marker kept by hand in most modules."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        source = _own_source(item)
+        if used & SERVICE_FIXTURES or any(call in source for call in SERVICE_CALLS):
+            item.add_marker(pytest.mark.services)
+        if used & DAGSTER_FIXTURES or any(call in source for call in DAGSTER_CALLS):
+            item.add_marker(pytest.mark.dagster)
+
 
 SMALL_START = datetime(2013, 1, 1, tzinfo=timezone.utc)
 SMALL_END = datetime(2013, 1, 12, tzinfo=timezone.utc)
