@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 import polars as pl
 import redis
@@ -20,6 +21,15 @@ from feature_pipelines.online.retrieval import get_online_features
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.settings import load_settings
 from feature_pipelines.timeutil import utc_now
+
+
+class HistoricalOptions(TypedDict, total=False):
+    """How a training frame is read: at which table versions, stamped by which column, and whether
+    partitions whose blocking checks failed may be read."""
+
+    as_of: AsOf
+    timestamp_column: str
+    allow_failed_checks: bool
 
 
 @dataclass
@@ -42,17 +52,10 @@ class FeatureStore:
         return cls(lake=lake_for(settings).store(), redis_client=redis_client, key_prefix=online_key_prefix(settings.environment))
 
     def get_historical_features(
-        self,
-        entity_df: pl.DataFrame | pl.LazyFrame,
-        features: Sequence[str],
-        *,
-        as_of: AsOf = None,
-        timestamp_column: str = EVENT_TIMESTAMP,
-        allow_failed_checks: bool = False,
+        self, entity_df: pl.DataFrame | pl.LazyFrame, features: Sequence[str], **options: Unpack[HistoricalOptions]
     ) -> pl.DataFrame:
-        return self.get_historical_features_with_versions(
-            entity_df, features, as_of=as_of, timestamp_column=timestamp_column, allow_failed_checks=allow_failed_checks
-        ).frame
+        """The training frame alone; see `get_historical_features_with_versions`."""
+        return self.get_historical_features_with_versions(entity_df, features, **options).frame
 
     def get_historical_features_with_versions(
         self,

@@ -18,9 +18,11 @@ FEATURE_PIPELINES_SERVE_* variables below.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +174,30 @@ def add_redis_parsers(subparsers: Any) -> None:
     down.set_defaults(handler=redis_down)
 
 
+def _local_server_verb(verb: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """A local-redis verb whose `LocalRedisServerError` becomes one line on stderr and exit 1."""
+    def wrap(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(handler)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return handler(args)
+            except LocalRedisServerError as error:
+                print(f"{verb}: {error}", file=sys.stderr)
+                return 1
+        return run
+    return wrap
+
+
+@_local_server_verb("redis-up")
 def redis_up(args: argparse.Namespace) -> int:
-    try:
-        url = ensure_local_redis(args.state_dir)
-    except LocalRedisServerError as error:
-        print(f"redis-up: {error}", file=sys.stderr)
-        return 1
+    url = ensure_local_redis(args.state_dir)
     print(url)
     print(f"export {DEFAULT_URL_ENV_VAR}={url}", file=sys.stderr)
     return 0
 
 
+@_local_server_verb("redis-down")
 def redis_down(args: argparse.Namespace) -> int:
-    try:
-        stopped = stop_local_redis(args.state_dir)
-    except LocalRedisServerError as error:
-        print(f"redis-down: {error}", file=sys.stderr)
-        return 1
+    stopped = stop_local_redis(args.state_dir)
     print("stopped local redis-server" if stopped else "no local redis-server was running")
     return 0
