@@ -7,6 +7,16 @@ formulas copied from polars are named where they are used.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
+# Compiled kernels are cached next to this file; in an image whose package directory is read-only
+# (deploy/Dockerfile runs as an unprivileged user) numba would find no cache location and refuse
+# to compile, so the cache goes to the temporary directory there. Read by numba at import.
+if "NUMBA_CACHE_DIR" not in os.environ and not os.access(Path(__file__).parent, os.W_OK):
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "feature_pipelines_numba")
+
 import numpy as np
 from numba import njit
 
