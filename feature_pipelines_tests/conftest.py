@@ -1,5 +1,5 @@
 """Shared fixtures: a small real landing zone (the first days of 2013) and a fresh lake per test;
-and the markers that set the slow tests apart (`pytest -m "not services and not dagster"`)."""
+and the markers that set the slow tests apart (`pytest -m "not services and not dagster and not slow"`)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ DAGSTER_CALLS = (
     "make_pipeline(", "subprocess.", "cli.main(", "main([",
 )  # fmt: skip
 
+# Pure tests that still take seconds each on 2 cores (a whole year of real rows, brute-force
+# references, a killed child process); measured with --durations, over 3 s each.
+SLOW_TESTS = frozenset(
+    {
+        "quality/test_raw_rules.py::test_every_real_2013_hour_passes_the_blocking_rules",
+        "quality/test_raw_rules.py::test_range_matches_single_partitions",
+        "offline/test_point_in_time.py::test_matches_brute_force_reference",
+        "compute/test_engine_equivalence.py::test_random_small_histories_equal_reference",
+        "compute/test_engine_equivalence.py::test_synthetic_equals_reference",
+        "monitoring/test_multivariate.py::test_ranked_sides_hide_marginal_shifts_but_not_a_changed_correlation",
+        "offline/test_delta_faults.py::test_killed_write_leaves_previous_version_and_rerun_writes_each_partition_once",
+        "offline/test_concurrent_writes.py::test_two_processes_overwriting_overlapping_ranges_lose_and_double_nothing",
+    }
+)
+
 
 def _own_source(item: pytest.Item) -> str:
     function = getattr(item, "function", None)
@@ -57,6 +72,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.services)
         if used & DAGSTER_FIXTURES or any(call in source for call in DAGSTER_CALLS):
             item.add_marker(pytest.mark.dagster)
+        if item.nodeid.split("[")[0].removeprefix("feature_pipelines_tests/") in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 SMALL_START = datetime(2013, 1, 1, tzinfo=timezone.utc)
