@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from feature_pipelines.timeutil import require_utc
@@ -301,6 +302,14 @@ class DeltaStore:
         return self._commit_with_retries(
             table, frame, target="appended rows", mode="append", predicate=None, schema_mode=None, commit_metadata=commit_metadata
         )
+
+    def add_columns(self, table: str, columns: pl.DataFrame) -> int:
+        """Add the (nullable) columns of `columns`' schema to the table in one metadata-only commit;
+        its earlier rows read null there. Returns the committed version."""
+        fields = list(DeltaSchema.from_arrow(columns.head(0).to_arrow().schema).fields)
+        delta = self.open(table)
+        self._guarded(table, f"add columns {columns.columns}", lambda: delta.alter.add_columns(fields))
+        return delta.version()
 
     def _commit_with_retries(
         self,

@@ -73,7 +73,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import deltalake
 import polars as pl
 
 from feature_pipelines.features.spec import FeatureView
@@ -227,8 +226,7 @@ def conform_to_log(store: DeltaStore, frame: pl.DataFrame, *, table: str = FEATU
     schema = store.scan(table).collect_schema()
     added = [name for name in frame.columns if name not in schema]
     if added:
-        fields = deltalake.Schema.from_arrow(frame.select(added).head(0).to_arrow().schema).fields
-        store.open(table).alter.add_columns(list(fields))
+        store.add_columns(table, frame.select(added))
         logger.info("request log: added column(s) %s to %s (a view with a new join key)", added, table)
         schema = store.scan(table).collect_schema()
     return _in_schema(frame, schema)
