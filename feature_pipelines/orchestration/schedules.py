@@ -25,10 +25,8 @@ from dagster import (
     schedule,
 )
 
-from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.concurrency import run_tags_for_assets
-from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, require_utc
 
@@ -116,8 +114,7 @@ def build_monitoring_job_and_schedule(settings: Settings, group: str) -> tuple[o
     from the UI judges the day so far)."""
     job = define_asset_job(
         MONITORING_JOB,
-        selection=AssetSelection.groups(group),
-        partitions_def=partitions_for(Partitioning.DAILY, settings, in_progress=True),
+        selection=AssetSelection.groups(group),  # daily partitions: Dagster takes them from the assets
         description="Skew, drift and shadow reports of one day.",
     )
 
