@@ -1,4 +1,4 @@
-"""Pure polars computation of feature values: windowed snapshot aggregations. No I/O, no Dagster."""
+"""Computation of feature values: windowed snapshot aggregations (polars and compiled window loops). No I/O, no Dagster."""
 
 from feature_pipelines.compute.snapshots import snapshot_features
 

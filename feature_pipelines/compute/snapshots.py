@@ -86,9 +86,7 @@ def _windows(history: pl.DataFrame, view: FeatureView, *, start: datetime, end: 
     keys = list(view.entity_keys)
     interval = _micros(view.cadence.interval)
     times = history[view.source.known_at_column].to_physical().to_numpy()
-    new_entity = history.select(
-        pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys)
-    ).to_series()
+    new_entity = history.select(pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys)).to_series()
     offsets = np.append(np.flatnonzero(new_entity.to_numpy()), history.height).astype(np.int64)
     k_first = _micros(start) // interval + 1  # snapshots t > start
     k_last = _micros(end) // interval  # ... and t <= end
@@ -108,23 +106,6 @@ def _masked(name: str, values: np.ndarray, valid: np.ndarray, dtype: pl.DataType
         .select(pl.when(pl.col("valid")).then(pl.col("value")).cast(dtype).alias(name))
         .to_series()
     )
-
-
-class _Columns:
-    """Per source column: its values, validity and null prefix counts, made once and shared by features."""
-
-    def __init__(self, history: pl.DataFrame) -> None:
-        self.history = history
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def arrays(self, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if column not in self._arrays:
-            series = self.history[column]
-            valid = series.is_not_null().to_numpy()
-            values = series.fill_null(False if series.dtype == pl.Boolean else 0).to_numpy()
-            nulls = np.concatenate(([0], np.cumsum(~valid, dtype=np.int64)))
-            self._arrays[column] = (values, valid, nulls)
-        return self._arrays[column]
 
 
 class _Engine:
@@ -149,7 +130,9 @@ class _Engine:
         """(sums, p90s, present) of the column over the window, for every feature that needs either."""
         if (column, window) not in self._sorted:
             values, valid, _ = self.arrays(column)
-            wants = {f.aggregation for f in self.view.features if (f.source_column, f.window_timedelta) == (column, window)}
+            wants = {
+                f.aggregation for f in self.view.features if (f.source_column, f.window_timedelta) == (column, window)
+            }
             # group_by_dynamic's windows overlap when longer than the cadence: polars then takes
             # its rolling quantile kernel, otherwise the quantile of each window's slice.
             overlapping = window > self.view.cadence.interval

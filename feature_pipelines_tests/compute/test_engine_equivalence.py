@@ -58,8 +58,12 @@ def _features(windows: tuple[str, ...]) -> tuple[Feature, ...]:
             Feature(f"aircraft_cancel_rate_{w}", "float64", Aggregation.RATE, w, FLAG),
             Feature(f"aircraft_cancel_strict_rate_{w}", "float64", Aggregation.RATE, w, FLAG, null_policy=propagate),
         ]
-    out.append(Feature("aircraft_delay_latest", "float64", Aggregation.LATEST, windows[0], VALUE, null_policy=NullPolicy.KEEP))
-    out.append(Feature("aircraft_whole_latest", "int64", Aggregation.LATEST, windows[0], WHOLE, null_policy=NullPolicy.KEEP))
+    out.append(
+        Feature("aircraft_delay_latest", "float64", Aggregation.LATEST, windows[0], VALUE, null_policy=NullPolicy.KEEP)
+    )
+    out.append(
+        Feature("aircraft_whole_latest", "int64", Aggregation.LATEST, windows[0], WHOLE, null_policy=NullPolicy.KEEP)
+    )
     return tuple(out)
 
 
@@ -88,7 +92,9 @@ def _with_edges(events: pl.DataFrame, step: timedelta) -> pl.DataFrame:
     rng = np.random.default_rng(17)
     on_grid = pl.Series(rng.random(events.height) < 0.15)
     edged = events.with_columns(
-        pl.when(on_grid).then(pl.col(KNOWN_AT).dt.truncate(f"{int(step.total_seconds())}s")).otherwise(pl.col(KNOWN_AT)),
+        pl.when(on_grid)
+        .then(pl.col(KNOWN_AT).dt.truncate(f"{int(step.total_seconds())}s"))
+        .otherwise(pl.col(KNOWN_AT)),
         pl.when(pl.Series(rng.random(events.height) < 0.05)).then(None).otherwise(pl.col(FLAG)).alias(FLAG),
         pl.col(VALUE).round(0).cast(pl.Int64).alias(WHOLE),
     )
@@ -166,7 +172,9 @@ def test_window_edges_exactly(no_fallback: None) -> None:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.0])
 def test_values_outside_the_proven_domain_take_the_reference(synthetic: pl.DataFrame, bad: float) -> None:
     events = _with_edges(synthetic, DAY)
-    events = events.with_columns(pl.when(pl.int_range(pl.len()) % 50 == 0).then(bad).otherwise(pl.col(VALUE)).alias(VALUE))
+    events = events.with_columns(
+        pl.when(pl.int_range(pl.len()) % 50 == 0).then(bad).otherwise(pl.col(VALUE)).alias(VALUE)
+    )
     expected = snapshot_features_reference(events, DAILY, start=START, end=START + DAY)
     assert_bit_identical(snapshot_features(events, DAILY, start=START, end=START + DAY), expected)
 
