@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the project needs on a fresh Debian machine: redis-server and the
+# Installs everything the project needs on a fresh Debian machine: redis-server, chromium and the
 # PostgreSQL server binaries (apt) and the Python environment at .venv/ (pip). Safe to re-run:
 # each step is skipped when already done.
 set -euo pipefail
@@ -12,6 +12,9 @@ command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || apt_packages+=(redis-tools)
 # The deploy tests start their own PostgreSQL (initdb/pg_ctl) for the production Dagster instance.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_packages+=(postgresql)
+# The UI tests drive the Dagster webserver in a real browser (playwright on the system chromium:
+# playwright cannot download its own browser here).
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]} with apt-get"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
