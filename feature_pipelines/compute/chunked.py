@@ -117,15 +117,35 @@ def iter_bucket_snapshots(
     A bucket's events are collected on their own (the hash filter is applied while scanning), so
     no more than one bucket of events is in memory at a time.
     """
-    where = context or f"feature view {view.name!r}"
     for bucket in range(plan.buckets):
-        yield snapshot_features(
-            bucket_events(events, view, plan, bucket).collect(engine="streaming"),
-            view,
-            start=plan.start,
-            end=plan.end,
-            context=f"{where}, {plan.describe()}, bucket {bucket}",
-        )
+        yield snapshot_bucket(events, view, plan, bucket, context=context)
+
+
+def snapshot_bucket(
+    events: pl.LazyFrame, view: FeatureView, plan: PartitionPlan, bucket: int, *, context: str = ""
+) -> pl.DataFrame:
+    """One bucket's feature rows: its entities' events collected alone, then `snapshot_features`.
+
+    The unit a scale-out step computes (orchestration/scale_out.py): it depends on nothing but the
+    source, the plan and the bucket number, so any process can compute any bucket.
+    """
+    where = context or f"feature view {view.name!r}"
+    return snapshot_features(
+        bucket_events(events, view, plan, bucket).collect(engine="streaming"),
+        view,
+        start=plan.start,
+        end=plan.end,
+        context=f"{where}, {plan.describe()}, bucket {bucket}",
+    )
+
+
+def merge_buckets(parts: list[pl.DataFrame], view: FeatureView) -> pl.DataFrame:
+    """Buckets' rows as one partition in `snapshot_features`' order: by snapshot time, then keys.
+
+    Buckets hold disjoint entities and a (time, entity) pair is one row, so this order is total and
+    the result is the one-process result whatever order the buckets finished in.
+    """
+    return pl.concat(parts, how="vertical").sort(EVENT_TIMESTAMP, *view.entity_keys)
 
 
 def snapshot_partition(
@@ -147,8 +167,7 @@ def snapshot_partition(
     lazy = events.lazy()
     validate_events(lazy, view, context=context or f"feature view {view.name!r}")
     plan = plan_partition(lazy, view, start=start, end=end, max_events_per_bucket=max_events_per_bucket, buckets=buckets)
-    parts = list(iter_bucket_snapshots(lazy, view, plan, context=context))
-    return pl.concat(parts, how="vertical").sort(EVENT_TIMESTAMP, *view.entity_keys)
+    return merge_buckets(list(iter_bucket_snapshots(lazy, view, plan, context=context)), view)
 
 
 def partition_bounds(view: FeatureView, start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
