@@ -20,11 +20,11 @@ from dagster import (
 )
 
 from feature_pipelines.compute.snapshots import snapshot_features
-from feature_pipelines.features.spec import FeatureView, Partitioning
+from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
+from feature_pipelines.orchestration.partitions import partition_window, raw_partitions, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
 from feature_pipelines.quality.suites import PartitionWindow, validate_feature_partitions, view_rules
@@ -62,7 +62,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         start_offset=-lookback_partitions(view), end_offset=0, allow_nonexistent_upstream_partitions=True
     )
     partitions = view_partitions(view, settings)
-    raw_partitions = partitions_for(Partitioning.HOURLY, settings)
+    upstream_days = raw_partitions(settings)
     rules = view_rules(view)
     target = WriteTarget(view.name, EVENT_TIMESTAMP, "right")
 
@@ -93,7 +93,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         windows = [partition_window(partitions, key) for key in context.partition_keys]
         until = _computed_until(view, windows, now)
         gaps = upstream_gaps(context, upstream=view.source.asset, mapping=mapping, partitions_def=partitions,
-                             upstream_partitions_def=raw_partitions, needed=_upstream_needs(view, windows, until),
+                             upstream_partitions_def=upstream_days, needed=_upstream_needs(view, windows, until),
                              store=store)
         features = snapshot_features(
             events,

@@ -113,6 +113,30 @@ def _per_partition(asset: str, o: CheckOutcome) -> AssetCheckEvaluation:
     )
 
 
+def _per_unit(asset: str, partition: str, outcomes: Sequence[CheckOutcome]) -> AssetCheckEvaluation:
+    """One Dagster partition's evaluation of the gate units (hours of a raw day) it flagged:
+    failed when any of them failed, each unit's message and metadata kept."""
+    failed = [o for o in outcomes if not o.passed]
+    return AssetCheckEvaluation(
+        asset_key=AssetKey(asset),
+        check_name=outcomes[0].check_name,
+        passed=not failed,
+        partition=partition,
+        blocking=outcomes[0].blocking,
+        severity=_severity(outcomes[0].blocking),
+        description="; ".join(o.message for o in outcomes[:MAX_PARTITIONS_LISTED]),
+        metadata={
+            "units": MetadataValue.json([o.partition for o in outcomes]),
+            "failed_units": MetadataValue.json([o.partition for o in failed]),
+            "per_unit": MetadataValue.json({o.partition: json_value(o.metadata) for o in outcomes[:MAX_PARTITIONS_LISTED]}),
+        },
+    )
+
+
+def _same(key: str) -> str:
+    return key
+
+
 def run_gate(
     context: AssetExecutionContext,
     *,
@@ -122,14 +146,14 @@ def run_gate(
     partition_keys: Sequence[str],
     outcomes_by_partition: Mapping[str, list[CheckOutcome]],
     rules: Mapping[str, RuleAction],
-    row_counts: Mapping[str, int],
     store: DeltaStore,
     now: datetime,
+    partition_of: Callable[[str], str] = _same,
 ) -> Iterator[AssetCheckResult | AssetCheckEvaluation | GateVerdict]:
-    """Yield the check results, then the verdict (last) for `write_verdict`."""
+    """Yield the check results, then the verdict (last) for `write_verdict`; `partition_of` maps
+    a gate unit's key to its Dagster partition (an hour to its raw day)."""
     verdict = judge(table, row_partition, partition_keys, outcomes_by_partition, rules)
     run_id = context.run.run_id
-    QualityLedger(store).record(verdict.outcomes, run_id=run_id, row_counts=dict(row_counts))
     held_back = held_back_rows(frame, row_partition, verdict, run_id=run_id, at=now)
     Quarantine(store).replace(table, held_back, held_back_partitions(verdict, run_id=run_id, at=now),
                               first_partition=partition_keys[0], last_partition=partition_keys[-1])
@@ -137,11 +161,15 @@ def run_gate(
         outcomes = [o for o in verdict.outcomes if o.check_name == name]
         if outcomes:
             yield _summary(name, rule, outcomes)
+    # Blocking failures and drops get their own square; warnings are in the summary.
+    flagged: dict[tuple[str, str], list[CheckOutcome]] = {}
     for partition in verdict.partitions:
         for o in partition.outcomes:
-            # Blocking failures and drops get their own square; warnings are in the summary.
             if (not o.passed and o.blocking) or o.details.get("dropped_rows"):
-                yield _per_partition(table, o)
+                flagged.setdefault((o.check_name, partition_of(o.partition)), []).append(o)
+    for (_, dagster_partition), outcomes in flagged.items():
+        yield _per_partition(table, outcomes[0]) if outcomes[0].partition == dagster_partition else _per_unit(
+            table, dagster_partition, outcomes)
     if verdict.failed:
         first = verdict.failed[0].first_failure()
         context.log.error(
@@ -186,9 +214,11 @@ def write_verdict(
     windows: Sequence[PartitionWindow],
     store: DeltaStore,
     metadata: Mapping[str, object],
+    partition_of: Callable[[str], str] = _same,
 ) -> Iterator[Output | AssetMaterialization]:
     """Write what the verdict keeps: one Output when every partition passed, else the passing
-    partitions directly (one commit) with one materialization each."""
+    units directly (one commit) and one materialization for each Dagster partition whose every
+    unit passed (a raw day with a held-back hour gets none: it shows red, its other hours are written)."""
     kept = frame.filter(pl.Series(verdict.keep))
     dropped = verdict.dropped_by_check()
     common = {**metadata, "dropped_rows": sum(dropped.values()), "dropped_rows_by_rule": MetadataValue.json(dropped)}
@@ -205,23 +235,26 @@ def write_verdict(
                           commit_metadata={"dagster_run_id": context.run.run_id, "partition_window": slices.describe()})
     # Rows per partition in one pass (a year's run has 8,760 partitions).
     counts = np.bincount(assign_partitions(rows, target.time_column, windows, closed=target.closed), minlength=len(windows))
+    units: dict[str, list[PartitionWindow]] = {}
+    for window in windows:
+        units.setdefault(partition_of(window.key), []).append(window)
     count_of = {window.key: int(count) for window, count in zip(windows, counts)}
-    for run in runs:
-        for window in run:
-            count = count_of[window.key]
-            yield AssetMaterialization(
-                asset_key=target.table,
-                partition=window.key,
-                metadata={
-                    **common,
-                    "delta_version": version,
-                    "delta_table_uri": MetadataValue.path(store.table_uri(target.table)),
-                    "dagster/row_count": count,
-                    "partition_window": TimeSlice(target.time_column, window.start, window.end, target.closed).describe(),
-                    "dropped_rows_here": by_key[window.key].dropped_rows,
-                    "held_back_in_this_run": MetadataValue.json([p.partition for p in verdict.failed][:MAX_PARTITIONS_LISTED]),
-                },
-            )
+    for partition, its_units in units.items():
+        if not all(by_key[w.key].passed for w in its_units):
+            continue
+        yield AssetMaterialization(
+            asset_key=target.table,
+            partition=partition,
+            metadata={
+                **common,
+                "delta_version": version,
+                "delta_table_uri": MetadataValue.path(store.table_uri(target.table)),
+                "dagster/row_count": sum(count_of[w.key] for w in its_units),
+                "partition_window": TimeSlice(target.time_column, its_units[0].start, its_units[-1].end, target.closed).describe(),
+                "dropped_rows_here": sum(by_key[w.key].dropped_rows for w in its_units),
+                "held_back_in_this_run": MetadataValue.json([p.partition for p in verdict.failed][:MAX_PARTITIONS_LISTED]),
+            },
+        )
 
 
 def gate_and_write(
@@ -236,19 +269,23 @@ def gate_and_write(
     now: datetime,
     metadata: Callable[[pl.DataFrame], Mapping[str, object]],
     stored_columns: Sequence[str] | None = None,
+    partition_of: Callable[[str], str] = _same,
 ) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output | AssetMaterialization]:
     """The gate, then the write of what it keeps: every gated asset's last step.
 
     Rows belong to the partition of their `target.time_column`; `metadata(written)` describes
     the rows written; `stored_columns` leaves out columns the quarantine keeps but the table does
-    not (a raw row's source file and row).
+    not (a raw row's source file and row); `partition_of` maps a gate unit (`windows`) to its
+    Dagster partition (identity: they are the same). The ledger records the verdicts after the
+    write, so a passed verdict in it means the rows are in the table (orchestration.upstream).
     """
     row_partition = assign_partitions(frame, target.time_column, windows, closed=target.closed)
     counts = np.bincount(row_partition, minlength=len(windows))
     verdict = None
     for item in run_gate(context, table=target.table, frame=frame, row_partition=row_partition,
                          partition_keys=[w.key for w in windows], outcomes_by_partition=outcomes_by_partition, rules=rules,
-                         row_counts={w.key: int(c) for w, c in zip(windows, counts)}, store=store, now=now):
+                         store=store, now=now,
+                         partition_of=partition_of):
         if isinstance(item, GateVerdict):
             verdict = item
         else:
@@ -258,4 +295,6 @@ def gate_and_write(
     stored = frame.select(stored_columns) if stored_columns is not None else frame
     written = stored.filter(pl.Series(verdict.keep))
     yield from write_verdict(context, target=target, frame=stored, verdict=verdict, windows=windows, store=store,
-                             metadata=metadata(written))
+                             metadata=metadata(written), partition_of=partition_of)
+    QualityLedger(store).record(verdict.outcomes, run_id=context.run.run_id,
+                                row_counts={w.key: int(c) for w, c in zip(windows, counts)})

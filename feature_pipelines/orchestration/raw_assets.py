@@ -1,4 +1,4 @@
-"""Raw assets: landing-zone files to Delta tables (flights and weather hourly, dimensions whole)."""
+"""Raw assets: landing-zone files to Delta tables (flights and weather by day, judged hour by hour; dimensions whole)."""
 
 
 import time
@@ -7,10 +7,9 @@ from datetime import timedelta
 import polars as pl
 from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, MetadataValue, asset
 
-from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partition_window, partitions_for
+from feature_pipelines.orchestration.partitions import hours_of, partition_of_hour, raw_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.quality.quarantine import Quarantine
 from feature_pipelines.quality.raw_rules import (
@@ -75,11 +74,12 @@ def _landing_facts(zone: LandingZone, table: RawTable, landed: LandedTable, hist
 
 
 def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
-    """One raw asset per landing table; partitioned ones read only their hour range and are
-    checked (write-audit-publish) partition by partition before they are written."""
+    """One raw asset per landing table; partitioned ones read only their days (an open day up to
+    the run's clock) and are checked (write-audit-publish) hour by hour before they are written:
+    a bad hour holds back only itself, and its day shows red."""
     if table.time_column is None:
         return _build_dimension_asset(table)
-    partitions = partitions_for(Partitioning.HOURLY, settings)
+    partitions = raw_partitions(settings)
     offset = settings.replay.offset
     rules = RAW_RULES[table.name]
     target = WriteTarget(table.name, table.time_column, "left")
@@ -100,7 +100,10 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
     def _raw(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource):
         began = time.perf_counter()
         now = run_clock(context)
-        windows = [partition_window(partitions, key) for key in context.partition_keys]
+        windows = hours_of(partitions, context.partition_keys, now)
+        if not windows:
+            context.log.info(f"table {table.name!r}: no hour of {context.partition_keys[0]} has closed by {now.isoformat()}")
+            return
         zone = landing.zone()
         # One read of every landed row: the run's hours are a slice of it, and the rules judge
         # volume and deliveries against all of it.
@@ -116,6 +119,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         yield from gate_and_write(
             context, target=target, frame=frame, windows=windows, outcomes_by_partition=outcomes, rules=rules,
             store=store, now=now, stored_columns=[c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)],
+            partition_of=partition_of_hour,
             metadata=lambda written: {
                 "compute_seconds": round(landed_at - began, 4),
                 "quality_check_seconds": round(time.perf_counter() - landed_at, 4),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetKey,
@@ -19,7 +19,12 @@ from dagster import (
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.clock import clock_tags
-from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.partitions import (
+    HOUR_KEY_FORMAT,
+    partition_of_hour,
+    partitions_for,
+    raw_partitions,
+)
 from feature_pipelines.orchestration.schedules import (
     DAILY_SNAPSHOT_JOB,
     DIMENSIONS_JOB,
@@ -81,10 +86,14 @@ def materialize_range(
 ) -> RangeRun:
     """One run over [first_partition, last_partition]: every asset reads and writes the range at once.
 
+    Raw tables are daily partitions judged hour by hour; hour keys for the raw job ("2013-01-05-15:00")
+    run the days holding them on a clock at the end of the last hour, unless `now` says otherwise.
     `assets` narrows the run to some of the job's assets; empty partition keys run an
     unpartitioned job. `now` is the run's clock (see orchestration.clock); `log_level` quiets the
     console (the event log in the instance keeps everything, for the UI).
     """
+    if job_name == RAW_HOURLY_JOB and len(first_partition) == len(HOUR_KEY):
+        first_partition, last_partition, now = _raw_days(first_partition, last_partition, now)
     tags = {RANGE_START_TAG: first_partition, RANGE_END_TAG: last_partition} if first_partition else {}
     if now is not None:
         tags.update(clock_tags(now))
@@ -96,6 +105,15 @@ def materialize_range(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}} if log_level else None,
     )
     return RangeRun(job_name, first_partition, last_partition, result)
+
+
+HOUR_KEY = "2013-01-05-15:00"
+
+
+def _raw_days(first_hour: str, last_hour: str, now: datetime | None) -> tuple[str, str, datetime]:
+    """The raw days holding two hour keys, and the clock that stops at the end of the last hour."""
+    end = datetime.strptime(last_hour, HOUR_KEY_FORMAT).replace(tzinfo=UTC) + timedelta(hours=1)
+    return partition_of_hour(first_hour), partition_of_hour(last_hour), now or end
 
 
 def raw_history_lead() -> timedelta:
@@ -133,14 +151,15 @@ def plan_window(
     publish) over every day overlapping the range, the open day included; the daily-snapshot views
     over the whole days inside it; labels and training sets over every whole day whose next day's
     raw hours are there. Raw hours go on past `end` up to a day, as far as the clock `now`
-    (default `end`) and the data allow: the labels of `end`'s last day need them.
+    (default `end`) and the data allow: the labels of `end`'s last day need them. Raw tables are
+    days: every day overlapping the raw hours runs, the open one up to the clock.
     """
     plan = [PlannedRun(DIMENSIONS_JOB, "", "", 1)]
     # Training rows read features up to their TTL before their day, so features start that much earlier.
     features_start = max(settings.data_start, start - training_reach())
     raw_end = max(end, min(end + timedelta(days=1), floor_to(now or end, timedelta(hours=1)), settings.data_end))
     jobs = [
-        (RAW_HOURLY_JOB, partitions_for(Partitioning.HOURLY, settings), max(settings.data_start, features_start - raw_history_lead()), False),
+        (RAW_HOURLY_JOB, raw_partitions(settings), max(settings.data_start, features_start - raw_history_lead()), True),
         (HOURLY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings, in_progress=True), features_start, True),
         (DAILY_SNAPSHOT_JOB, partitions_for(Partitioning.DAILY, settings), features_start, False),
         # Labels need the raw hours of the day after: training sets stop a day before the raw hours do.

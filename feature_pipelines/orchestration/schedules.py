@@ -1,6 +1,7 @@
 """Jobs and schedules: raw hours as they close, hourly refresh of hourly-snapshot views, daily views.
 
-- raw_hourly_job, every hour at :05, lands the hour just closed.
+- raw_hourly_job, every hour at :05, rewrites the open day's raw partition with its hours so far
+  (at 00:05 it finalises yesterday): raw tables are daily partitions judged hour by hour.
 - hourly_snapshot_features_job, every hour at :15, rewrites the open day's partition of views that
   snapshot hourly (at 00:15 it finalises yesterday, whose last snapshot is midnight).
 - daily_snapshot_features_job, every day at 00:20, computes the day just closed.
@@ -27,6 +28,7 @@ from dagster import (
 
 from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.concurrency import run_tags_for_assets
+from feature_pipelines.orchestration.partitions import raw_partitions
 from feature_pipelines.settings import Settings
 from feature_pipelines.timeutil import floor_to, require_utc
 
@@ -48,6 +50,15 @@ def latest_snapshot_partition(partitions: TimeWindowPartitionsDefinition, schedu
     return partitions.get_partition_key_for_timestamp((snapshot - timedelta(microseconds=1)).timestamp())
 
 
+def _refresh_request(partitions: TimeWindowPartitionsDefinition, context: ScheduleEvaluationContext) -> RunRequest:
+    """The run that refreshes the partition holding the hour just closed, on the tick's clock."""
+    key = latest_snapshot_partition(partitions, context.scheduled_execution_time)
+    tick = require_utc(context.scheduled_execution_time, "tick")
+    stamp = floor_to(tick, timedelta(hours=1))  # type: ignore[arg-type]
+    # The tick's time is the run's clock: its open partition is computed up to it, no further.
+    return RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key, tags=clock_tags(tick))  # type: ignore[arg-type]
+
+
 def _default_status(settings: Settings) -> DefaultScheduleStatus:
     """In replay mode the schedules start running with `dagster dev`; otherwise they wait to be switched on."""
     return DefaultScheduleStatus.RUNNING if settings.replay.offset else DefaultScheduleStatus.STOPPED
@@ -65,11 +76,12 @@ def build_jobs_and_schedules(
 ) -> tuple[list[object], list[ScheduleDefinition]]:
     """Jobs per grain; in replay mode their schedules start running with `dagster dev`."""
     status = _default_status(settings)
+    raw_days = raw_partitions(settings)
     dimensions_job = define_asset_job(
         DIMENSIONS_JOB, selection=AssetSelection.assets(*raw_dimensions), description="Refresh the unpartitioned dimension tables."
     )
     raw_job = define_asset_job(
-        RAW_HOURLY_JOB, selection=AssetSelection.assets(*raw_hourly), description="Land one hour of raw flights and weather."
+        RAW_HOURLY_JOB, selection=AssetSelection.assets(*raw_hourly), description="Land raw flights and weather: a day's partition, the open day up to the clock."
     )
     hourly_job = define_asset_job(
         HOURLY_SNAPSHOT_JOB,
@@ -93,15 +105,22 @@ def build_jobs_and_schedules(
         description="Every hour: recompute the partition holding the latest hourly snapshot.",
     )
     def hourly_snapshot_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
-        key = latest_snapshot_partition(hourly_snapshot_partitions, context.scheduled_execution_time)
-        stamp = floor_to(require_utc(context.scheduled_execution_time, "tick"), timedelta(hours=1))
-        # The tick's time is the run's clock: its open partition is computed up to it, no further.
-        yield RunRequest(run_key=f"{key}@{stamp.isoformat()}", partition_key=key,
-                         tags=clock_tags(require_utc(context.scheduled_execution_time, "tick")))
+        yield _refresh_request(hourly_snapshot_partitions, context)
+
+    @schedule(
+        job=raw_job,
+        cron_schedule="5 * * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        name=f"{RAW_HOURLY_JOB}_schedule",
+        description="Every hour: rewrite the raw day holding the hour just closed, up to the tick.",
+    )
+    def raw_hourly_schedule(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
+        yield _refresh_request(raw_days, context)
 
     schedules = [
         ScheduleDefinition(job=dimensions_job, cron_schedule="30 0 * * *", execution_timezone="UTC", default_status=status),
-        build_schedule_from_partitioned_job(raw_job, minute_of_hour=5, default_status=status),
+        raw_hourly_schedule,
         hourly_snapshot_schedule,
         build_schedule_from_partitioned_job(daily_job, hour_of_day=0, minute_of_hour=20, default_status=status),
     ]

@@ -30,7 +30,7 @@ from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.offline.historical import get_historical_features
 from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION_READINESS, TIME_COLUMN_KEY
-from feature_pipelines.orchestration.partitions import partition_window, partitions_for, view_partitions
+from feature_pipelines.orchestration.partitions import partition_window, partitions_for, raw_partitions, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
 from feature_pipelines.quality.ledger import QualityLedger
@@ -66,7 +66,7 @@ def _daily_training_table(days: PartitionsDefinition) -> dict[str, Any]:
 def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefinition:
     """Labels of the flights scheduled on a day; they need the next day's raw hours (arrivals)."""
     days = partitions_for(Partitioning.DAILY, settings)
-    hours = partitions_for(Partitioning.HOURLY, settings)
+    raw_days = raw_partitions(settings)
     mapping = TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True)
     target = WriteTarget(LABELS_TABLE, "scheduled_departure_at", "left")
 
@@ -86,7 +86,7 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
         store = lake.store()
         windows = [partition_window(days, key) for key in context.partition_keys]
         last_hour = floor_to(now, timedelta(hours=1))
-        gaps = upstream_gaps(context, upstream="raw_flights", mapping=mapping, partitions_def=days, upstream_partitions_def=hours,
+        gaps = upstream_gaps(context, upstream="raw_flights", mapping=mapping, partitions_def=days, upstream_partitions_def=raw_days,
                              needed={w.key: (w.start - timedelta(days=1), min(w.end + timedelta(days=1), last_hour)) for w in windows},
                              store=store)
         start, end = windows[0].start, windows[-1].end

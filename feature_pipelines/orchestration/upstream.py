@@ -1,10 +1,12 @@
 """Which of a run's partitions may be computed: those whose every upstream partition is written
 and passed its blocking checks. The others are refused by name, and only they.
 
-Dagster's partition mapping says which upstream partitions a partition reads; of those, the ones
-that start at or after the instant a partition is computed up to (its end, or the run's clock for
-an open partition) are not needed yet. A needed partition is missing when Dagster has no
-materialisation of it, and failed when the quality ledger's latest blocking verdict on it failed.
+Dagster's partition mapping says which upstream (raw) days a partition reads; of their hours,
+those that start at or after the instant a partition is computed up to (its end, or the run's
+clock for an open partition) are not needed yet. The hour is the unit: a needed hour is missing
+when the quality ledger has no verdict on it (the gate records verdicts after writing, so a
+verdict means the hour's rows were written or held back), and failed when its latest blocking
+verdict failed. A day with one held-back hour thus refuses only what reads that hour.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from dagster import AssetExecutionContext, AssetKey, PartitionMapping, TimeWindow, TimeWindowPartitionsDefinition
+import polars as pl
+from dagster import AssetExecutionContext, PartitionMapping, TimeWindowPartitionsDefinition
 
+from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.orchestration.partitions import hours_of
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
-from feature_pipelines.quality.suites import UPSTREAM
+from feature_pipelines.quality.suites import UPSTREAM, PartitionWindow
 
 _SHOWN = 5
 
@@ -57,18 +62,17 @@ def upstream_gaps(
     store: DeltaStore,
 ) -> dict[str, UpstreamGap]:
     """Per partition of this run that cannot be computed, its gap; `needed[key]` is the span
-    [from, until) of upstream data the partition reads (until: the instant it is computed up to)."""
+    [from, until) of upstream data the partition reads (until: the instant it is computed up to,
+    an hour boundary). Gaps name upstream hours."""
     reads: dict[str, list[str]] = {}
     for key in context.partition_keys:
         subset = partitions_def.empty_subset().with_partition_keys([key])
         mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, partitions_def, upstream_partitions_def)
         low, high = needed[key]
-        reads[key] = [
-            upstream_key for upstream_key in mapped.partitions_subset.get_partition_keys()
-            if _overlaps(upstream_partitions_def.time_window_for_partition_key(upstream_key), low, high)
-        ]
+        hours = hours_of(upstream_partitions_def, list(mapped.partitions_subset.get_partition_keys()), high)
+        reads[key] = [hour.key for hour in hours if _overlaps(hour, low, high)]
     every = sorted({k for keys in reads.values() for k in keys})
-    materialized = context.instance.get_materialized_partitions(AssetKey(upstream))
+    materialized = _judged(store, upstream, every)
     failures = QualityLedger(store).failed_partitions(upstream, every)
     failed_messages = dict(zip(failures["partition"].to_list(), failures["message"].to_list()))
     gaps = {}
@@ -80,8 +84,17 @@ def upstream_gaps(
     return gaps
 
 
-def _overlaps(window: TimeWindow, low: datetime, high: datetime) -> bool:
+def _overlaps(window: PartitionWindow, low: datetime, high: datetime) -> bool:
     return window.start < high and window.end > low
+
+
+def _judged(store: DeltaStore, table: str, units: Sequence[str]) -> set[str]:
+    """The units (hours) of `table` among `units` that the gate has judged: written, or held back."""
+    if not units or not store.exists(QUALITY_LEDGER_TABLE):
+        return set()
+    judged = (store.scan(QUALITY_LEDGER_TABLE).filter(pl.col("table") == table, pl.col("partition").is_in(list(units)))
+              .select("partition").unique().collect())
+    return set(judged["partition"].to_list())
 
 
 def upstream_outcome(table: str, partition: str, gaps: Sequence[UpstreamGap | None]) -> CheckOutcome:
