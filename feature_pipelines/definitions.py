@@ -15,6 +15,7 @@ from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
+from feature_pipelines.orchestration.scale_out import scale_out_definitions
 from feature_pipelines.orchestration.schedules import (
     TRAINING_JOB,
     build_jobs_and_schedules,
@@ -53,12 +54,13 @@ def build_definitions(settings: Settings) -> Definitions:
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
     monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)
-    return Definitions(
+    platform = Definitions(
         assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets],
         jobs=[*jobs, monitoring_job],
         schedules=[*schedules, monitoring_schedule],
         resources=resources_for(settings),
     )
+    return Definitions.merge(platform, scale_out_definitions(settings))  # empty unless FEATURE_PIPELINES_SCALE_OUT=1
 
 
 defs = build_definitions(load_settings())
