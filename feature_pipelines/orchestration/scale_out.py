@@ -27,6 +27,7 @@ the demo has no synthetic table. `build_scale_out_asset` takes any FeatureView w
 lake table named after `view.source.asset`.
 """
 
+import importlib
 import os
 import shutil
 import time
@@ -44,6 +45,7 @@ from dagster import (
     Definitions,
     DynamicOut,
     DynamicOutput,
+    ExecutorDefinition,
     In,
     JobDefinition,
     Nothing,
@@ -52,7 +54,6 @@ from dagster import (
     Output,
     define_asset_job,
     graph_asset,
-    multiprocess_executor,
     op,
 )
 from pydantic import Field
@@ -75,6 +76,14 @@ from feature_pipelines.settings import Settings, load_settings
 from feature_pipelines.sources.synthetic import synthetic_view
 
 SCALE_OUT_VAR = "FEATURE_PIPELINES_SCALE_OUT"
+SCALE_EXECUTOR_VAR = "FEATURE_PIPELINES_SCALE_OUT_EXECUTOR"
+# Where each step runs: a process here, or (packages installed only in the cluster's images, see
+# deploy/README.md) a Kubernetes Job or a Docker container per step. Same job, same graph.
+STEP_EXECUTORS: dict[str, tuple[str, str]] = {
+    "multiprocess": ("dagster", "multiprocess_executor"),
+    "k8s": ("dagster_k8s", "k8s_job_executor"),
+    "docker": ("dagster_docker", "docker_executor"),
+}
 SCALE_GROUP = "scale"
 SCALE_JOB = "synthetic_scale_job"
 STAGING_ROOT = "_staging/scale_out"  # internal lake prefix: one table per (run, partition, bucket)
@@ -97,6 +106,28 @@ class BucketTask:
     plan: PartitionPlan
     bucket: int
     staging_table: str
+
+
+class ScaleOutExecutorError(RuntimeError):
+    """The step executor named in FEATURE_PIPELINES_SCALE_OUT_EXECUTOR is unknown or not installed."""
+
+
+def scale_out_executor(environ: Mapping[str, str] = os.environ) -> ExecutorDefinition:
+    """The executor of the job's steps: FEATURE_PIPELINES_SCALE_OUT_EXECUTOR (default multiprocess).
+
+    The cluster executors are imported only when named, so dagster-k8s and dagster-docker are
+    dependencies of the cluster's images, never of this package."""
+    name = environ.get(SCALE_EXECUTOR_VAR, "").strip() or "multiprocess"
+    if name not in STEP_EXECUTORS:
+        raise ScaleOutExecutorError(f"{SCALE_EXECUTOR_VAR}={name!r}: choose one of {sorted(STEP_EXECUTORS)}")
+    module, attribute = STEP_EXECUTORS[name]
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as error:
+        raise ScaleOutExecutorError(
+            f"{SCALE_EXECUTOR_VAR}={name!r} needs the package {module.replace('_', '-')} in this image "
+            f"(deploy/README.md, Scale-out): {error}"
+        ) from error
 
 
 def scale_out_enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -225,9 +256,10 @@ def scale_out_definitions(settings: Settings, environ: Mapping[str, str] = os.en
 
 def scale_out_asset_job(asset: AssetsDefinition) -> Any:
     """The job: the multiprocess executor locally (`max_concurrent` from run config, default the
-    CPU count); deploy/ shows the same job with `k8s_job_executor` or `docker_executor`."""
+    CPU count), or the cluster executor named by FEATURE_PIPELINES_SCALE_OUT_EXECUTOR, configured
+    by deploy/scale_out.k8s.run.yaml or deploy/scale_out.docker.run.yaml."""
     return define_asset_job(
-        SCALE_JOB, selection=[asset.key], executor_def=multiprocess_executor,
+        SCALE_JOB, selection=[asset.key], executor_def=scale_out_executor(),
         description="One synthetic day, its entity buckets as parallel steps (FEATURE_PIPELINES_SCALE_OUT=1).",
     )  # fmt: skip
 
@@ -246,7 +278,8 @@ def scale_out_job(lake_root: str | None = None) -> JobDefinition:
 def scale_run_config(
     *, max_concurrent: int | None = None, buckets: int | None = None, max_events_per_bucket: int | None = None
 ) -> dict[str, Any]:
-    """Run config of `synthetic_scale_job`: how many steps at once, and how the day is cut."""
+    """Run config of `synthetic_scale_job` under the multiprocess executor: how many steps at once,
+    and how the day is cut (the cluster executors' run config is in deploy/)."""
     plan: dict[str, Any] = {}
     if buckets is not None:
         plan["buckets"] = buckets

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dagster import DagsterEventType, DagsterInstance, build_reconstructable_job, execute_job
+import yaml
+from dagster import DagsterEventType, DagsterInstance, build_reconstructable_job, execute_job, validate_run_config
 
 from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.definitions import build_definitions
@@ -20,10 +21,13 @@ from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.orchestration import scale_out
 from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
 from feature_pipelines.orchestration.scale_out import (
+    SCALE_EXECUTOR_VAR,
     SCALE_GROUP,
     SCALE_JOB,
     SCALE_OUT_VAR,
     STAGING_ROOT,
+    ScaleOutExecutorError,
+    scale_out_executor,
     scale_out_job,
     scale_run_config,
 )
@@ -34,6 +38,19 @@ from feature_pipelines_tests.compute.test_engine_equivalence import assert_bit_i
 pytestmark = pytest.mark.dagster
 
 VIEW = synthetic_view()
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# Documented executor config keys (dagster-k8s `_K8S_EXECUTOR_CONFIG_SCHEMA` with its job config,
+# dagster-docker `DOCKER_CONFIG_SCHEMA` + retries and limits), checked here as the packages are not installed.
+CLUSTER_EXECUTOR_KEYS = {
+    "k8s": {
+        "job_namespace", "retries", "max_concurrent", "tag_concurrency_limits", "step_k8s_config", "per_step_k8s_config",
+        "job_image", "image_pull_policy", "image_pull_secrets", "service_account_name", "env_config_maps", "env_secrets",
+        "env_vars", "volume_mounts", "volumes", "labels", "resources", "scheduler_name", "security_context",
+        "load_incluster_config", "kubeconfig_file",
+    },
+    "docker": {"image", "network", "networks", "registry", "env_vars", "container_kwargs", "retries", "max_concurrent",
+               "tag_concurrency_limits"},
+}  # fmt: skip
 DAY = "2013-01-03"  # the third day: its 7-day windows read both days before it
 START = datetime(2013, 1, 3, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -115,3 +132,22 @@ def test_the_scale_group_is_only_wired_when_asked(monkeypatch: pytest.MonkeyPatc
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {VIEW.name}
     write_step = wired.resolve_assets_def(VIEW.name).node_def.node_named(f"{VIEW.name}__write_partition")
     assert write_step.definition.pool == LAKE_WRITES_POOL  # the one step writing the shared table
+
+
+def test_the_cluster_executors_are_named_by_setting_and_never_needed_here() -> None:
+    assert scale_out_executor({}).name == "multiprocess"
+    with pytest.raises(ScaleOutExecutorError, match="needs the package dagster-k8s"):
+        scale_out_executor({SCALE_EXECUTOR_VAR: "k8s"})  # not installed here: a clear error, not an ImportError
+    with pytest.raises(ScaleOutExecutorError, match="choose one of"):
+        scale_out_executor({SCALE_EXECUTOR_VAR: "kubernetes"})
+
+
+@pytest.mark.parametrize("executor", ["k8s", "docker"])
+def test_the_deploy_run_configs_configure_the_same_job(executor: str, tmp_path: Path) -> None:
+    """deploy/scale_out.<executor>.run.yaml: only the executor's documented keys, and op config
+    this job accepts (checked against the job itself; the executor part needs its package)."""
+    config = yaml.safe_load((DEPLOY / f"scale_out.{executor}.run.yaml").read_text())
+    execution = config["execution"]["config"]
+    assert set(execution) <= CLUSTER_EXECUTOR_KEYS[executor]
+    assert execution["max_concurrent"] >= 2
+    validate_run_config(scale_out_job(lake_root=str(tmp_path)), {"ops": config["ops"]})
