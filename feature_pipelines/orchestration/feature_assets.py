@@ -94,7 +94,7 @@ def build_feature_asset(view: FeatureView, settings: Settings) -> AssetsDefiniti
         until = _computed_until(view, windows, now)
         gaps = upstream_gaps(context, upstream=view.source.asset, mapping=mapping, partitions_def=partitions,
                              upstream_partitions_def=upstream_days, needed=_upstream_needs(view, windows, until),
-                             store=store)
+                             store=store, by_hour=True)
         features = snapshot_features(
             events,
             view,

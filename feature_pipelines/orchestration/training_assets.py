@@ -88,7 +88,7 @@ def build_label_asset(spec: TrainingSetSpec, settings: Settings) -> AssetsDefini
         last_hour = floor_to(now, timedelta(hours=1))
         gaps = upstream_gaps(context, upstream="raw_flights", mapping=mapping, partitions_def=days, upstream_partitions_def=raw_days,
                              needed={w.key: (w.start - timedelta(days=1), min(w.end + timedelta(days=1), last_hour)) for w in windows},
-                             store=store)
+                             store=store, by_hour=True)
         start, end = windows[0].start, windows[-1].end
         scheduled = flights.filter(pl.col("scheduled_departure_at") >= start, pl.col("scheduled_departure_at") < end)
         labels = flight_delay_labels(scheduled, lead_time=spec.lead_time)

@@ -1,12 +1,13 @@
 """Which of a run's partitions may be computed: those whose every upstream partition is written
 and passed its blocking checks. The others are refused by name, and only they.
 
-Dagster's partition mapping says which upstream (raw) days a partition reads; of their hours,
-those that start at or after the instant a partition is computed up to (its end, or the run's
-clock for an open partition) are not needed yet. The hour is the unit: a needed hour is missing
-when the quality ledger has no verdict on it (the gate records verdicts after writing, so a
-verdict means the hour's rows were written or held back), and failed when its latest blocking
-verdict failed. A day with one held-back hour thus refuses only what reads that hour.
+Dagster's partition mapping says which upstream partitions a partition reads; for a raw upstream,
+whose days are judged hour by hour, the unit is the hour. Of those units, the ones that start at or after the instant a partition is computed up to (its end, or the run's
+clock for an open partition) are not needed yet. A needed raw hour is missing when the quality
+ledger has no verdict on it (the gate records verdicts after writing, so a verdict means the
+hour's rows were written or held back), any other partition when Dagster has no materialisation
+of it; either is failed when the ledger's latest blocking verdict on it failed. A raw day with
+one held-back hour thus refuses only what reads that hour.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, PartitionMapping, TimeWindowPartitionsDefinition
+from dagster import AssetExecutionContext, AssetKey, PartitionMapping, TimeWindowPartitionsDefinition
 
 from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
-from feature_pipelines.orchestration.partitions import hours_of
+from feature_pipelines.orchestration.partitions import hours_of, partition_window
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
 from feature_pipelines.quality.suites import UPSTREAM, PartitionWindow
@@ -60,19 +61,27 @@ def upstream_gaps(
     upstream_partitions_def: TimeWindowPartitionsDefinition,
     needed: Mapping[str, tuple[datetime, datetime]],
     store: DeltaStore,
+    by_hour: bool = False,
 ) -> dict[str, UpstreamGap]:
     """Per partition of this run that cannot be computed, its gap; `needed[key]` is the span
-    [from, until) of upstream data the partition reads (until: the instant it is computed up to,
-    an hour boundary). Gaps name upstream hours."""
+    [from, until) of upstream data the partition reads (until: the instant it is computed up to).
+
+    `by_hour`: the upstream is a raw table, whose days are judged hour by hour; its needed hours
+    (`until` an hour boundary) are ready when the ledger passed them, and gaps name hours.
+    Otherwise the unit is the upstream partition, ready when Dagster has a materialisation of it
+    and the ledger did not fail it."""
     reads: dict[str, list[str]] = {}
     for key in context.partition_keys:
         subset = partitions_def.empty_subset().with_partition_keys([key])
         mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, partitions_def, upstream_partitions_def)
         low, high = needed[key]
-        hours = hours_of(upstream_partitions_def, list(mapped.partitions_subset.get_partition_keys()), high)
-        reads[key] = [hour.key for hour in hours if _overlaps(hour, low, high)]
+        mapped_keys = list(mapped.partitions_subset.get_partition_keys())
+        units = (hours_of(upstream_partitions_def, mapped_keys, high) if by_hour
+                 else [partition_window(upstream_partitions_def, k) for k in mapped_keys])
+        reads[key] = [unit.key for unit in units if _overlaps(unit, low, high)]
     every = sorted({k for keys in reads.values() for k in keys})
-    materialized = _judged(store, upstream, every)
+    materialized = (_judged(store, upstream, every) if by_hour
+                    else context.instance.get_materialized_partitions(AssetKey(upstream)))
     failures = QualityLedger(store).failed_partitions(upstream, every)
     failed_messages = dict(zip(failures["partition"].to_list(), failures["message"].to_list()))
     gaps = {}

@@ -95,8 +95,9 @@ def test_backfill_window_lands_raw_history_first(pipeline: Pipeline) -> None:
     assert [(r.job_name, r.first_partition, r.last_partition) for r in runs] == [
         ("raw_dimensions_job", "", ""),
         # Features start the training set's reach (TTL 2 days + 2 h lead, so 3 days) before it,
-        # raw hours the longest window (7 days) before that, clamped at the data's start.
-        (RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-10-23:00"),
+        # raw hours the longest window (7 days) before that, clamped at the data's start; raw
+        # tables are days (judged hour by hour).
+        (RAW_HOURLY_JOB, "2013-01-01", "2013-01-10"),
         (HOURLY_SNAPSHOT_JOB, "2013-01-06", "2013-01-10"),
         (DAILY_SNAPSHOT_JOB, "2013-01-06", "2013-01-10"),
         ("training_job", "2013-01-09", "2013-01-09"),
@@ -168,16 +169,24 @@ def test_bad_input_fails_naming_table_partition_column_and_changes_nothing(
     bad_landing = write_small_landing(tmp_path / "bad_landing", flights=edit(flights))
     bad = make_pipeline(tmp_path / "good", bad_landing.root)  # same lake and instance, bad files landed
     bad.instance = good.instance
+    # Raw tables are days judged hour by hour: this runs 2013-01-01's hours up to 12:00.
     run = materialize_range(bad.defs, RAW_HOURLY_JOB, "2013-01-01-12:00", "2013-01-01-12:00", instance=bad.instance, raise_on_error=False)
     assert not run.result.success
     assert "blocking asset checks failed" in step_failure_text(run.result)
-    # The landed file breaks the contract: it is refused whole, named, and holds back its hours.
+    # The landed file breaks the contract: it is refused whole, named, and holds back its hours
+    # (the day's evaluation lists them, each with its message).
     contract = next(c for c in run.result.get_asset_check_evaluations()
-                    if c.check_name == "flights_landing_contract" and c.partition == "2013-01-01-12:00")
+                    if c.check_name == "flights_landing_contract" and c.partition == "2013-01-01")
     message = contract.description or ""
-    assert not contract.passed
+    assert not contract.passed and "2013-01-01-12:00" in contract.metadata["failed_units"].value
     for part in ("'raw_flights'", "2013-01-01-12:00", "'part-0000.parquet'", repr(column), expected, "Int64"):
         assert part in message, (part, message)
-    for table, (version, frame) in before.items():
-        assert bad.store.version(table) == version
+    flight_hours = set(flights.filter(pl.col("dep_known_at") < datetime(2013, 1, 1, 13, tzinfo=timezone.utc))
+                       ["dep_known_at"].dt.strftime("%Y-%m-%d-%H:00").to_list())
+    assert set(contract.metadata["failed_units"].value) == flight_hours
+    assert not [e for e in run.result.get_asset_materialization_events() if e.asset_key.to_user_string() == "raw_flights"]
+    # Nothing changes: the features are untouched; in the raw table every hour with a flight is
+    # held back, and the hours without one are written again empty (a commit that changes no row).
+    assert bad.store.version("carrier_delay_stats") == before["carrier_delay_stats"][0]
+    for table, (_, frame) in before.items():
         assert bad.store.read(table).equals(frame)

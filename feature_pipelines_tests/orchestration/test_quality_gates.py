@@ -21,14 +21,16 @@ import pytest
 from dagster import AssetKey
 
 from feature_pipelines import cli
-from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.orchestration.partitions import partitions_for, raw_partitions
 from feature_pipelines.orchestration.runs import RangeRun, materialize_range
 from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
-from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.quarantine import ACTION, PARTITION, RULE, Quarantine
 from feature_pipelines.sources import nycflights
 from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines_tests.conftest import SMALL_END, SMALL_START, Pipeline, make_pipeline, write_small_landing
+from feature_pipelines_tests.orchestration.ledger_view import judged_hours
 
 DAY = "2013-01-04"
 DAY_START = datetime(2013, 1, 4, tzinfo=timezone.utc)
@@ -161,11 +163,15 @@ def _run(pipeline: Pipeline, features: bool) -> list[RangeRun]:
 
 
 def _flagged(runs: list[RangeRun], asset: str, check: str) -> dict[str, object]:
-    """Per partition, the per-partition evaluation of `check` that failed or dropped rows."""
-    return {
-        e.partition: e for run in runs for e in run.result.get_asset_check_evaluations()
-        if e.asset_key == AssetKey(asset) and e.check_name == check and e.partition is not None
-    }
+    """Per partition (per hour for a raw table: its days are judged hour by hour, and a day's
+    evaluation lists the hours it flagged), the evaluation of `check` that failed or dropped rows."""
+    flagged = {}
+    for run in runs:
+        for e in run.result.get_asset_check_evaluations():
+            if e.asset_key == AssetKey(asset) and e.check_name == check and e.partition is not None:
+                units = e.metadata.get("units")
+                flagged.update({unit: e for unit in units.value} if units is not None else {e.partition: e})
+    return flagged
 
 
 def _partition_rows(frame: pl.DataFrame, column: str, key: str) -> pl.DataFrame:
@@ -210,16 +216,19 @@ def test_bad_delivery_is_isolated_and_recovers(
         if not fault.features:
             for key in held:
                 assert _partition_rows(target, stamp, key).equals(_partition_rows(before, stamp, key)), key
-        partitions_def = partitions_for(Partitioning.DAILY if fault.features else Partitioning.HOURLY, pipeline.settings)
-        keys = [DAY] if fault.features else HOURS
-        status = pipeline.instance.get_status_by_partition(AssetKey(fault.asset), keys, partitions_def)
-        assert {k for k, s in (status or {}).items() if s is not None and s.value == "FAILED"} == held
+        partitions_def = partitions_for(Partitioning.DAILY, pipeline.settings) if fault.features else raw_partitions(pipeline.settings)
+        # Red in the partitions view: the day (a raw day holding a held-back hour gets no materialization).
+        status = pipeline.instance.get_status_by_partition(AssetKey(fault.asset), [DAY], partitions_def)
+        assert {k for k, s in (status or {}).items() if s is not None and s.value == "FAILED"} == {DAY}
         assert set(quarantine.filter(pl.col(ACTION) == "fail")[PARTITION].unique().to_list()) <= held
-        # Every other hour of the day was written again in this run (nothing good is lost).
-        written = {e.partition for e in runs[0].result.get_asset_materialization_events()
-                   if e.asset_key == AssetKey(raw_table)}
         if fault.asset == raw_table:
-            assert written == set(HOURS) - held
+            # Hour by hour: the ledger holds back exactly those hours, and every other hour of the
+            # day was judged and written again in this run (nothing good is lost).
+            assert set(QualityLedger(pipeline.store).failed_partitions(raw_table, HOURS)["partition"].to_list()) == held
+            assert judged_hours(pipeline.store, raw_table, runs[0].result.run_id) == set(HOURS)
+            for key in set(HOURS) - held:
+                assert _partition_rows(target, stamp, key).equals(_partition_rows(before, stamp, key)), key
+            assert not any(e.asset_key == AssetKey(raw_table) for e in runs[0].result.get_asset_materialization_events())
     else:
         assert all(run.result.success for run in runs), name
         assert all(e.passed for e in flagged.values())
