@@ -59,10 +59,7 @@ def synthetic_transactions(
     return pl.DataFrame(
         {
             "user_id": pl.Series(user, dtype=pl.Int64),
-            "event_timestamp": pl.Series(offset_us, dtype=pl.Int64)
-            .cast(pl.Datetime("us"))
-            .dt.replace_time_zone("UTC")
-            + (START - datetime(1970, 1, 1, tzinfo=UTC)),
+            "event_timestamp": _instants_after_start(offset_us),
             "amount": amount,
         }
     )
@@ -112,10 +109,7 @@ def entity_frame(n_rows: int, seed: int = SEED) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "user_id": pl.Series(user, dtype=pl.Int64),
-            "prediction_ts": pl.Series(offset_us, dtype=pl.Int64)
-            .cast(pl.Datetime("us"))
-            .dt.replace_time_zone("UTC")
-            + (START - datetime(1970, 1, 1, tzinfo=UTC)),
+            "prediction_ts": _instants_after_start(offset_us),
             "label": rng.random(n_rows) < 0.1,
         }
     )
@@ -192,6 +186,14 @@ def case_raw_duckdb(entities: pl.DataFrame, features: pl.DataFrame) -> pl.DataFr
 # get_historical_features reads a real Delta table written by _write_data (one per layout).
 _LAKE_DIR: Path | None = None
 _VIEW_COLUMNS = {"txn_count_7d": "user_txn_count_7d", "amount_sum_7d": "user_amount_sum_7d", "last_amount": "user_amount_latest"}
+
+
+def _instants_after_start(offset_us: np.ndarray) -> pl.Series:
+    """UTC instants `offset_us` microseconds after START."""
+    return (
+        pl.Series(offset_us, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        + (START - datetime(1970, 1, 1, tzinfo=UTC))
+    )
 
 
 def _synthetic_view():  # noqa: ANN202 - a FeatureView; imported lazily so cases stay independent

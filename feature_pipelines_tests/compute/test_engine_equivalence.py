@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,20 +16,19 @@ from feature_pipelines.compute import snapshots
 from feature_pipelines.compute.chunked import snapshot_partition
 from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.compute.snapshots_reference import snapshot_features_reference
-from feature_pipelines.features.entities import aircraft
 from feature_pipelines.features.flights import aircraft_utilisation, carrier_delay_stats, route_delay_stats
-from feature_pipelines.features.spec import (
-    Aggregation,
-    Feature,
-    FeatureView,
-    FreshnessSLA,
-    NullPolicy,
-    Partitioning,
-    SourceSpec,
-)
+from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, NullPolicy, Partitioning
 from feature_pipelines.features.weather import origin_weather
 from feature_pipelines.sources import nycflights
-from feature_pipelines.sources.synthetic import ENTITY_KEY, FLAG, KNOWN_AT, VALUE, SyntheticEvents, iter_event_chunks
+from feature_pipelines.sources.synthetic import (
+    ENTITY_KEY,
+    FLAG,
+    KNOWN_AT,
+    VALUE,
+    SyntheticEvents,
+    iter_event_chunks,
+    synthetic_view,
+)
 
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
 WHOLE = "dep_delay_int"  # an Int64 copy of the delay: integer sums and int-to-float quantiles
@@ -68,18 +68,8 @@ def _features(windows: tuple[str, ...]) -> tuple[Feature, ...]:
 
 
 def _view(cadence: Partitioning, windows: tuple[str, ...]) -> FeatureView:
-    return FeatureView(
-        name="synthetic_everything",
-        entity=aircraft,
-        source=SourceSpec(asset="synthetic_flights", known_at_column=KNOWN_AT),
-        partitioning=Partitioning.DAILY,
-        snapshot_every=cadence,
-        features=_features(windows),
-        ttl=timedelta(days=2),
-        owner="tests@example.com",
-        description="every aggregation and null policy",
-        freshness=FreshnessSLA(timedelta(hours=26), timedelta(hours=30)),
-    )
+    """The synthetic view with every aggregation and null policy over `windows`."""
+    return replace(synthetic_view(snapshot_every=cadence), name="synthetic_everything", features=_features(windows))
 
 
 DAILY = _view(Partitioning.DAILY, ("24h", "3d", "7d"))

@@ -112,21 +112,24 @@ def test_unknown_feature_is_an_error_naming_view_and_feature(redis_client: redis
                     now=datetime(2026, 1, 1), table=TABLE)
 
 
-def test_unknown_encoding_version_is_an_error(redis_client: redis.Redis, path: str) -> None:
+@pytest.mark.parametrize(
+    ("entity", "field", "stored", "error", "message"),
+    [
+        (("O1", "D1"), "__v", b"7", UnknownEncodingVersionError, r"'route_delay_stats'.*origin='O1', dest='D1'.*'7'"),
+        (("O2", "D2"), "route_dep_delay_mean_24h", b"abc", OnlineEncodingError,
+         r"'route_delay_stats'.*dest='D2'.*'route_dep_delay_mean_24h'"),
+    ],
+    ids=["unknown_encoding_version", "malformed_value"],
+)
+def test_an_unreadable_stored_value_is_an_error_naming_view_entity_and_field(
+    redis_client: redis.Redis, path: str, entity: tuple[str, str], field: str, stored: bytes,
+    error: type[Exception], message: str,
+) -> None:
     event_time = now_utc()
     publish(redis_client, frame=snapshot(3, event_time), table=TABLE)
-    redis_client.hset(hash_key(PREFIX, VIEW, ("O1", "D1")), "__v", "7")
-    with pytest.raises(UnknownEncodingVersionError, match=r"'route_delay_stats'.*origin='O1', dest='D1'.*'7'"):
-        read_online(redis_client, entity_rows=_request(("O0", "D0"), ("O1", "D1")), features=FEATURES,
-                    now=event_time, table=TABLE)
-
-
-def test_malformed_value_is_an_error_naming_entity_and_feature(redis_client: redis.Redis, path: str) -> None:
-    event_time = now_utc()
-    publish(redis_client, frame=snapshot(3, event_time), table=TABLE)
-    redis_client.hset(hash_key(PREFIX, VIEW, ("O2", "D2")), "route_dep_delay_mean_24h", b"abc")
-    with pytest.raises(OnlineEncodingError, match=r"'route_delay_stats'.*dest='D2'.*'route_dep_delay_mean_24h'"):
-        read_online(redis_client, entity_rows=_request(("O0", "D0"), ("O2", "D2")), features=FEATURES,
+    redis_client.hset(hash_key(PREFIX, VIEW, entity), field, stored)
+    with pytest.raises(error, match=message):
+        read_online(redis_client, entity_rows=_request(("O0", "D0"), entity), features=FEATURES,
                     now=event_time, table=TABLE)
 
 
