@@ -29,10 +29,10 @@ warnings.filterwarnings("ignore", category=Warning, module="dagster")
 # own body. The session's autouse redis-server (`online_store_url`) is left out: every test has it.
 SERVICE_FIXTURES = frozenset(
     {"redis_server", "redis_client", "empty_online_store", "published", "make_app", "postgres_server", "postgres_home",
-     "cluster", "tls_server", "s3", "own_server"}
+     "cluster", "tls_server", "s3", "own_server", "dagster_dev"}
 )  # fmt: skip
 SERVICE_CALLS = ("LocalRedisServer(", "LocalPostgres(", "ThreadedMotoServer(")
-DAGSTER_FIXTURES = frozenset({"pipeline", "replay_lake", "replayed", "monitored"})
+DAGSTER_FIXTURES = frozenset({"pipeline", "replay_lake", "replayed", "monitored", "dagster_dev", "week_backfill"})
 DAGSTER_CALLS = (
     "materialize(", "materialize_range(", "materialize_window(", "execute_in_process(", "backfill_to_last_hour(",
     "make_pipeline(", "subprocess.", "cli.main(", "main([",
