@@ -7,10 +7,20 @@ that depend on what is missing (orchestration.upstream)."""
 
 from __future__ import annotations
 
-from datetime import timezone
+from collections.abc import Sequence
+from datetime import UTC
 
 import polars as pl
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
+from dagster import (
+    AssetKey,
+    ConfigurableIOManager,
+    DagsterInstance,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
 
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.quality.ledger import QualityLedger
@@ -55,8 +65,8 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
         window = context.asset_partitions_time_window
         return TimeSlice(
             column=column,
-            start=window.start.astimezone(timezone.utc),
-            end=window.end.astimezone(timezone.utc),
+            start=window.start.astimezone(UTC),
+            end=window.end.astimezone(UTC),
             closed=_definition_value(metadata, CLOSED_KEY, "left") or "left",
         )
 
@@ -92,19 +102,28 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
         store = self._store()
         judged_per_partition = bool(_definition_value(context.definition_metadata or {}, PER_PARTITION_READINESS, None))
         if time_slice is not None and not judged_per_partition:
-            _require_materialized(context, table, time_slice)
-            if not self.allow_failed_checks:
-                QualityLedger(store).require_passed(
-                    table, sorted(context.asset_partition_keys), reader=f"input {context.name!r} of step {context.step_context.step.key!r}"
-                )
+            require_ready(context.instance, store, table, context.asset_partition_keys, time_slice,
+                          reader=f"input {context.name!r} of step {context.step_context.step.key!r}",
+                          allow_failed_checks=self.allow_failed_checks)
         return store.read(table, time_slice=time_slice)
 
 
-def _require_materialized(context: InputContext, table: str, time_slice: TimeSlice) -> None:
+def require_ready(
+    instance: DagsterInstance, store: DeltaStore, table: str, keys: Sequence[str], time_slice: TimeSlice, *,
+    reader: str, allow_failed_checks: bool = False,
+) -> None:
+    """Refuse to read partitions `keys` of `table` unless each is materialised and (unless
+    `allow_failed_checks`) its latest blocking checks passed."""
+    require_materialized(instance, table, keys, time_slice)
+    if not allow_failed_checks:
+        QualityLedger(store).require_passed(table, sorted(keys), reader=reader)
+
+
+def require_materialized(instance: DagsterInstance, table: str, keys: Sequence[str], time_slice: TimeSlice) -> None:
     """A trailing window over upstream partitions that were never materialised would silently
     compute features from partial history; refuse, naming the partitions to backfill first."""
-    needed = set(context.asset_partition_keys)
-    materialized = context.instance.get_materialized_partitions(context.asset_key)
+    needed = set(keys)
+    materialized = instance.get_materialized_partitions(AssetKey(table.split("/")))
     missing = sorted(needed - materialized)
     if missing:
         raise UpstreamNotMaterializedError(
