@@ -108,34 +108,38 @@ def _chunked(args: argparse.Namespace) -> dict[str, Any]:
     return _per_partition(args, compute)
 
 
-def _raw(args: argparse.Namespace) -> dict[str, Any]:
-    """The floor: the same day-end features as one plain polars group_by over the same scan."""
+def raw_day_end(events: Any, end: Any) -> Any:
+    """The floor: count, mean, p90 and rate over 24h and 7d at the day's end, as one plain polars
+    `group_by` over the scan (no exact sums, no buckets, no writes)."""
     import polars as pl
 
     from feature_pipelines.sources.synthetic import ENTITY_KEY, FLAG, KNOWN_AT, VALUE
 
-    def day_end(events: pl.LazyFrame, end: Any) -> pl.DataFrame:
-        known_at = pl.col(KNOWN_AT)
-        aggregates = []
-        for label, window in (("24h", timedelta(days=1)), ("7d", timedelta(days=7))):
-            inside = known_at >= end - window
-            aggregates += [
-                inside.sum().alias(f"count_{label}"),
-                pl.col(VALUE).filter(inside).mean().alias(f"mean_{label}"),
-                pl.col(VALUE).filter(inside).quantile(0.9, interpolation="linear").alias(f"p90_{label}"),
-                pl.col(FLAG).filter(inside).mean().alias(f"rate_{label}"),
-            ]
-        return (
-            events.select(ENTITY_KEY, KNOWN_AT, VALUE, FLAG)
-            .filter(known_at >= end - timedelta(days=7), known_at < end)
-            .group_by(ENTITY_KEY)
-            .agg(aggregates)
-            .collect()
-        )
+    known_at = pl.col(KNOWN_AT)
+    aggregates = []
+    for label, window in (("24h", timedelta(days=1)), ("7d", timedelta(days=7))):
+        inside = known_at >= end - window
+        aggregates += [
+            inside.sum().alias(f"count_{label}"),
+            pl.col(VALUE).filter(inside).mean().alias(f"mean_{label}"),
+            pl.col(VALUE).filter(inside).quantile(0.9, interpolation="linear").alias(f"p90_{label}"),
+            pl.col(FLAG).filter(inside).mean().alias(f"rate_{label}"),
+        ]
+    return (
+        events.select(ENTITY_KEY, KNOWN_AT, VALUE, FLAG)
+        .filter(known_at >= end - timedelta(days=7), known_at < end)
+        .group_by(ENTITY_KEY)
+        .agg(aggregates)
+        .collect()
+    )
 
-    def compute(events: pl.LazyFrame, start: Any, end: Any) -> dict[str, Any]:
+
+def _raw(args: argparse.Namespace) -> dict[str, Any]:
+    """The same day-end features as one plain polars group_by over the same scan."""
+
+    def compute(events: Any, start: Any, end: Any) -> dict[str, Any]:
         with Stopwatch() as watch:
-            rows = day_end(events, end)
+            rows = raw_day_end(events, end)
         return {"compute_seconds": watch.seconds, "rows": rows.height}
 
     return _per_partition(args, compute)

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_scale import raw_day_end
 from benchmarks.harness import Stopwatch, machine, report_parser, write_report
 
 
@@ -53,25 +54,13 @@ def _run_job(lake: str, home: str, day: str, *, max_concurrent: int, buckets: in
 
 
 def _raw_day_end(lake: str, end: Any) -> float:
-    """The floor: count, mean, p90 and rate over 24h and 7d at the day's end, one polars group_by."""
-    import polars as pl
-
+    """The floor (bench_scale's raw baseline) over the same table, timed."""
     from feature_pipelines.offline.delta_store import DeltaStore
-    from feature_pipelines.sources.synthetic import ENTITY_KEY, FLAG, KNOWN_AT, SYNTHETIC_TABLE, VALUE
+    from feature_pipelines.sources.synthetic import SYNTHETIC_TABLE
 
-    known_at = pl.col(KNOWN_AT)
-    aggregates = []
-    for label, window in (("24h", timedelta(days=1)), ("7d", timedelta(days=7))):
-        inside = known_at >= end - window
-        aggregates += [
-            inside.sum().alias(f"count_{label}"),
-            pl.col(VALUE).filter(inside).mean().alias(f"mean_{label}"),
-            pl.col(VALUE).filter(inside).quantile(0.9, interpolation="linear").alias(f"p90_{label}"),
-            pl.col(FLAG).filter(inside).mean().alias(f"rate_{label}"),
-        ]
-    scan = DeltaStore(lake).scan(SYNTHETIC_TABLE).select(ENTITY_KEY, KNOWN_AT, VALUE, FLAG)
+    scan = DeltaStore(lake).scan(SYNTHETIC_TABLE)
     with Stopwatch() as watch:
-        scan.filter(known_at >= end - timedelta(days=7), known_at < end).group_by(ENTITY_KEY).agg(aggregates).collect()
+        raw_day_end(scan, end)
     return watch.seconds
 
 

@@ -22,6 +22,7 @@ SKEW_TABLE = "monitoring/serving_skew"
 SERVING_DRIFT_TABLE = "monitoring/serving_drift"
 PARTITION_DRIFT_TABLE = "monitoring/feature_partition_drift"
 MONITORING_TABLES = (SKEW_TABLE, SERVING_DRIFT_TABLE, PARTITION_DRIFT_TABLE)
+STAGING_ROOT = "_staging/scale_out"  # scale-out bucket results: one table per (run, partition, bucket), removed after
 INTERNAL_TABLES = (QUALITY_LEDGER_TABLE, FEATURE_LOG_TABLE, *MONITORING_TABLES)
 
 

@@ -67,7 +67,7 @@ from feature_pipelines.compute.chunked import (
 )
 from feature_pipelines.compute.snapshots import validate_events
 from feature_pipelines.features.spec import FeatureView, Partitioning
-from feature_pipelines.names import EVENT_TIMESTAMP
+from feature_pipelines.names import EVENT_TIMESTAMP, STAGING_ROOT
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
 from feature_pipelines.orchestration.resources_by_env import lake_for
@@ -86,7 +86,6 @@ STEP_EXECUTORS: dict[str, tuple[str, str]] = {
 }
 SCALE_GROUP = "scale"
 SCALE_JOB = "synthetic_scale_job"
-STAGING_ROOT = "_staging/scale_out"  # internal lake prefix: one table per (run, partition, bucket)
 
 
 class BucketPlanConfig(Config):

@@ -16,7 +16,7 @@ from dagster import DagsterEventType, DagsterInstance, build_reconstructable_job
 
 from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.definitions import build_definitions
-from feature_pipelines.names import EVENT_TIMESTAMP
+from feature_pipelines.names import EVENT_TIMESTAMP, STAGING_ROOT
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.orchestration import scale_out
 from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
@@ -25,7 +25,6 @@ from feature_pipelines.orchestration.scale_out import (
     SCALE_GROUP,
     SCALE_JOB,
     SCALE_OUT_VAR,
-    STAGING_ROOT,
     ScaleOutExecutorError,
     scale_out_executor,
     scale_out_job,
