@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", help="ISO instant with offset, e.g. 2013-01-01T00:00+00:00")
     backfill.add_argument("--end", help="ISO instant with offset (exclusive)")
     backfill.add_argument("--chunk", type=int, default=48,
-                          help="partitions per run (default 48: two days of hours); 0 runs each job's range at once")
+                          help="partitions (days) per run (default 48); 0 runs each job's range at once")
     backfill.set_defaults(handler=cmd_backfill)
     quarantine = verbs.add_parser("quarantine", help="list the rows and landing files the quality gates hold back, and why")
     quarantine.add_argument("--table", help="one table (e.g. raw_flights); lists every partition")
