@@ -100,14 +100,13 @@ class DagsterDev:
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 60.0) -> dict[str, Any]:
         """POST one GraphQL document, as the UI does; a transport or GraphQL error fails the test."""
-        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout)
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout
+        )
         response.raise_for_status()
         body = response.json()
         assert not body.get("errors"), body["errors"]
         return body["data"]
-
-    def instance(self) -> DagsterInstance:
-        return DagsterInstance.from_config(str(self.home))
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -161,10 +160,20 @@ def _land(settings: Settings, home: Path) -> None:
     defs = build_definitions(settings)
     with DagsterInstance.from_config(str(home)) as instance:
         materialize_range(defs, DIMENSIONS_JOB, "", "", instance=instance, log_level="WARNING")
-        raw = materialize_range(defs, RAW_HOURLY_JOB, *RAW_HOURS, instance=instance, raise_on_error=False, log_level="WARNING")
+        raw = materialize_range(
+            defs, RAW_HOURLY_JOB, *RAW_HOURS, instance=instance, raise_on_error=False, log_level="WARNING"
+        )
         assert not raw.result.success, "the emptied hour should have failed its volume check"
-        view = materialize_range(defs, DAILY_SNAPSHOT_JOB, HELD_BACK_DAY, HELD_BACK_DAY, instance=instance,
-                                 raise_on_error=False, assets=[VIEW], log_level="WARNING")
+        view = materialize_range(
+            defs,
+            DAILY_SNAPSHOT_JOB,
+            HELD_BACK_DAY,
+            HELD_BACK_DAY,
+            instance=instance,
+            raise_on_error=False,
+            assets=[VIEW],
+            log_level="WARNING",
+        )
         assert not view.result.success, f"{HELD_BACK_DAY} reads {BAD_HOUR_KEY} and should have been held back"
 
 
@@ -178,7 +187,9 @@ def _wait_until_ready(server: subprocess.Popen[bytes], dev: DagsterDev) -> None:
         try:
             entries = dev.graphql(LOCATION_LOADED, timeout=10)["workspaceOrError"]["locationEntries"]
             loaded = [e for e in entries if e["loadStatus"] == "LOADED"]
-            errors = [e["locationOrLoadError"] for e in loaded if e["locationOrLoadError"]["__typename"] == "PythonError"]
+            errors = [
+                e["locationOrLoadError"] for e in loaded if e["locationOrLoadError"]["__typename"] == "PythonError"
+            ]
             if errors:
                 raise RuntimeError(f"the code location failed to load: {errors[0]['message']}")
             statuses = dev.graphql(DAEMON_HEALTH, timeout=10)["instance"]["daemonHealth"]["allDaemonStatuses"]
@@ -217,10 +228,19 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, online_store_url: str)
     flights = nycflights.flights().filter(pl.col("dep_known_at").is_between(SMALL_START, SMALL_END, closed="left"))
     emptied = flights.filter(pl.col("dep_known_at").dt.truncate("1h") != BAD_HOUR)
     landing = write_small_landing(root / "landing", flights=emptied)
-    settings = Settings(environment="local", lake_root=str(root / "lake"), landing_root=str(landing.root),
-                        replay=ReplayClock(timedelta(0)))
+    settings = Settings(
+        environment="local",
+        lake_root=str(root / "lake"),
+        landing_root=str(landing.root),
+        replay=ReplayClock(timedelta(0)),
+    )
     home = root / "dagster_home"
     _write_instance_yaml(home)
+    with DagsterInstance.from_config(str(home)) as instance:
+        # Create the SQLite databases (and stamp their schema) before two processes would race to.
+        instance.get_runs_count()
+        instance.all_instigator_state()
+        instance.get_asset_keys()
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_", "FEATURE_PIPELINES_"))}
     env.update(
@@ -269,8 +289,15 @@ def week_backfill(dagster_dev: DagsterDev) -> WeekBackfill:
         if state["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
             break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"backfill {backfill_id} still {state['status']} after {BACKFILL_TIMEOUT:.0f} s: "
-                               f"{state}\n{dagster_dev.log_tail()}")
+            raise TimeoutError(
+                f"backfill {backfill_id} still {state['status']} after {BACKFILL_TIMEOUT:.0f} s: "
+                f"{state}\n{dagster_dev.log_tail()}"
+            )
         time.sleep(2.0)
-    return WeekBackfill(backfill_id=backfill_id, status=state["status"], partition_names=state["partitionNames"] or [],
-                        runs=state["runs"], seconds=time.monotonic() - began)
+    return WeekBackfill(
+        backfill_id=backfill_id,
+        status=state["status"],
+        partition_names=state["partitionNames"] or [],
+        runs=state["runs"],
+        seconds=time.monotonic() - began,
+    )

@@ -90,12 +90,15 @@ def test_a_week_launched_from_the_backfill_dialog_runs_once_and_passes_its_check
     # The week's rows in the Delta table: one snapshot a day (at the end of each day), equal to the
     # view's computation over the raw events the setup landed.
     view = FEATURE_VIEWS[VIEW]
-    start, end = (datetime.fromisoformat(WEEK[0]).replace(tzinfo=timezone.utc),
-                  datetime.fromisoformat(WEEK[-1]).replace(tzinfo=timezone.utc) + view.partitioning.interval)
+    start, end = (
+        datetime.fromisoformat(WEEK[0]).replace(tzinfo=timezone.utc),
+        datetime.fromisoformat(WEEK[-1]).replace(tzinfo=timezone.utc) + view.partitioning.interval,
+    )
     store = DeltaStore(root=dagster_dev.settings.lake_root)
     written = store.read(VIEW).filter((pl.col(EVENT_TIMESTAMP) > start) & (pl.col(EVENT_TIMESTAMP) <= end))
     assert written[EVENT_TIMESTAMP].n_unique() == len(WEEK)
     expected = snapshot_features(store.read(view.source.asset), view, start=start, end=end)
     order = [EVENT_TIMESTAMP, *view.entity_keys]
-    assert_frame_equal(written.drop(CREATED_TIMESTAMP).sort(order), expected.sort(order), check_column_order=False,
-                       check_dtypes=False)
+    assert_frame_equal(
+        written.drop(CREATED_TIMESTAMP).sort(order), expected.sort(order), check_column_order=False, check_dtypes=False
+    )

@@ -36,8 +36,10 @@ def _chromium() -> str:
     for path in CHROMIUM_PATHS:
         if path and Path(path).exists():
             return path
-    pytest.skip("no chromium on this machine: scripts/setup.sh installs Debian's `chromium` with apt "
-                "(playwright cannot download a browser of its own here)")
+    pytest.skip(
+        "no chromium on this machine: scripts/setup.sh installs Debian's `chromium` with apt "
+        "(playwright cannot download a browser of its own here)"
+    )
 
 
 @pytest.fixture
@@ -48,8 +50,9 @@ def page(tmp_path: Path) -> Iterator[playwright.Page]:
             page = browser.new_page(viewport={"width": 1600, "height": VIEWPORT_HEIGHT})
             page.set_default_timeout(LOAD_TIMEOUT_MS)
             # A first visit may open Dagster's newsletter dialog over the page: a user skips it.
-            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                     lambda: page.get_by_role("button", name="Skip").click())
+            page.add_locator_handler(
+                page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
+            )
             yield page
         finally:
             browser.close()
