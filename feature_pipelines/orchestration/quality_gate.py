@@ -12,11 +12,19 @@ The asset then writes what the verdict keeps (`write_verdict`):
   Dagster shows exactly those partitions red and the rest materialised, and the next runs read
   the good ones (see orchestration.upstream).
 
+The gate's unit may be finer than the Dagster partition (`partition_of`): raw tables are days
+judged hour by hour, so an hour is what is held back, quarantined and recorded in the ledger, and
+its day gets no materialization (red) while the day's other hours are written.
+
 Per-partition check evaluations (AssetCheckEvaluation with `partition`) are emitted for the
-partitions that failed or dropped rows; one range-level result per check summarises the rest.
-Dagster 1.13 records an evaluation per partition only this way (AssetCheckResult has no
-partition), and each costs about 15 ms on the local SQLite instance, so a clean year of 8,760
-hourly partitions x 15 rules would spend half an hour on green squares.
+partitions that failed or dropped rows (one per check and Dagster partition, listing the units);
+one range-level result per check summarises the rest. Dagster 1.13 records an evaluation per
+partition only this way (AssetCheckResult has no partition), and each costs 12-30 ms on the local
+SQLite instance, so green squares for every clean partition and rule would cost more than the
+checks themselves.
+
+The ledger records the verdicts after the write: a verdict in it means the unit's rows were
+written or held back, which is what downstream readiness per raw hour relies on.
 """
 
 from __future__ import annotations
