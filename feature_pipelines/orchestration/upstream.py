@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import polars as pl
 from dagster import AssetExecutionContext, AssetKey, PartitionMapping, TimeWindowPartitionsDefinition
 
-from feature_pipelines.names import QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.partitions import hours_of, partition_window
 from feature_pipelines.quality.ledger import QualityLedger
@@ -80,9 +78,10 @@ def upstream_gaps(
                  else [partition_window(upstream_partitions_def, k) for k in mapped_keys])
         reads[key] = [unit.key for unit in units if _overlaps(unit, low, high)]
     every = sorted({k for keys in reads.values() for k in keys})
-    materialized = (_judged(store, upstream, every) if by_hour
+    ledger = QualityLedger(store)
+    materialized = (ledger.judged_partitions(upstream, every) if by_hour
                     else context.instance.get_materialized_partitions(AssetKey(upstream)))
-    failures = QualityLedger(store).failed_partitions(upstream, every)
+    failures = ledger.failed_partitions(upstream, every)
     failed_messages = dict(zip(failures["partition"].to_list(), failures["message"].to_list()))
     gaps = {}
     for key, keys in reads.items():
@@ -95,15 +94,6 @@ def upstream_gaps(
 
 def _overlaps(window: PartitionWindow, low: datetime, high: datetime) -> bool:
     return window.start < high and window.end > low
-
-
-def _judged(store: DeltaStore, table: str, units: Sequence[str]) -> set[str]:
-    """The units (hours) of `table` among `units` that the gate has judged: written, or held back."""
-    if not units or not store.exists(QUALITY_LEDGER_TABLE):
-        return set()
-    judged = (store.scan(QUALITY_LEDGER_TABLE).filter(pl.col("table") == table, pl.col("partition").is_in(list(units)))
-              .select("partition").unique().collect())
-    return set(judged["partition"].to_list())
 
 
 def upstream_outcome(table: str, partition: str, gaps: Sequence[UpstreamGap | None]) -> CheckOutcome:

@@ -71,6 +71,20 @@ class QualityLedger:
             .agg(pl.all().last())
         )
 
+    def judged_partitions(self, table: str, partitions: Sequence[str]) -> set[str]:
+        """The partitions among `partitions` the gate has judged (written, or deliberately held back):
+        the ledger is written after the table, so an entry means the write it judged is done."""
+        if not partitions or not self.store.exists(QUALITY_LEDGER_TABLE):
+            return set()
+        judged = (
+            self.store.scan(QUALITY_LEDGER_TABLE)
+            .filter(pl.col("table") == table, pl.col("partition").is_in(list(partitions)))
+            .select("partition")
+            .unique()
+            .collect()
+        )
+        return set(judged["partition"].to_list())
+
     def failed_partitions(self, table: str, partitions: Sequence[str]) -> pl.DataFrame:
         """The partitions among `partitions` whose latest result of a blocking check failed."""
         latest = self._latest()
