@@ -195,17 +195,20 @@ def load_feast_repo(repo: Path) -> None:
 
 
 def start_feast(repo: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`feast serve` on a free port, its gunicorn log in the repo's `serve.log`."""
     port = _free_port()
-    process = subprocess.Popen(
-        [str(feast_bin("feast")), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),
-         "--workers", str(WORKERS), "--max-requests", "0", "--no-access-log"],
-        cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
-    )
+    with (repo / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(feast_bin("feast")), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),
+             "--workers", str(WORKERS), "--max-requests", "0", "--no-access-log"],
+            cwd=repo, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"feast serve exited with code {process.returncode} while starting")
+            log_tail = (repo / "serve.log").read_text()[-2000:]
+            raise RuntimeError(f"feast serve exited with code {process.returncode} while starting:\n{log_tail}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return process, base
@@ -324,12 +327,29 @@ class Running:
 
 
 def check_same_answer(servers: Sequence[Running]) -> None:
-    """Both servers answer the 10-feature request with 200 before anything is measured."""
+    """Both servers answer the 10-feature request alike (same names, values, all PRESENT) before
+    anything is measured: Feast answers 200 even when it found nothing."""
     body = {"features": UNLOADED_FEATURES, "entities": {"origin": ["O1"], "dest": ["D7"]}}
+    answers = {}
     for server in servers:
         response = httpx.post(f"{server.base}/get-online-features", json=body, timeout=10)
         if response.status_code != 200:
             raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.text[:500]}")
+        answer = response.json()
+        results = answer["results"]
+        statuses = {status for result in results[2:] for status in result["statuses"]}
+        if statuses != {"PRESENT"}:
+            raise RuntimeError(f"{server.name}: statuses {statuses} for a published entity")
+        answers[server.name] = {
+            name: result["values"][0] for name, result in zip(answer["metadata"]["feature_names"], results, strict=True)
+        }
+    (reference, expected), *others = answers.items()
+    for name, served in others:
+        for feature, value in expected.items():
+            same = (abs(value - served[feature]) <= 1e-9 * max(1.0, abs(value)) if isinstance(value, float)
+                    else value == served[feature])
+            if not same:
+                raise RuntimeError(f"{name} serves {feature}={served[feature]!r}, {reference} {value!r}")
 
 
 def measure(server: Running, seconds: float, concurrency: int, client_processes: int) -> dict[str, Any]:
