@@ -26,16 +26,11 @@ Run: ``python -m benchmarks.bench_against_feast [--out PATH] [--seconds 30] [--r
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import os
-import random
 import signal
 import statistics
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,13 +46,12 @@ from benchmarks.harness import machine, report_parser, write_report
 from benchmarks.http_load import (
     PREFIX,
     SEED,
-    WARMUP_S,
-    _free_port,
-    _process_tree_cpu_s,
-    latency_summary,
+    free_port,
+    load,
     served_routes,
     start_server,
     stop_server,
+    wait_until_healthy,
 )
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import FeatureView
@@ -83,7 +77,6 @@ UNLOADED_FEATURES = [
 ]
 UNLOADED_S = 10.0
 WORKERS = 2
-MAX_REQUESTS_PER_PHASE = 2_000_000  # a hard bound, whatever the duration
 FEAST_DTYPES = {"float64": "Float64", "int64": "Int64"}
 
 
@@ -196,122 +189,20 @@ def load_feast_repo(repo: Path) -> None:
 
 def start_feast(repo: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`feast serve` on a free port, its gunicorn log in the repo's `serve.log`."""
-    port = _free_port()
+    port = free_port()
     with (repo / "serve.log").open("wb") as log:
         process = subprocess.Popen(
             [str(feast_bin("feast")), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),
              "--workers", str(WORKERS), "--max-requests", "0", "--no-access-log"],
             cwd=repo, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log_tail = (repo / "serve.log").read_text()[-2000:]
-            raise RuntimeError(f"feast serve exited with code {process.returncode} while starting:\n{log_tail}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError("feast serve did not become healthy within 120 s")
+    base = wait_until_healthy(process, port, name="feast serve", timeout_s=120, stop_signal=signal.SIGTERM,
+                              log=repo / "serve.log")
+    return process, base
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-# ---------------------------------------------------------------- the load, the same for both
-# http_load.load drives http_load's own request (4 stored + 1 on-demand feature); this one takes
-# the feature list, so that Feast, which has no on-demand view here, gets the same request as ours.
-
-
-async def _drive(base: str, features: list[str], seconds: float, concurrency: int, barrier: Any) -> dict[str, Any]:
-    """`concurrency` loops, each with its own one-connection client (see http_load._drive for why)."""
-    routes = served_routes()
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    clients = [httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=1), timeout=10)
-               for _ in range(concurrency)]
-    try:
-        await asyncio.to_thread(barrier.wait)
-        measure_from = time.perf_counter() + WARMUP_S
-        stop_at = measure_from + seconds
-        sent = 0
-
-        async def loop(client: httpx.AsyncClient, seed: int) -> None:
-            nonlocal sent
-            rng = random.Random(seed)
-            while (start := time.perf_counter()) < stop_at and sent < MAX_REQUESTS_PER_PHASE:
-                origin, dest = rng.choice(routes)
-                body = {"features": features, "entities": {"origin": [origin], "dest": [dest]}}
-                try:
-                    response = await client.post("/get-online-features", json=body)
-                    outcome = None if response.status_code == 200 else f"HTTP {response.status_code}"
-                except httpx.HTTPError as error:
-                    outcome = type(error).__name__
-                end = time.perf_counter()
-                if start >= measure_from:
-                    sent += 1
-                    if outcome is None:
-                        latencies.append(end - start)
-                    else:
-                        errors[outcome] = errors.get(outcome, 0) + 1
-
-        await asyncio.gather(*(loop(client, SEED + 1000 * os.getpid() + i) for i, client in enumerate(clients)))
-    finally:
-        for client in clients:
-            await client.aclose()
-    return {"latencies": latencies, "errors": errors}
-
-
-def _client_process(base: str, features: list[str], seconds: float, concurrency: int, barrier: Any,
-                    results: Any) -> None:
-    results.put(asyncio.run(_drive(base, features, seconds, concurrency, barrier)))
-
-
-def load(server_pid: int, base: str, features: list[str], seconds: float, concurrency: int,
-         client_processes: int) -> dict[str, Any]:
-    """One measured phase: latency, throughput, and the server process tree's CPU per request."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process with polars threads
-    barrier = context.Barrier(client_processes + 1)
-    results = context.Queue()
-    shares = [concurrency // client_processes + (i < concurrency % client_processes) for i in range(client_processes)]
-    clients = [context.Process(target=_client_process, args=(base, features, seconds, share, barrier, results))
-               for share in shares]
-    for client in clients:
-        client.start()
-    try:
-        barrier.wait(timeout=120)
-        time.sleep(WARMUP_S)
-        cpu_start = _process_tree_cpu_s(server_pid)
-        time.sleep(seconds)
-        server_cpu = _process_tree_cpu_s(server_pid) - cpu_start
-        driven = [results.get(timeout=120) for _ in clients]
-    finally:
-        for client in clients:
-            client.join(timeout=30)
-            if client.is_alive():
-                client.kill()
-    latencies = [x for d in driven for x in d["latencies"]]
-    errors: dict[str, int] = {}
-    for d in driven:
-        for key, count in d["errors"].items():
-            errors[key] = errors.get(key, 0) + count
-    if not latencies:
-        raise RuntimeError(f"{base}: no successful request with {concurrency} in flight: {errors}")
-    out: dict[str, Any] = latency_summary(latencies, seconds)
-    out.update(concurrency=concurrency, features=len(features), errors=errors, server_cpu_s=server_cpu,
-               server_cpu_ms_per_request=server_cpu * 1000 / len(latencies))
-    return out
+    stop_server(process, stop_signal=signal.SIGTERM)
 
 
 # ---------------------------------------------------------------- rounds, medians, ratios
@@ -355,8 +246,9 @@ def check_same_answer(servers: Sequence[Running]) -> None:
 def measure(server: Running, seconds: float, concurrency: int, client_processes: int) -> dict[str, Any]:
     pid, base = server.process.pid, server.base
     return {
-        "unloaded": load(pid, base, UNLOADED_FEATURES, min(seconds, UNLOADED_S), 1, 1),
-        "loaded": load(pid, base, LOADED_FEATURES, seconds, concurrency, client_processes),
+        # The same body for both servers: Feast has no on-demand view here, so no on-demand feature.
+        "unloaded": load(pid, base, min(seconds, UNLOADED_S), 1, 1, features=UNLOADED_FEATURES),
+        "loaded": load(pid, base, seconds, concurrency, client_processes, features=LOADED_FEATURES),
     }
 
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ MAX_REQUESTS_PER_RUN = 2_000_000  # a hard bound, whatever the duration
 WARMUP_S = 2.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -91,7 +92,7 @@ def latency_summary(latencies_s: list[float], elapsed_s: float) -> dict[str, flo
 
 
 def start_server(server: LocalRedisServer, workers: int, lake: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FEATURE_PIPELINES_REDIS_URL": server.url,
@@ -108,24 +109,35 @@ def start_server(server: LocalRedisServer, workers: int, lake: Path) -> tuple[su
          "--log-level", "warning", "--no-access-log"],
         env=env, cwd=REPO, stdin=subprocess.DEVNULL, start_new_session=True,
     )
+    return process, wait_until_healthy(process, port, name="the server", timeout_s=60)
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[bytes], port: int, *, name: str, timeout_s: float,
+    stop_signal: int = signal.SIGINT, log: Path | None = None,
+) -> str:
+    """The base URL once `GET /health` answers 200 (ours and `feast serve` both have it); the
+    process is stopped and an error raised, with the tail of `log`, if it exits or times out."""
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode} while starting")
+            tail = f":\n{log.read_text()[-2000:]}" if log is not None else ""
+            raise RuntimeError(f"{name} exited with code {process.returncode} while starting{tail}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
+                return base
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    stop_server(process)
-    raise RuntimeError("the server did not become healthy within 60 s")
+    stop_server(process, stop_signal=stop_signal)
+    raise RuntimeError(f"{name} did not become healthy within {timeout_s:.0f} s")
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
+def stop_server(process: subprocess.Popen[bytes], *, stop_signal: int = signal.SIGINT) -> None:
+    """Stop the server's whole process group: `stop_signal`, then SIGKILL after 30 s."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, stop_signal)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -133,7 +145,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def _process_tree_cpu_s(root_pid: int) -> float:
+def process_tree_cpu_s(root_pid: int) -> float:
     """User + system CPU seconds of a process and all its descendants, from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
@@ -157,7 +169,10 @@ def _process_tree_cpu_s(root_pid: int) -> float:
     return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
-async def _drive(base: str, seconds: float, concurrency: int, barrier: Any) -> dict[str, Any]:
+DEFAULT_FEATURES = (*STORED, f"on_demand:{ON_DEMAND}")
+
+
+async def _drive(base: str, features: list[str], seconds: float, concurrency: int, barrier: Any) -> dict[str, Any]:
     """`concurrency` loops, each with its own one-connection AsyncClient, one request at a time.
 
     One client per loop rather than one pooled client: httpx's shared pool costs more per
@@ -165,7 +180,6 @@ async def _drive(base: str, seconds: float, concurrency: int, barrier: Any) -> d
     the requests of 8), which would benchmark the client, not the server.
     """
     routes = served_routes()
-    features = [*STORED, f"on_demand:{ON_DEMAND}"]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     clients = [httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=1), timeout=10)
@@ -209,28 +223,32 @@ async def _drive(base: str, seconds: float, concurrency: int, barrier: Any) -> d
     return {"latencies": latencies, "errors": errors, "client_cpu_s": client_cpu}
 
 
-def _client_process(base: str, seconds: float, concurrency: int, barrier: Any, results: Any) -> None:
-    results.put(asyncio.run(_drive(base, seconds, concurrency, barrier)))
+def _client_process(
+    base: str, features: list[str], seconds: float, concurrency: int, barrier: Any, results: Any
+) -> None:
+    results.put(asyncio.run(_drive(base, features, seconds, concurrency, barrier)))
 
 
 def load(
-    server_pid: int, base: str, seconds: float, concurrency: int, client_processes: int
+    server_pid: int, base: str, seconds: float, concurrency: int, client_processes: int,
+    *, features: Sequence[str] = DEFAULT_FEATURES,
 ) -> dict[str, Any]:
-    """One measured phase against a running server: latency, throughput, CPU on both sides."""
+    """One measured phase against a running server: latency, throughput, CPU on both sides. Every
+    request asks one route's `features` (the same body shape for our server and `feast serve`)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process with polars threads
     barrier = context.Barrier(client_processes + 1)
     results = context.Queue()
     shares = [concurrency // client_processes + (i < concurrency % client_processes) for i in range(client_processes)]
-    clients = [context.Process(target=_client_process, args=(base, seconds, share, barrier, results))
+    clients = [context.Process(target=_client_process, args=(base, list(features), seconds, share, barrier, results))
                for share in shares]
     for client in clients:
         client.start()
     try:
         barrier.wait(timeout=120)
         time.sleep(WARMUP_S)
-        server_cpu_start = _process_tree_cpu_s(server_pid)
+        server_cpu_start = process_tree_cpu_s(server_pid)
         time.sleep(seconds)
-        server_cpu = _process_tree_cpu_s(server_pid) - server_cpu_start
+        server_cpu = process_tree_cpu_s(server_pid) - server_cpu_start
         driven = [results.get(timeout=120) for _ in clients]
     finally:
         for client in clients:
@@ -247,6 +265,7 @@ def load(
     out: dict[str, Any] = latency_summary(latencies, seconds)
     out.update(
         concurrency=concurrency, client_processes=client_processes, seconds=seconds, errors=errors,
+        features=len(features),
         server_cpu_s=server_cpu,
         server_cpu_ms_per_request=server_cpu * 1000 / len(latencies),
         client_cpu_s=sum(d["client_cpu_s"] for d in driven),
