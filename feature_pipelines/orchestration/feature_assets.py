@@ -27,10 +27,10 @@ from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION
 from feature_pipelines.orchestration.partitions import partition_window, raw_partitions, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
-from feature_pipelines.quality.suites import PartitionWindow, validate_feature_partitions, view_rules
+from feature_pipelines.quality.suites import validate_feature_partitions, view_rules
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
-from feature_pipelines.timeutil import floor_to
+from feature_pipelines.timeutil import PartitionWindow, floor_to
 
 
 def lookback_partitions(view: FeatureView) -> int:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition, TimeWindowPartitionsDefinition
 
 from feature_pipelines.features.spec import FeatureView, Partitioning
-from feature_pipelines.quality.suites import PartitionWindow
 from feature_pipelines.settings import Settings
+from feature_pipelines.timeutil import PartitionWindow
 
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 _HOUR = timedelta(hours=1)

@@ -54,7 +54,8 @@ from feature_pipelines.quality.gate import GateVerdict, judge
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.quality.quarantine import Quarantine, held_back_partitions, held_back_rows, rows_table
-from feature_pipelines.quality.suites import PartitionWindow, assign_partitions
+from feature_pipelines.quality.suites import assign_partitions
+from feature_pipelines.timeutil import PartitionWindow
 
 MAX_PARTITIONS_LISTED = 50
 

@@ -34,11 +34,11 @@ from feature_pipelines.orchestration.partitions import partition_window, partiti
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import UpstreamGap, upstream_gaps, upstream_outcome
 from feature_pipelines.quality.ledger import QualityLedger
-from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM, PartitionWindow
+from feature_pipelines.quality.suites import FEATURE_RULES, UPSTREAM
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
 from feature_pipelines.sources.raw_tables import RAW_TABLES
-from feature_pipelines.timeutil import floor_to
+from feature_pipelines.timeutil import PartitionWindow, floor_to
 from feature_pipelines.training.audit import LeakageReport, audit_recomputation, audit_stamps
 from feature_pipelines.training.labels import flight_delay_labels
 from feature_pipelines.training.spec import LABELS_TABLE, PREDICTION_TIMESTAMP, TrainingSetSpec

@@ -22,7 +22,8 @@ from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.orchestration.partitions import hours_of, partition_window
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
-from feature_pipelines.quality.suites import UPSTREAM, PartitionWindow
+from feature_pipelines.quality.suites import UPSTREAM
+from feature_pipelines.timeutil import PartitionWindow
 
 _SHOWN = 5
 

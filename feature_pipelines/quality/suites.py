@@ -14,7 +14,6 @@ import statistics
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import great_expectations as gx
@@ -35,7 +34,7 @@ from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.quality.actions import RuleAction, drop, fail
 from feature_pipelines.quality.gx_adapter import CUSTOM_EXPECTATIONS, OUTCOME_META_KEY, gx_findings
 from feature_pipelines.quality.outcome import CheckOutcome, Finding, outcome
-from feature_pipelines.timeutil import require_utc
+from feature_pipelines.timeutil import PartitionWindow
 
 KEY_DTYPE = pl.String()  # entity keys are not typed in the spec; every join key here is a code
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
@@ -73,21 +72,6 @@ _PANDAS_TYPES = {
     pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class PartitionWindow:
-    """A partition key and its half-open time window [start, end), UTC."""
-
-    key: str
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        require_utc(self.start, f"partition {self.key} start")
-        require_utc(self.end, f"partition {self.key} end")
-        if self.end <= self.start:
-            raise ValueError(f"partition {self.key}: end {self.end.isoformat()} is not after its start")
 
 
 def view_rules(view: FeatureView) -> dict[str, RuleAction]:
