@@ -37,8 +37,9 @@ from feature_pipelines.quality.raw_rules import (
     validate_raw_weather_partitions,
     weather_schema,
 )
-from feature_pipelines.quality.suites import PartitionWindow, assign_partitions
+from feature_pipelines.quality.suites import assign_partitions
 from feature_pipelines.sources import nycflights
+from feature_pipelines.timeutil import PartitionWindow
 
 HOUR = timedelta(hours=1)
 BUSY = datetime(2013, 3, 1, 17, tzinfo=timezone.utc)  # 12:00 in New York, 52 departures
