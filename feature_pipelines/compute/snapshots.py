@@ -213,7 +213,8 @@ def snapshot_features(
         .collect()
     )
     if not _fast_path_applies(history, view):
-        return snapshot_features_reference(events, view, start=start, end=end, context=context)
+        # The history already read (its ties still in input order), not the source read again.
+        return snapshot_features_reference(history, view, start=start, end=end, context=context)
     windows = _windows(history, view, start=start, end=end)
     engine = _Engine(history, view, windows)
     stamps = pl.Series(EVENT_TIMESTAMP, windows.row_k * _micros(view.cadence.interval)).cast(pl.Datetime("us", "UTC"))
