@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,22 +82,41 @@ def _dagster_case(days: int) -> dict:
 
 def _time_event_writes(instance: object) -> dict[str, list]:
     """Time every event the instance stores, by type: Dagster's own bookkeeping cost. Wraps this
-    instance's event log storage object only (a measurement; nothing else changes)."""
+    instance's event log storage object only (a measurement; nothing else changes). A batch's time
+    is shared out over its events."""
     import time
 
     storage = instance.event_log_storage  # type: ignore[attr-defined]
-    store_event = storage.store_event
+    store_event, store_event_batch = storage.store_event, storage.store_event_batch
     writes: dict[str, list] = {}
+    in_batch = [False]  # a batch the storage stores event by event is timed once, as the batch
+
+    def count(events: list, seconds: float) -> None:
+        for event in events:
+            kind = event.dagster_event.event_type_value if event.dagster_event else "log"
+            entry = writes.setdefault(kind, [0, 0.0])
+            entry[0] += 1
+            entry[1] += seconds / len(events)
 
     def timed(event: object) -> None:
+        if in_batch[0]:
+            store_event(event)
+            return
         began = time.perf_counter()
         store_event(event)
-        kind = event.dagster_event.event_type_value if event.dagster_event else "log"
-        entry = writes.setdefault(kind, [0, 0.0])
-        entry[0] += 1
-        entry[1] += time.perf_counter() - began
+        count([event], time.perf_counter() - began)
+
+    def timed_batch(events: list) -> None:
+        began = time.perf_counter()
+        in_batch[0] = True
+        try:
+            store_event_batch(events)
+        finally:
+            in_batch[0] = False
+        count(events, time.perf_counter() - began)
 
     storage.store_event = timed
+    storage.store_event_batch = timed_batch
     return writes
 
 
@@ -173,7 +193,8 @@ def _run_case(case: str, days: int) -> dict:
             "FEATURE_PIPELINES_LANDING_ROOT": f"{tmp}/landing",
         }
         env.pop("FEATURE_PIPELINES_REPLAY_START", None)
-        Path(tmp, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # The demo's instance: its event log storage is part of what is measured.
+        shutil.copyfile(Path(__file__).parent.parent / "deploy" / "dagster.local.yaml", Path(tmp, "dagster.yaml"))
         out = subprocess.run(
             [sys.executable, "-W", "ignore", "-m", "benchmarks.bench_backfill", "--child", case, "--days", str(days)],
             env=env, capture_output=True, text=True, check=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
@@ -9,6 +10,7 @@ from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
 from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.orchestration.event_log_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_VARIABLE
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
 from feature_pipelines.orchestration.monitoring_assets import MONITORING_GROUP, build_monitoring_assets
 from feature_pipelines.orchestration.partitions import partitions_for
@@ -29,6 +31,9 @@ from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 # Backfill policies and nonexistent-upstream partition mappings are beta in Dagster 1.13; we use them
 # on purpose (see README), so their warnings would only be noise in every run's log.
 warnings.filterwarnings("ignore", category=BetaWarning)
+# A step over a range of partitions hands its materializations to the event log storage as one
+# batch (Dagster reads this variable when it stores events; unset, it stores them one by one).
+os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, str(EVENT_BATCH_SIZE))
 
 
 def build_definitions(settings: Settings) -> Definitions:
