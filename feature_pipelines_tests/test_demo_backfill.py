@@ -4,6 +4,7 @@ runs, replay mode, the real first days of 2013, a Dagster instance on disk)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines_tests.conftest import write_small_landing
 from feature_pipelines_tests.orchestration.ledger_view import judged_hours
 
+DEPLOY_YAML = Path(__file__).resolve().parent.parent / "deploy" / "dagster.local.yaml"
+
 
 def test_the_demo_backfill_runs_again_and_again(empty_online_store: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copyfile(DEPLOY_YAML, home / "dagster.yaml")  # the demo's instance, as scripts/demo.sh makes it
     now = datetime.now(timezone.utc)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", str(tmp_path / "lake"))

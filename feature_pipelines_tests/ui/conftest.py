@@ -136,9 +136,12 @@ def _write_instance_yaml(home: Path) -> None:
         f"""\
 telemetry:
   enabled: false
-storage:
-  sqlite:
-    base_dir: {home}
+# The demo's event log storage (deploy/dagster.local.yaml): the webserver and daemon read what it writes.
+event_log_storage:
+  module: feature_pipelines.orchestration.event_log_storage
+  class: BatchedSqliteEventLogStorage
+  config:
+    base_dir: {home}/history/runs
 # Runs launched from the UI (and a backfill's runs) queue here, as under `dagster dev` by default.
 run_coordinator:
   module: dagster._core.run_coordinator.queued_run_coordinator

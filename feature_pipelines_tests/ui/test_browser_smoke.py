@@ -49,6 +49,9 @@ def page(tmp_path: Path) -> Iterator[playwright.Page]:
         try:
             page = browser.new_page(viewport={"width": 1600, "height": VIEWPORT_HEIGHT})
             page.set_default_timeout(LOAD_TIMEOUT_MS)
+            # The graph computes each view's partition status after the page loads ("Loading..."):
+            # on a busy 2-core machine that can take longer than expect's default 5 s.
+            playwright.expect.set_options(timeout=LOAD_TIMEOUT_MS)
             # A first visit may open Dagster's newsletter dialog over the page: a user skips it.
             page.add_locator_handler(
                 page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
