@@ -16,7 +16,8 @@ This subclass changes how the files are written, not what is in them:
   next checkpoint, and only an OS crash or power loss can lose the last commits. The lake (Delta)
   and the quality ledger remain the record of what was computed; the event log is its index;
 - a batch of events (Dagster sends one per partition range when `DAGSTER_EVENT_BATCH_SIZE` is
-  set, see `orchestration/runs.py`) is written in one transaction per database.
+  set, see `definitions.py`) is written in one transaction per database;
+- a planned asset check over a partition range is serialized once, not once per partition.
 
 Instances that used Dagster's own class read and write the same files with this one, and back.
 """
@@ -33,10 +34,12 @@ import sqlalchemy as db
 from dagster import Field, StringSource
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
@@ -150,6 +153,24 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             elif event.is_dagster_event and event.dagster_event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS:
                 with self.index_connection() as conn:
                     conn.execute(statement)
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        """As Dagster's: one planned execution row per partition of the check's run, each holding
+        the planned event. Dagster serializes the event again for every row (a year's range: 365
+        times per check, a third of the raw tables' bookkeeping); here it is serialized once."""
+        planned = event.get_dagster_event().asset_check_planned_data
+        partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        row = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": key} for key in partition_keys])
 
     def dispose(self) -> None:
         super().dispose()

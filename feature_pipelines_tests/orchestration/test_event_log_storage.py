@@ -80,7 +80,7 @@ def _recorded(instance: dg.DagsterInstance, results: list[dg.ExecuteInProcessRes
     """What the UI and the schedulers read back, stripped of run ids and times."""
     counts, downstream = dg.AssetKey("daily_counts"), dg.AssetKey("downstream_of_counts")
     check_key = dg.AssetCheckKey(counts, "rows_present")
-    executions = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=10)
+    executions = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1000)
     return {
         "success": [result.success for result in results],
         "materialized": {key.to_user_string(): sorted(instance.get_materialized_partitions(key)) for key in (counts, downstream)},
@@ -89,7 +89,7 @@ def _recorded(instance: dg.DagsterInstance, results: list[dg.ExecuteInProcessRes
             get_and_update_asset_status_cache_value(instance, key, DAYS).deserialize_failed_partition_subsets(DAYS).get_partition_keys())
             for key in (counts, downstream)},
         "latest_partition": instance.get_latest_materialization_event(counts).dagster_event.partition,
-        "check_executions": sorted(e.status.value for e in executions),
+        "check_executions": sorted((e.partition or "", e.status.value) for e in executions),
         "events_by_type": [dict(Counter(e.dagster_event.event_type_value for e in instance.all_logs(r.run_id) if e.dagster_event))
                            for r in results],
         "failed_run_partitions": sorted(instance.get_run_by_id(results[1].run_id).tags.values()),
@@ -109,6 +109,8 @@ def test_the_batched_storage_records_what_dagsters_own_records(tmp_path: Path, h
     assert recorded[True]["success"] == [True, False]  # February's downstream step failed
     assert recorded[True]["materialized"]["daily_counts"] == DAYS.get_partition_keys()[:41]
     assert recorded[True]["materialized"]["downstream_of_counts"] == DAYS.get_partition_keys()[:31]
+    # One planned row per partition of each run, and each run's evaluation (not partitioned here).
+    assert len(recorded[True]["check_executions"]) == 41 + 2
     assert recorded[True]["failed"] == {"daily_counts": [], "downstream_of_counts": DAYS.get_partition_keys()[31:41]}
 
     # The batched storage wrote Dagster's files: Dagster's own class reads them back the same.
