@@ -143,7 +143,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                     with db_result(conn, statement) as result:
                         event_ids.append(result.inserted_primary_key[0])
                 self._store_asset_event_tags(conn, [event for event, _ in asset_events], event_ids)
-                for (event, _), event_id in zip(asset_events, event_ids, strict=True):
+                for event, event_id in _last_per_asset_and_type([event for event, _ in asset_events], event_ids):
                     self._store_asset_event(conn, event, event_id)
         for event, statement in zip(events, statements, strict=True):
             if event.is_dagster_event and event.dagster_event_type in ASSET_CHECK_EVENTS:
@@ -177,6 +177,20 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+
+def _last_per_asset_and_type(events: Sequence[EventLogEntry], event_ids: Sequence[int]) -> list[tuple[EventLogEntry, int]]:
+    """The events whose asset-row updates decide the asset table's final state, in their order.
+
+    Dagster keeps one row per asset (its last materialization, last run, last event time), and
+    each event type sets the same columns every time: applying only the last event of each
+    asset and type, in order, leaves the row as applying all of them would. A range's batch of
+    365 materializations of one asset then updates its row once instead of 365 times, each a
+    failed INSERT and an UPDATE carrying the serialized event."""
+    last: dict[tuple[str, str], int] = {}
+    for position, event in enumerate(events):
+        last[(event.get_dagster_event().asset_key.to_string(), event.get_dagster_event().event_type_value)] = position
+    return [(events[position], event_ids[position]) for position in sorted(last.values())]
 
 
 def _is_asset_event(event: EventLogEntry) -> bool:

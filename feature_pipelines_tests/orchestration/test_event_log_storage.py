@@ -81,6 +81,7 @@ def _recorded(instance: dg.DagsterInstance, results: list[dg.ExecuteInProcessRes
     counts, downstream = dg.AssetKey("daily_counts"), dg.AssetKey("downstream_of_counts")
     check_key = dg.AssetCheckKey(counts, "rows_present")
     executions = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1000)
+    run_ids = [result.run_id for result in results]
     return {
         "success": [result.success for result in results],
         "materialized": {key.to_user_string(): sorted(instance.get_materialized_partitions(key)) for key in (counts, downstream)},
@@ -89,6 +90,15 @@ def _recorded(instance: dg.DagsterInstance, results: list[dg.ExecuteInProcessRes
             get_and_update_asset_status_cache_value(instance, key, DAYS).deserialize_failed_partition_subsets(DAYS).get_partition_keys())
             for key in (counts, downstream)},
         "latest_partition": instance.get_latest_materialization_event(counts).dagster_event.partition,
+        # The asset table's row per asset: last materialization (its storage id and partition), last run.
+        "asset_rows": {
+            record.asset_entry.asset_key.to_user_string(): (
+                record.asset_entry.last_materialization_record.storage_id,
+                record.asset_entry.last_materialization_record.event_log_entry.dagster_event.partition,
+                run_ids.index(record.asset_entry.last_run_id),
+            )
+            for record in instance.get_asset_records([counts, downstream])
+        },
         "check_executions": sorted((e.partition or "", e.status.value) for e in executions),
         "events_by_type": [dict(Counter(e.dagster_event.event_type_value for e in instance.all_logs(r.run_id) if e.dagster_event))
                            for r in results],
@@ -111,6 +121,9 @@ def test_the_batched_storage_records_what_dagsters_own_records(tmp_path: Path, h
     assert recorded[True]["materialized"]["downstream_of_counts"] == DAYS.get_partition_keys()[:31]
     # One planned row per partition of each run, and each run's evaluation (not partitioned here).
     assert len(recorded[True]["check_executions"]) == 41 + 2
+    # February's run planned both assets last; only daily_counts materialized in it.
+    assert {key: row[1:] for key, row in recorded[True]["asset_rows"].items()} == {
+        "daily_counts": ("2013-02-10", 1), "downstream_of_counts": ("2013-01-31", 1)}
     assert recorded[True]["failed"] == {"daily_counts": [], "downstream_of_counts": DAYS.get_partition_keys()[31:41]}
 
     # The batched storage wrote Dagster's files: Dagster's own class reads them back the same.
