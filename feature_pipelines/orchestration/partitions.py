@@ -57,9 +57,8 @@ def partition_window(partitions: TimeWindowPartitionsDefinition, key: str) -> Pa
 def raw_partitions(settings: Settings) -> TimeWindowPartitionsDefinition:
     """Raw tables' partitions: days, today's open one included and refreshed every hour.
 
-    Dagster records one planned event and one materialization per partition (about 25 ms each on
-    the local SQLite instance), so a year of hourly partitions cost 35,000 event writes for two
-    tables whose computation takes seconds. The quality gates still judge hour by hour
+    Dagster records one planned event and one materialization per partition, so a year of hourly
+    partitions would be 35,000 event writes for two tables whose computation takes seconds. The quality gates still judge hour by hour
     (`hours_of`): an hour is the unit that is held back, quarantined and refused downstream.
     """
     return partitions_for(Partitioning.DAILY, settings, in_progress=True)
