@@ -9,6 +9,7 @@ from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
 
 from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.features.services import FEATURE_SERVICES
 from feature_pipelines.features.spec import Partitioning
 from feature_pipelines.orchestration.event_log_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_VARIABLE
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
@@ -23,6 +24,7 @@ from feature_pipelines.orchestration.schedules import (
     build_jobs_and_schedules,
     build_monitoring_job_and_schedule,
 )
+from feature_pipelines.orchestration.statistics_assets import build_statistics_asset
 from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
 from feature_pipelines.settings import Settings, load_settings
 from feature_pipelines.sources.raw_tables import RAW_TABLES
@@ -56,6 +58,8 @@ def build_definitions(settings: Settings) -> Definitions:
     )
     training = FLIGHT_DELAY_TRAINING_SET
     training_assets = [build_label_asset(training, settings), build_training_set_asset(training, settings)]
+    # Fitted on demand (not in the partitioned training job): each fit is a new statistics version.
+    training_assets += [build_statistics_asset(s, training) for s in FEATURE_SERVICES.values() if s.needs_statistics]
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
     monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)

@@ -13,6 +13,8 @@ import redis
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.on_demand import OnDemandFeature
+from feature_pipelines.features.references import UnknownFeatureError
+from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
@@ -24,12 +26,16 @@ from feature_pipelines.timeutil import utc_now
 
 
 class HistoricalOptions(TypedDict, total=False):
-    """How a training frame is read: at which table versions, stamped by which column, and whether
-    partitions whose blocking checks failed may be read."""
+    """How a training frame is read: at which table versions, stamped by which column, whether
+    partitions whose blocking checks failed may be read, and by which feature service (with which
+    fitted statistics version, or untransformed)."""
 
     as_of: AsOf
     timestamp_column: str
     allow_failed_checks: bool
+    feature_service: str | FeatureService | None
+    statistics_version: int | None
+    untransformed: bool
 
 
 @dataclass
@@ -39,6 +45,7 @@ class FeatureStore:
 
     lake: DeltaStore
     views: Mapping[str, FeatureView] = field(default_factory=lambda: dict(FEATURE_VIEWS))
+    services: Mapping[str, FeatureService] = field(default_factory=lambda: dict(FEATURE_SERVICES))
     redis_client: redis.Redis | None = None
     key_prefix: str = "fp:local"
     consumer: ConsumerPolicy | None = None  # a consumer's policy (PII, views), applied to both paths
@@ -52,7 +59,7 @@ class FeatureStore:
         return cls(lake=lake_for(settings).store(), redis_client=redis_client, key_prefix=online_key_prefix(settings.environment))
 
     def get_historical_features(
-        self, entity_df: pl.DataFrame | pl.LazyFrame, features: Sequence[str], **options: Unpack[HistoricalOptions]
+        self, entity_df: pl.DataFrame | pl.LazyFrame, features: Sequence[str] = (), **options: Unpack[HistoricalOptions]
     ) -> pl.DataFrame:
         """The training frame alone; see `get_historical_features_with_versions`."""
         return self.get_historical_features_with_versions(entity_df, features, **options).frame
@@ -60,17 +67,37 @@ class FeatureStore:
     def get_historical_features_with_versions(
         self,
         entity_df: pl.DataFrame | pl.LazyFrame,
-        features: Sequence[str],
+        features: Sequence[str] = (),
         *,
         as_of: AsOf = None,
         timestamp_column: str = EVENT_TIMESTAMP,
         allow_failed_checks: bool = False,
+        feature_service: str | FeatureService | None = None,
+        statistics_version: int | None = None,
+        untransformed: bool = False,
     ) -> HistoricalFeatures:
-        """The frame and the Delta version of every table read (pass them back as `as_of`)."""
+        """The frame and the Delta version of every table read (pass them back as `as_of`).
+
+        `feature_service` (a name in `services`, or a service) instead of `features` builds exactly
+        the service's vector with its pinned fitted statistics applied (or `statistics_version`;
+        `untransformed=True` for the raw vector); the result names the service, its version and
+        the statistics version applied.
+        """
         return get_historical_features(
             self.lake, self.views, entity_df, features, timestamp_column=timestamp_column, as_of=as_of,
             ledger=QualityLedger(self.lake), allow_failed_checks=allow_failed_checks, consumer=self.consumer,
+            feature_service=self.service(feature_service) if feature_service is not None else None,
+            statistics_version=statistics_version, untransformed=untransformed,
         )
+
+    def service(self, service: str | FeatureService) -> FeatureService:
+        """A feature service of this store's catalog, by name (a service passed whole is returned as is)."""
+        if isinstance(service, FeatureService):
+            return service
+        found = self.services.get(service)
+        if found is None:
+            raise UnknownFeatureError(f"unknown feature service {service!r}; known: {sorted(self.services)}")
+        return found
 
     def get_online_features(
         self,

@@ -1,8 +1,9 @@
-"""Training data: entity rows joined point-in-time to Delta feature tables, at pinned versions."""
+"""Training data: entity rows joined point-in-time to Delta feature tables, at pinned versions;
+or a feature service's vector, on-demand features and fitted transformations included."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -10,10 +11,18 @@ from typing import Protocol
 import polars as pl
 
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
-from feature_pipelines.features.references import ViewRequest, resolve_references
+from feature_pipelines.features.on_demand import (
+    ON_DEMAND_FEATURES,
+    OnDemandFeature,
+    apply_on_demand,
+    required_references,
+)
+from feature_pipelines.features.references import UnknownFeatureError, ViewRequest, parse_reference, resolve_references
+from feature_pipelines.features.services import FeatureService, apply_service_transforms
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
 from feature_pipelines.offline.point_in_time import PointInTimeJoinError, point_in_time_join
 
 AsOf = Mapping[str, int] | datetime | None
@@ -34,10 +43,15 @@ def stamp_column(view_name: str) -> str:
 
 @dataclass(frozen=True)
 class HistoricalFeatures:
-    """A training frame and the exact Delta version of every feature table it read."""
+    """A training frame and the exact Delta version of every feature table it read; read by
+    feature service, also the service's name and version and the statistics version applied
+    (None when none was: a service without fitted statistics, or an untransformed read)."""
 
     frame: pl.DataFrame
     versions: dict[str, int] = field(default_factory=dict)
+    service: str | None = None
+    service_version: str | None = None
+    statistics_version: int | None = None
 
 
 def partitions_of(view: FeatureView, timestamps: pl.Series) -> list[str]:
@@ -73,8 +87,12 @@ def get_historical_features(
     store: DeltaStore,
     views: Mapping[str, FeatureView],
     entity_df: pl.DataFrame | pl.LazyFrame,
-    features: Sequence[str],
+    features: Sequence[str] = (),
     *,
+    feature_service: FeatureService | None = None,
+    statistics_version: int | None = None,
+    untransformed: bool = False,
+    on_demand: Mapping[str, OnDemandFeature] = ON_DEMAND_FEATURES,
     timestamp_column: str = EVENT_TIMESTAMP,
     as_of: AsOf = None,
     ledger: PartitionGuard | None = None,
@@ -89,7 +107,29 @@ def get_historical_features(
     view partition whose latest blocking quality check failed is refused unless
     `allow_failed_checks`. With `include_event_timestamps` each view adds `<view>__event_timestamp`,
     the stamp of the row its values came from (for the leakage audit).
+
+    With `feature_service` instead of `features`, the frame is the entity columns, then exactly
+    the service's vector (`service_schema`: its columns in declared order, on-demand features
+    computed by `apply_on_demand` from their stored inputs, which are read and then dropped),
+    then the stamp columns if asked for. Its transformations are applied with the fitted
+    statistics the service pins (or `statistics_version`), loaded from the lake; a version that
+    does not exist raises `StatisticsNotFoundError`. `untransformed=True` returns the raw vector
+    instead (what a training-set table stores and what statistics are fitted on).
     """
+    if feature_service is not None:
+        if features:
+            raise ValueError(f"pass features or feature_service={feature_service.name!r}, not both")
+        return _service_features(
+            store, entity_df, feature_service, statistics_version=statistics_version, untransformed=untransformed,
+            on_demand=on_demand, include_event_timestamps=include_event_timestamps,
+            read=lambda frame, references: get_historical_features(
+                store, views, frame, references, timestamp_column=timestamp_column, as_of=as_of, ledger=ledger,
+                allow_failed_checks=allow_failed_checks, include_event_timestamps=include_event_timestamps,
+                consumer=consumer,
+            ),
+        )
+    if statistics_version is not None or untransformed:
+        raise ValueError("statistics_version and untransformed apply to a feature_service read only")
     requests = resolve_references(features, views)
     check_feature_access(features, views, consumer)  # a consumer's PII / view policy, as served
     frame = entity_df.collect() if isinstance(entity_df, pl.LazyFrame) else entity_df
@@ -126,3 +166,39 @@ def get_historical_features(
             feature_columns=feature_columns,
         )
     return HistoricalFeatures(frame=frame, versions=versions)
+
+
+def _service_features(
+    store: DeltaStore,
+    entity_df: pl.DataFrame | pl.LazyFrame,
+    service: FeatureService,
+    *,
+    statistics_version: int | None,
+    untransformed: bool,
+    on_demand: Mapping[str, OnDemandFeature],
+    include_event_timestamps: bool,
+    read: Callable[[pl.DataFrame, Sequence[str]], HistoricalFeatures],
+) -> HistoricalFeatures:
+    """A service's vector: its stored features and on-demand inputs joined, on-demand features
+    computed, then exactly its columns, then (unless `untransformed`) its fitted transformations."""
+    if untransformed and statistics_version is not None:
+        raise ValueError(f"feature service {service.name!r}: an untransformed read applies no statistics_version")
+    unknown = [name for name in service.on_demand_names if name not in on_demand]
+    if unknown:
+        raise UnknownFeatureError(f"feature service {service.name!r}: unknown on-demand feature(s) {unknown}; known: {sorted(on_demand)}")
+    computed = [on_demand[name] for name in service.on_demand_names]
+    references = required_references(service.stored_references, computed)
+    frame = entity_df.collect() if isinstance(entity_df, pl.LazyFrame) else entity_df
+    built = read(frame, references)
+    stamps = [stamp_column(view) for view in dict.fromkeys(parse_reference(r).view for r in references)]
+    vector = apply_on_demand(built.frame, computed).select(
+        *frame.columns, *service.column_names, *(stamps if include_event_timestamps else [])
+    )
+    statistics = None
+    if service.transforms and not untransformed:
+        statistics = load_fitted_statistics(store, service, statistics_version) if service.needs_statistics else None
+        vector = apply_service_transforms(vector, service, statistics)
+    return HistoricalFeatures(
+        frame=vector, versions=built.versions, service=service.name, service_version=service.version,
+        statistics_version=statistics.version if statistics is not None else None,
+    )

@@ -44,6 +44,8 @@ from feature_pipelines.training.labels import flight_delay_labels
 from feature_pipelines.training.spec import LABELS_TABLE, PREDICTION_TIMESTAMP, TrainingSetSpec
 
 LEAKAGE_CHECK = "no_feature_leakage"
+FEATURE_SERVICE_KEY = "feature_service"  # materialization metadata: the service a training set was built from
+FEATURE_SERVICE_VERSION_KEY = "feature_service_version"
 RAW_KNOWN_AT = {table.name: table.time_column for table in RAW_TABLES if table.time_column}
 READINESS_RULES = {UPSTREAM: FEATURE_RULES[UPSTREAM]}
 
@@ -157,7 +159,8 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
             store,
             FEATURE_VIEWS,
             rows,
-            spec.features,
+            feature_service=spec.service,
+            untransformed=True,  # the raw vector: what the service's statistics are fitted on
             timestamp_column=PREDICTION_TIMESTAMP,
             ledger=QualityLedger(store),
             include_event_timestamps=True,
@@ -168,10 +171,12 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         if not report.passed:
             return  # write-audit-publish: a leaky set is never written
         null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0
-                      for name in spec.feature_names}
+                      for name in spec.column_names}
         yield from _gated(context, target, frame, windows, gaps, store, now, {
+            FEATURE_SERVICE_KEY: spec.service.name,
+            FEATURE_SERVICE_VERSION_KEY: spec.service.version,
             "feature_table_versions": MetadataValue.json(built.versions),
-            "features": MetadataValue.json(list(spec.features)),
+            "features": MetadataValue.json(list(spec.service.features)),
             "label": spec.label,
             "lead_time": str(spec.lead_time),
             "null_rates": MetadataValue.json(null_rates),
@@ -189,7 +194,9 @@ def _view_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartiti
 
 def _training_set_description(spec: TrainingSetSpec) -> str:
     return (
-        f"{spec.description}\n\nFeatures: {', '.join(spec.features)}. Every row's features are "
+        f"{spec.description}\n\nFeature service `{spec.service.name}` (version {spec.service.version}): "
+        f"{', '.join(spec.service.features)}, as raw values (its transformations are fitted on this table "
+        "and applied on read). Every row's features are "
         f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL); the Delta version "
         "of every feature table read is in the metadata (`feature_table_versions`) so the set can be "
         "rebuilt byte for byte. A day whose labels or feature partitions are missing or held back is refused, "

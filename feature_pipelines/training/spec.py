@@ -1,4 +1,4 @@
-"""Declared training sets: which label, how long before the event it is predicted, which features."""
+"""Declared training sets: which label, how long before the event it is predicted, which feature service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES, required_references
 from feature_pipelines.features.references import parse_reference
+from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService
 
 if TYPE_CHECKING:
     from feature_pipelines.features.spec import FeatureView
@@ -18,22 +20,43 @@ LABELS_TABLE = "flight_delay_labels"  # the label rows every training set of thi
 @dataclass(frozen=True)
 class TrainingSetSpec:
     """A model's training data: label rows stamped `lead_time` before the event, joined
-    point-in-time to `features` ("view:feature") as of that stamp, never as of the event."""
+    point-in-time to the vector of its feature `service` as of that stamp, never as of the event.
+
+    The table holds the service's raw vector (`raw_service_schema`): the input its statistics are
+    fitted on. The model's frame applies the service's fitted transformations on read
+    (`training/frames.py`)."""
 
     name: str
     label: str
     lead_time: timedelta
-    features: tuple[str, ...]
+    service: FeatureService
     description: str = ""
 
     @property
+    def features(self) -> tuple[str, ...]:
+        """The service's stored references ("view:feature"); its on-demand features are computed from
+        stored inputs, see `read_references`."""
+        return self.service.stored_references
+
+    @property
+    def read_references(self) -> list[str]:
+        """Every stored reference the set reads: the service's, then its on-demand inputs."""
+        computed = [ON_DEMAND_FEATURES[name] for name in self.service.on_demand_names]
+        return required_references(self.features, computed)
+
+    @property
     def view_names(self) -> list[str]:
-        return sorted({parse_reference(reference).view for reference in self.features})
+        return sorted({parse_reference(reference).view for reference in self.read_references})
 
     @property
     def feature_names(self) -> list[str]:
-        """The feature columns of the training set, in declared order."""
+        """The stored feature columns of the training set, in declared order."""
         return [parse_reference(reference).feature for reference in self.features]
+
+    @property
+    def column_names(self) -> list[str]:
+        """The service's vector columns of the training set (on-demand included), in declared order."""
+        return self.service.column_names
 
     def feature_reach(self, view: FeatureView) -> timedelta:
         """How far before its day a row reads `view`: predicted up to `lead_time` before the day,
@@ -45,18 +68,7 @@ FLIGHT_DELAY_TRAINING_SET = TrainingSetSpec(
     name="flight_delay_training_set",
     label="arrived_late_15m",
     lead_time=timedelta(hours=2),
-    features=(
-        "route_delay_stats:route_dep_delay_mean_24h",
-        "route_delay_stats:route_dep_delay_p90_7d",
-        "route_delay_stats:route_cancel_rate_7d",
-        "route_delay_stats:route_flights_count_7d",
-        "carrier_delay_stats:carrier_dep_delay_mean_24h",
-        "carrier_delay_stats:carrier_cancel_rate_24h",
-        "origin_weather:origin_visib_latest",
-        "origin_weather:origin_wind_speed_latest",
-        "origin_weather:origin_precip_sum_6h",
-        "aircraft_utilisation:aircraft_flights_count_24h",
-    ),
+    service=FEATURE_SERVICES["flight_delay_v1"],
     description="Will a flight arrive more than 15 minutes late? Predicted 2 hours before its "
     "scheduled departure from what was known then.",
 )

@@ -1,0 +1,62 @@
+"""The model's training frame: a training-set table with a feature service's fitted transformations
+applied, through the same function the feature server calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from feature_pipelines.features.services import FeatureService, apply_service_transforms, raw_service_schema
+from feature_pipelines.features.transforms import FittedStatistics
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
+from feature_pipelines.training.spec import TrainingSetSpec
+
+
+class TrainingFrameError(ValueError):
+    """A training-set table that does not hold the raw vector of the service asked for."""
+
+
+@dataclass(frozen=True)
+class TrainingFrame:
+    """The frame a model trains on, with what it was made of: the table version read and the
+    statistics applied (None for a service without fitted statistics)."""
+
+    frame: pl.DataFrame
+    service: FeatureService
+    table_version: int
+    statistics: FittedStatistics | None
+
+
+def training_frame(
+    store: DeltaStore,
+    spec: TrainingSetSpec,
+    *,
+    service: FeatureService | None = None,
+    statistics_version: int | None = None,
+    table_version: int | None = None,
+) -> TrainingFrame:
+    """`spec`'s table (at `table_version`, default latest) with the transformations of `service`
+    (default: the set's own) applied with the statistics it pins (or `statistics_version`).
+
+    The table holds raw values; another service may be read from it when the table holds its raw
+    vector with the same dtypes (flight_delay_v2 is flight_delay_v1's vector with transformations).
+
+    Raises:
+        TrainingFrameError: a vector column missing from the table, or of another dtype.
+        StatisticsNotFoundError: the statistics version does not exist for this service version.
+    """
+    chosen = service or spec.service
+    version = table_version if table_version is not None else store.version(spec.name)
+    frame = store.read(spec.name, version=version)
+    expected = raw_service_schema(chosen)
+    wrong = {name: str(frame.schema.get(name)) for name, dtype in expected.items() if frame.schema.get(name) != dtype}
+    if wrong:
+        raise TrainingFrameError(
+            f"training set {spec.name!r} version {version} does not hold the raw vector of feature service "
+            f"{chosen.name!r}: column(s) {wrong} (found dtype, None = missing) should be "
+            f"{ {name: str(expected[name]) for name in wrong} }"
+        )
+    statistics = load_fitted_statistics(store, chosen, statistics_version) if chosen.needs_statistics else None
+    return TrainingFrame(apply_service_transforms(frame, chosen, statistics), chosen, version, statistics)
