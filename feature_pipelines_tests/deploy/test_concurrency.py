@@ -40,6 +40,13 @@ from feature_pipelines_tests.deploy.conftest import DEPLOY, PostgresHome
 
 DEPLOY_YAMLS = ("dagster.local.yaml", "dagster.postgres.yaml", "dagster.k8s.yaml", "dagster.docker.yaml")
 
+
+@pytest.fixture(autouse=True)
+def home_is_the_test_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's instance lives in its tmp dir, as DAGSTER_HOME: the local yaml's event log
+    storage places its files under $DAGSTER_HOME/history/runs, as Dagster's default does."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+
 # Documented config keys (dagster-k8s DagsterK8sJobConfig.config_type_run_launcher, dagster-docker
 # DOCKER_CONFIG_SCHEMA), checked here since the packages are not installed in this environment.
 K8S_LAUNCHER_KEYS = {
