@@ -95,8 +95,7 @@ class FeatureService:
         object.__setattr__(self, "version", _fingerprint(self))
 
     def _check_transforms(self, columns: set[str]) -> None:
-        seen: set[tuple[str, str]] = set()
-        imputed: set[str] = set()
+        seen: set[tuple[str, str]] = set()  # kind, not strategy: a feature is imputed once
         for transform in self.transforms:
             if transform.feature not in columns:
                 raise FeatureDefinitionError(
@@ -107,13 +106,7 @@ class FeatureService:
                 raise FeatureDefinitionError(
                     f"feature service {self.name!r}: {transform.kind} declared twice on {transform.feature!r}"
                 )
-            if isinstance(transform, Impute) and transform.feature in imputed:
-                raise FeatureDefinitionError(
-                    f"feature service {self.name!r}: {transform.feature!r} is imputed twice"
-                )
             seen.add((transform.feature, transform.kind))
-            if isinstance(transform, Impute):
-                imputed.add(transform.feature)
 
     @property
     def column_names(self) -> list[str]:
