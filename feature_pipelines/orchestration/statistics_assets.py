@@ -15,6 +15,7 @@ from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
 from feature_pipelines.orchestration.training_assets import FEATURE_SERVICE_VERSION_KEY
 from feature_pipelines.resources import LakeResource
+from feature_pipelines.training.frames import require_built_by_its_service
 from feature_pipelines.training.spec import TrainingSetSpec
 
 STATISTICS_GROUP = "training_statistics"
@@ -78,7 +79,9 @@ def build_statistics_asset(service: FeatureService, training: TrainingSetSpec) -
         store = lake.store()
         table_version = store.version(training.name)
         columns = list(dict.fromkeys(t.feature for t in service.transforms))
-        frame = store.read(training.name, version=table_version).select(columns)
+        table = store.read(training.name, version=table_version)
+        require_built_by_its_service(table, training, table_version)  # never fit on rows of an older definition
+        frame = table.select(columns)
         statistics = write_fitted_statistics(
             store, service, fit_statistics(frame, service), training_set=training.name,
             training_set_version=table_version, training_rows=frame.height, fitted_at=run_clock(context),

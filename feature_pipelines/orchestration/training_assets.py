@@ -41,7 +41,7 @@ from feature_pipelines.sources.raw_tables import RAW_TABLES
 from feature_pipelines.timeutil import PartitionWindow, floor_to
 from feature_pipelines.training.audit import LeakageReport, audit_recomputation, audit_stamps
 from feature_pipelines.training.labels import flight_delay_labels
-from feature_pipelines.training.spec import LABELS_TABLE, PREDICTION_TIMESTAMP, TrainingSetSpec
+from feature_pipelines.training.spec import LABELS_TABLE, PREDICTION_TIMESTAMP, SERVICE_VERSION_COLUMN, TrainingSetSpec
 
 LEAKAGE_CHECK = "no_feature_leakage"
 FEATURE_SERVICE_KEY = "feature_service"  # materialization metadata: the service a training set was built from
@@ -165,13 +165,17 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
             ledger=QualityLedger(store),
             include_event_timestamps=True,
         )
-        frame = built.frame
+        frame = built.frame.with_columns(pl.lit(spec.service.version, pl.String).alias(SERVICE_VERSION_COLUMN))
         report = _audit(frame, spec, store)
         yield _leakage_result(spec, context, report)
         if not report.passed:
             return  # write-audit-publish: a leaky set is never written
         null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0
                       for name in spec.column_names}
+        added = _add_new_columns(store, spec.name, frame)
+        if added:
+            context.log.info(f"table {spec.name!r}: service {spec.service.name!r} version {spec.service.version} adds "
+                             f"column(s) {added}; rows built before read null there until rebuilt")
         yield from _gated(context, target, frame, windows, gaps, store, now, {
             FEATURE_SERVICE_KEY: spec.service.name,
             FEATURE_SERVICE_VERSION_KEY: spec.service.version,
@@ -183,6 +187,18 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         })
 
     return _training_set
+
+
+def _add_new_columns(store: DeltaStore, table: str, frame: pl.DataFrame) -> list[str]:
+    """Add to an existing table the columns a changed service brings (a metadata-only commit; the
+    table's other rows read null there and carry their own service version, see training.frames)."""
+    if not store.exists(table):
+        return []
+    existing = {field.name for field in store.open(table).schema().fields}
+    new = [name for name in frame.columns if name not in existing]
+    if new:
+        store.add_columns(table, frame.select(new).head(0))
+    return new
 
 
 def _view_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartitionMapping:

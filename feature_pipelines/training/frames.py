@@ -11,7 +11,7 @@ from feature_pipelines.features.services import FeatureService, apply_service_tr
 from feature_pipelines.features.transforms import FittedStatistics
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
-from feature_pipelines.training.spec import TrainingSetSpec
+from feature_pipelines.training.spec import SERVICE_VERSION_COLUMN, TrainingSetSpec
 
 
 class TrainingFrameError(ValueError):
@@ -58,5 +58,26 @@ def training_frame(
             f"{chosen.name!r}: column(s) {wrong} (found dtype, None = missing) should be "
             f"{ {name: str(expected[name]) for name in wrong} }"
         )
+    require_built_by_its_service(frame, spec, version)
     statistics = load_fitted_statistics(store, chosen, statistics_version) if chosen.needs_statistics else None
-    return TrainingFrame(apply_service_transforms(frame, chosen, statistics), chosen, version, statistics)
+    vector = apply_service_transforms(frame.drop(SERVICE_VERSION_COLUMN), chosen, statistics)
+    return TrainingFrame(vector, chosen, version, statistics)
+
+
+def require_built_by_its_service(frame: pl.DataFrame, spec: TrainingSetSpec, version: int) -> None:
+    """Refuse a table whose rows were built by another version of the set's service (rows of an
+    older definition read null in the columns it lacked: using them would train on a hole)."""
+    if SERVICE_VERSION_COLUMN not in frame.columns:
+        stale = frame
+    else:
+        stale = frame.filter(pl.col(SERVICE_VERSION_COLUMN).ne_missing(spec.service.version))
+    if stale.height == 0:
+        return
+    days = stale.get_column("scheduled_departure_at").dt.date()
+    found = sorted({str(v) for v in stale.get_column(SERVICE_VERSION_COLUMN).unique()}) if SERVICE_VERSION_COLUMN in stale.columns else ["none"]
+    raise TrainingFrameError(
+        f"training set {spec.name!r} version {version}: {stale.height} row(s) over {days.n_unique()} day(s) "
+        f"({days.min()} .. {days.max()}) were built by feature service {spec.service.name!r} version(s) {found}, "
+        f"not the current {spec.service.version}; rebuild those days (`feature-pipelines backfill` over them) "
+        "before training"
+    )

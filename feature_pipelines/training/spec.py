@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from feature_pipelines.features.spec import FeatureView
 
 PREDICTION_TIMESTAMP = "prediction_timestamp"
+# Each training row's provenance: the version of the feature service that built it. A service change
+# adds columns to the table (old rows read null there); readers refuse rows of another version.
+SERVICE_VERSION_COLUMN = "feature_service_version"
 LABELS_TABLE = "flight_delay_labels"  # the label rows every training set of this catalog joins
 
 
