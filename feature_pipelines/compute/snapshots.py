@@ -28,11 +28,14 @@ from feature_pipelines.compute.events import (
     snapshot_history,
     validate_events,
 )
+from feature_pipelines.compute.exact_sum import window_exact_sums
 from feature_pipelines.compute.snapshots_reference import snapshot_features_reference
 from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, NullPolicy
 from feature_pipelines.names import EVENT_TIMESTAMP
 
-__all__ = ["EVENT_TIMESTAMP", "SnapshotInputError", "required_columns", "snapshot_features", "validate_events"]
+__all__ = [
+    "EVENT_TIMESTAMP", "SnapshotInputError", "features_at", "required_columns", "snapshot_features", "validate_events",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -73,30 +76,43 @@ def _fast_path_applies(history: pl.DataFrame, view: FeatureView) -> bool:
 
 @dataclass(frozen=True)
 class _Windows:
-    """The snapshot rows of a history and, per row, the event index range of each window."""
+    """The rows to compute (an entity and an instant t each) and, per row, the event index range of each window."""
 
     row_entity: np.ndarray  # index of the row's entity among the history's entities
-    row_k: np.ndarray  # the snapshot t = k * cadence
+    row_t: np.ndarray  # the row's instant t, in microseconds since the epoch
     first_event: np.ndarray  # per entity, the index of its first event in the history
     end: np.ndarray  # per row, one past its last event before t
     starts: dict[timedelta, np.ndarray]  # per window, per row, its first event at or after t - window
 
 
-def _windows(history: pl.DataFrame, view: FeatureView, *, start: datetime, end: datetime) -> _Windows:
+def _entity_offsets(history: pl.DataFrame, view: FeatureView) -> np.ndarray:
+    """Where each entity's events start in the (keys, known-at)-sorted history, and the history's end."""
     keys = list(view.entity_keys)
-    interval = _micros(view.cadence.interval)
-    times = history[view.source.known_at_column].to_physical().to_numpy()
     new_entity = history.select(pl.any_horizontal(pl.col(k).ne_missing(pl.col(k).shift(1)) for k in keys)).to_series()
-    offsets = np.append(np.flatnonzero(new_entity.to_numpy()), history.height).astype(np.int64)
-    k_first = _micros(start) // interval + 1  # snapshots t > start
-    k_last = _micros(end) // interval  # ... and t <= end
-    row_entity, row_k = kernels.snapshot_rows(offsets, times, interval, _micros(view.max_window), k_first, k_last)
-    t = row_k * interval
+    return np.append(np.flatnonzero(new_entity.to_numpy()), history.height).astype(np.int64)
+
+
+def _bounds(
+    history: pl.DataFrame, view: FeatureView, offsets: np.ndarray, row_entity: np.ndarray, t: np.ndarray
+) -> _Windows:
+    """Each row's window ranges [first event at or after t - window, first event at or after t): the
+    one definition of a window, shared by the snapshot grid and arbitrary instants."""
+    times = history[view.source.known_at_column].to_physical().to_numpy()
     starts = {
         window: kernels.window_starts(offsets, times, row_entity, t - _micros(window))
         for window in {f.window_timedelta for f in view.features}
     }
-    return _Windows(row_entity, row_k, offsets[:-1], kernels.window_starts(offsets, times, row_entity, t), starts)
+    return _Windows(row_entity, t, offsets[:-1], kernels.window_starts(offsets, times, row_entity, t), starts)
+
+
+def _windows(history: pl.DataFrame, view: FeatureView, *, start: datetime, end: datetime) -> _Windows:
+    interval = _micros(view.cadence.interval)
+    times = history[view.source.known_at_column].to_physical().to_numpy()
+    offsets = _entity_offsets(history, view)
+    k_first = _micros(start) // interval + 1  # snapshots t > start
+    k_last = _micros(end) // interval  # ... and t <= end
+    row_entity, row_k = kernels.snapshot_rows(offsets, times, interval, _micros(view.max_window), k_first, k_last)
+    return _bounds(history, view, offsets, row_entity, row_k * interval)
 
 
 def _masked(name: str, values: np.ndarray, valid: np.ndarray, dtype: pl.DataType) -> pl.Series:
@@ -149,6 +165,14 @@ class _Engine:
             )
         return self._sorted[(column, window)]
 
+    def sums(self, column: str, window: timedelta) -> np.ndarray:
+        """The column's sum over the window per row: for a view with exact float sums, the exact sum
+        rounded once (compute/exact_sum.py); otherwise the sorted left-to-right sum."""
+        values, valid, _ = self.arrays(column)
+        if self.view.exact_float_sums and values.dtype.kind == "f":
+            return window_exact_sums(values, valid, self.windows.starts[window], self.windows.end)
+        return self.sorted_stats(column, window)[0]
+
     def column(self, feature: Feature) -> pl.Series:
         """One feature's values for every snapshot row, with its null policy applied inside the window."""
         lo, hi = self.windows.starts[feature.window_timedelta], self.windows.end
@@ -165,11 +189,11 @@ class _Engine:
         present = (hi - lo) > null_count
         match feature.aggregation:
             case Aggregation.MEAN:
-                sums, _, _ = self.sorted_stats(column, feature.window_timedelta)
+                sums = self.sums(column, feature.window_timedelta)
                 count = (hi - lo - null_count).astype(np.float64)
                 value = sums.astype(np.float64) / np.where(present, count, 1.0)
             case Aggregation.SUM:
-                value = self.sorted_stats(column, feature.window_timedelta)[0]
+                value = self.sums(column, feature.window_timedelta)
             case Aggregation.P90:
                 value = self.sorted_stats(column, feature.window_timedelta)[1]
             case Aggregation.MIN | Aggregation.MAX:
@@ -202,24 +226,97 @@ def snapshot_features(
     lazy = events.lazy()
     validate_events(lazy, view, context=context or f"feature view {view.name!r}")
     keys = list(view.entity_keys)
-    known_at = view.source.known_at_column
-    # Ties in known-at keep their input order, as in the reference (its LATEST is the last of them);
-    # a row index as the last sort key does that at a third of the cost of a stable sort.
-    history = (
-        snapshot_history(lazy.select(sorted(required_columns(view))), view, start=start, end=end)
-        .with_row_index(_INPUT_ORDER)
-        .sort([*keys, known_at, _INPUT_ORDER])
-        .drop(_INPUT_ORDER)
-        .collect()
-    )
+    scoped = snapshot_history(lazy.select(sorted(required_columns(view))), view, start=start, end=end)
+    history = _sorted_history(scoped, view).collect()
     if not _fast_path_applies(history, view):
         # The history already read (its ties still in input order), not the source read again.
         return snapshot_features_reference(history, view, start=start, end=end, context=context)
     windows = _windows(history, view, start=start, end=end)
     engine = _Engine(history, view, windows)
-    stamps = pl.Series(EVENT_TIMESTAMP, windows.row_k * _micros(view.cadence.interval)).cast(pl.Datetime("us", "UTC"))
+    stamps = pl.Series(EVENT_TIMESTAMP, windows.row_t).cast(pl.Datetime("us", "UTC"))
     return (
         history.select(keys)[windows.first_event[windows.row_entity]]
         .with_columns(stamps, *(engine.column(feature) for feature in view.features))
         .sort(EVENT_TIMESTAMP, *keys)
     )
+
+
+def _sorted_history(events: pl.LazyFrame, view: FeatureView) -> pl.LazyFrame:
+    """The view's columns sorted by entity, then known-at; ties in known-at keep their input order,
+    as in the reference (its LATEST is the last of them); a row index as the last sort key does that
+    at a third of the cost of a stable sort."""
+    keys = list(view.entity_keys)
+    return (
+        events.select(sorted(required_columns(view)))
+        .with_row_index(_INPUT_ORDER)
+        .sort([*keys, view.source.known_at_column, _INPUT_ORDER])
+        .drop(_INPUT_ORDER)
+    )
+
+
+def features_at(
+    events: pl.DataFrame | pl.LazyFrame,
+    view: FeatureView,
+    rows: pl.DataFrame,
+    *,
+    at: str = EVENT_TIMESTAMP,
+    context: str = "",
+) -> pl.DataFrame:
+    """`rows` with the view's features at each row's own instant t (column `at`): the aggregates of
+    the half-open window [t - window, t) of the entity's events known before t.
+
+    The same window bounds and the same feature code as `snapshot_features`, so at a snapshot
+    instant the two give the same bits. Unlike a snapshot, every requested row gets a value: an
+    entity without events in a window gets COUNT 0 and null aggregates, as an empty window does
+    in a snapshot. Inputs outside the compiled engine's proven domain (NaN, infinities, -0.0,
+    numeric dtypes other than Int64 and Float64) are refused: no second implementation serves them.
+    """
+    where = context or f"feature view {view.name!r}"
+    keys = list(view.entity_keys)
+    missing = [c for c in (*keys, at) if c not in rows.columns]
+    if missing:
+        raise SnapshotInputError(f"{where}: the rows need columns {missing} (entity keys and the instant {at!r})")
+    stamp = rows.schema[at]
+    if not isinstance(stamp, pl.Datetime) or stamp.time_zone != "UTC":
+        raise SnapshotInputError(f"{where}: column {at!r} of the rows must be a UTC Datetime, found {stamp}")
+    nulls = [c for c in (*keys, at) if rows[c].null_count()]
+    if nulls:
+        raise SnapshotInputError(f"{where}: rows with a null in {nulls} name no entity or no instant")
+    lazy = events.lazy()
+    validate_events(lazy, view, context=where)
+    known_at = view.source.known_at_column
+    t = rows[at].dt.cast_time_unit("us").to_physical().to_numpy().astype(np.int64)
+    if rows.height == 0:
+        return rows.with_columns(pl.Series(f.name, [], dtype=f.polars_dtype) for f in view.features)
+    earliest = _EPOCH + timedelta(microseconds=int(t.min())) - view.max_window
+    latest = _EPOCH + timedelta(microseconds=int(t.max()))
+    history = (
+        _sorted_history(
+            lazy.filter(
+                pl.all_horizontal(pl.col(k).is_not_null() for k in keys),
+                pl.col(known_at) >= earliest,
+                pl.col(known_at) < latest,
+            ).with_columns(pl.col(known_at).dt.cast_time_unit("us")),
+            view,
+        )
+        .collect()
+    )
+    if not _fast_path_applies(history, view):
+        raise SnapshotInputError(
+            f"{where}: values at instants are computed by the compiled engine only, whose domain is finite, "
+            "non-negative-zero Int64 and Float64 inputs; these events hold NaN, an infinity, -0.0 or another dtype"
+        )
+    offsets = _entity_offsets(history, view)
+    entities = offsets.shape[0] - 1
+    # An entity without events gets the empty range at the history's end (one more, empty, entity).
+    offsets = np.append(offsets, history.height).astype(np.int64)
+    index = history.select(keys)[offsets[:-2]].with_row_index("__entity")
+    row_entity = (
+        rows.select(keys)
+        .join(index, on=keys, how="left", maintain_order="left")["__entity"]
+        .fill_null(entities)
+        .cast(pl.Int64)
+        .to_numpy()
+    )
+    engine = _Engine(history, view, _bounds(history, view, offsets, row_entity, t))
+    return rows.with_columns(engine.column(feature) for feature in view.features)

@@ -13,19 +13,31 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from feature_pipelines.compute.events import check_bounds, snapshot_history, validate_events
+from feature_pipelines.compute.exact_sum import exact_sum
 from feature_pipelines.features.spec import Aggregation, Feature, FeatureView, NullPolicy
 from feature_pipelines.names import EVENT_TIMESTAMP
 
 
-def _aggregate(feature: Feature) -> pl.Expr:
+def _exact_float_sum(values: pl.Series) -> float | int | None:
+    """The exact sum rounded once for floats (compute/exact_sum.py); integers sum exactly as they are."""
+    if values.dtype.is_float():
+        return exact_sum(values.to_list())
+    return values.sum()
+
+
+def _aggregate(feature: Feature, *, exact_float_sums: bool = False) -> pl.Expr:
     """The aggregation of one feature, with its null policy applied inside the window."""
     if feature.aggregation is Aggregation.COUNT:
         return pl.len().cast(pl.Int64).alias(feature.name)
     column = pl.col(feature.source_column)  # type: ignore[arg-type]
     # A floating-point sum must depend only on the window's values, not on how a run's range was
     # cut: polars' sliding-window and SIMD kernels add in layout-dependent order and change the
-    # last bits. Summing the sorted values strictly left to right (cum_sum) is order-defined.
-    exact_sum = column.drop_nulls().sort().cum_sum().last()
+    # last bits. Summing the sorted values strictly left to right (cum_sum) is order-defined; a
+    # streaming view's exact sum rounded once is order-free and merges from tiles.
+    if exact_float_sums:
+        exact_sum = column.drop_nulls().map_batches(_exact_float_sum, returns_scalar=True)
+    else:
+        exact_sum = column.drop_nulls().sort().cum_sum().last()
     match feature.aggregation:
         case Aggregation.MEAN:
             value = exact_sum / column.count()
@@ -85,7 +97,7 @@ def snapshot_features_reference(
                 group_by=keys,
                 start_by="window",
             )
-            .agg(_aggregate(feature) for feature in features)
+            .agg(_aggregate(feature, exact_float_sums=view.exact_float_sums) for feature in features)
             .rename({known_at: EVENT_TIMESTAMP})
         )
     joined = frames[0]

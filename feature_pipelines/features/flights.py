@@ -7,10 +7,19 @@ raw partitions of [t - window, t): no lateness allowance, and an early departure
 before its schedule) is not missed.
 """
 
+from datetime import timedelta
 
 from feature_pipelines.features.entities import aircraft, carrier, route
 from feature_pipelines.features.service_levels import DAILY_SNAPSHOTS, HOURLY_OPERATIONS
-from feature_pipelines.features.spec import Aggregation, Entity, Feature, FeatureView, Lifecycle, SourceSpec
+from feature_pipelines.features.spec import (
+    Aggregation,
+    Entity,
+    Feature,
+    FeatureView,
+    Lifecycle,
+    SourceSpec,
+    StreamingSpec,
+)
 
 FLIGHTS_SOURCE = SourceSpec(asset="raw_flights", known_at_column="dep_known_at")
 MAX_DELAY_MINUTES = 24 * 60
@@ -81,8 +90,13 @@ aircraft_utilisation = FeatureView(
                 "null, the February blizzard, when most of its flights were cancelled)."),
     ),
     owner="fleet-ml@feature-pipelines.example",
-    description="How hard each aircraft was worked in the last day, snapshotted daily.",
+    description="How hard each aircraft was worked in the last day, snapshotted daily and served "
+    "fresh to the second from the flights stream.",
     lifecycle=Lifecycle.EXPERIMENTAL,
     tags={"domain": "flights"},
+    # Every feature merges exactly from tiles (count and integer sums), so the view streams with
+    # the same values as its batch snapshots. Departures come in known-at order; 15 minutes of
+    # disorder is absorbed, later ones are dead-lettered and counted.
+    streaming=StreamingSpec(freshness_seconds=1.0, max_lateness=timedelta(minutes=15)),
     **DAILY_SNAPSHOTS,
 )

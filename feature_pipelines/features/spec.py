@@ -216,6 +216,47 @@ class FreshnessSLA:
             )
 
 
+# What a stream can keep per entity and tile and merge exactly (streaming/tiles.py): counts, sums (integers exactly; floats as exact fixed-point integers), extremes,
+# true counts and the latest event. A quantile has no such partial aggregate: the p90 of a window
+# depends on the rank of every value in it, so only the window's whole multiset of values (or an
+# approximate sketch) could give it, and neither is a bounded, exact tile.
+STREAMABLE_AGGREGATIONS = frozenset(
+    {Aggregation.COUNT, Aggregation.SUM, Aggregation.MEAN, Aggregation.MIN, Aggregation.MAX, Aggregation.RATE,
+     Aggregation.LATEST}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StreamingSpec:
+    """A view's opt-in to streaming: its values are served fresh to the second from raw events.
+
+    `freshness_seconds` is the SLA from an event's push to the moment its value can be served.
+    `max_lateness` bounds how far behind the stream's watermark (the latest known-at instant the
+    consumer has seen for the source) an event may arrive and still be counted; a later one goes
+    to the dead-letter stream. It is not the source's `max_lateness`, which bounds how long after
+    its raw partition an event becomes known (0 for a table partitioned by known-at), while a
+    stream delivers events out of order. `tile` is the bucket of the online partial aggregates:
+    it divides the cadence and every window, so a read at a snapshot instant merges whole tiles.
+
+    A streaming view's float sums (SUM and MEAN of a Float64 column) are the exact sum of the
+    window's values rounded once, in the batch snapshots, the at-instant offline path and the
+    stream alike: that sum merges exactly from tiles, where the left-to-right sum of sorted
+    values that other views use does not. On integer columns the two are the same value.
+    """
+
+    freshness_seconds: float
+    max_lateness: timedelta
+    tile: timedelta = timedelta(hours=1)
+
+    def __post_init__(self) -> None:
+        if not self.freshness_seconds > 0:
+            raise FeatureDefinitionError(f"streaming freshness_seconds must be > 0, got {self.freshness_seconds}")
+        if self.max_lateness < timedelta(0):
+            raise FeatureDefinitionError(f"streaming max_lateness must be >= 0, got {self.max_lateness}")
+        if self.tile <= timedelta(0) or self.tile % timedelta(seconds=1):
+            raise FeatureDefinitionError(f"streaming tile must be a positive whole number of seconds, got {self.tile}")
+
+
 @dataclass(frozen=True)
 class FeatureView:
     """A table of features for one entity, computed as snapshots at the end of every cadence step.
@@ -242,6 +283,7 @@ class FeatureView:
     lifecycle: Lifecycle = Lifecycle.EXPERIMENTAL
     tags: Mapping[str, str] = field(default_factory=dict)
     snapshot_every: Partitioning | None = None
+    streaming: StreamingSpec | None = None
 
     def __post_init__(self) -> None:
         if not _SNAKE.match(self.name):
@@ -265,6 +307,30 @@ class FeatureView:
             raise FeatureDefinitionError(
                 f"feature view {self.name!r}: ttl {self.ttl} is shorter than its snapshot "
                 f"interval {self.cadence.interval}, so values would expire between snapshots"
+            )
+        if self.streaming is not None:
+            self._check_streaming(self.streaming)
+
+    def _check_streaming(self, streaming: StreamingSpec) -> None:
+        for feature in self.features:
+            if feature.aggregation not in STREAMABLE_AGGREGATIONS:
+                raise FeatureDefinitionError(
+                    f"feature view {self.name!r}: feature {feature.name!r} ({feature.aggregation.value}) cannot be "
+                    "streamed: a quantile has no exact mergeable partial aggregate (the p90 of a window depends "
+                    "on the rank of every value in it, so per-tile counts, sums and extremes cannot give it, and "
+                    "a sketch is approximate); streamable aggregations are "
+                    f"{sorted(a.value for a in STREAMABLE_AGGREGATIONS)}. Move the feature to a batch view or "
+                    "leave this view batch-only."
+                )
+            if feature.window_timedelta % streaming.tile != timedelta(0):
+                raise FeatureDefinitionError(
+                    f"feature view {self.name!r}: feature {feature.name!r} window {feature.window!r} is not a whole "
+                    f"number of streaming tiles of {streaming.tile}"
+                )
+        if self.cadence.interval % streaming.tile != timedelta(0):
+            raise FeatureDefinitionError(
+                f"feature view {self.name!r}: streaming tile {streaming.tile} does not divide the "
+                f"{self.cadence.value} snapshot interval, so snapshot instants would fall inside tiles"
             )
 
     def _check_feature(self, feature: Feature) -> None:
@@ -297,6 +363,11 @@ class FeatureView:
     def cadence(self) -> Partitioning:
         """The snapshot grain: `snapshot_every`, or one snapshot per partition."""
         return self.snapshot_every or self.partitioning
+
+    @property
+    def exact_float_sums(self) -> bool:
+        """Whether Float64 sums are exact sums rounded once (streaming views; see StreamingSpec)."""
+        return self.streaming is not None
 
     @property
     def entity_keys(self) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Streaming features: raw events on Redis Streams, validated by the raw rules, kept as exact tiles per entity."""
