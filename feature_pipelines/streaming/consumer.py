@@ -137,11 +137,19 @@ class StreamConsumer:
         if not self._own_pending_done:
             own = self.client.xreadgroup(self.group, self.name, {self.stream: "0"}, count=self.batch_size)
             raw = own[0][1] if own else []
+            # A pending entry the stream has since trimmed comes back without fields: nothing is left to apply.
+            trimmed = [entry_id for entry_id, fields in raw if not fields]
+            if trimmed:
+                self.client.xack(self.stream, self.group, *trimmed)
+                report.outcomes["trimmed"] = len(trimmed)
+            raw = [entry for entry in raw if entry[1]]
             report.own_pending = len(raw)
             self._own_pending_done = not raw
         if not raw:
             claimed = self.client.xautoclaim(self.stream, self.group, self.name, self.claim_idle_ms, "0-0", count=self.batch_size)
             raw = [entry for entry in claimed[1] if entry[1]]
+            if len(claimed) > 2 and claimed[2]:  # pending entries the stream trimmed: XAUTOCLAIM already removed them from the PEL
+                report.outcomes["trimmed"] = report.outcomes.get("trimmed", 0) + len(claimed[2])
             report.claimed = len(raw)
         if not raw:
             new = self.client.xreadgroup(self.group, self.name, {self.stream: ">"}, count=self.batch_size, block=self.block_ms)
