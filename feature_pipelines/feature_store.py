@@ -12,14 +12,17 @@ import redis
 
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.catalog import FEATURE_VIEWS
-from feature_pipelines.features.on_demand import OnDemandFeature
+from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES, OnDemandFeature
 from feature_pipelines.features.references import UnknownFeatureError
 from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.features.transforms import FittedStatistics
 from feature_pipelines.names import EVENT_TIMESTAMP, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
 from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, get_historical_features
-from feature_pipelines.online.retrieval import get_online_features
+from feature_pipelines.online.retrieval import get_online_features, metadata_columns
+from feature_pipelines.online.service_vectors import service_read, service_vector
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.settings import load_settings
 from feature_pipelines.timeutil import utc_now
@@ -49,6 +52,8 @@ class FeatureStore:
     redis_client: redis.Redis | None = None
     key_prefix: str = "fp:local"
     consumer: ConsumerPolicy | None = None  # a consumer's policy (PII, views), applied to both paths
+    # Fitted statistics by (service, service version, pinned version), read from the lake once.
+    _statistics: dict[tuple[str, str, int | None], FittedStatistics | None] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_environment(cls, *, redis_client: redis.Redis | None = None) -> FeatureStore:
@@ -102,17 +107,46 @@ class FeatureStore:
     def get_online_features(
         self,
         entity_rows: pl.DataFrame,
-        features: Sequence[str],
+        features: Sequence[str] = (),
         *,
         now: datetime | None = None,
         include_metadata: bool = False,
         on_demand: Sequence[OnDemandFeature] = (),
+        feature_service: str | FeatureService | None = None,
     ) -> pl.DataFrame:
-        """Values past their TTL at `now` come back null, as they would offline."""
+        """Values past their TTL at `now` come back null, as they would offline.
+
+        `feature_service` instead of `features` and `on_demand` reads the service's vector: the
+        entity rows' columns, then exactly the service's columns in its order, with the dtypes and
+        the fitted transformations (its pinned statistics version, read from the lake once per
+        store) of its training frame.
+        """
         if self.redis_client is None:
             raise ValueError("this FeatureStore has no Redis client: pass redis_client= to read online features")
-        check_feature_access(features, self.views, self.consumer)
-        return get_online_features(
+        if feature_service is None:
+            check_feature_access(features, self.views, self.consumer)
+            return get_online_features(
+                self.redis_client, prefix=self.key_prefix, views=self.views, entity_rows=entity_rows,
+                features=features, now=now or utc_now(), include_metadata=include_metadata, on_demand=on_demand,
+            )
+        if features or on_demand:
+            raise ValueError("pass either features (and on_demand) or feature_service, not both")
+        service = self.service(feature_service)
+        read = service_read(service, ON_DEMAND_FEATURES)
+        check_feature_access(read.stored, self.views, self.consumer)
+        frame = get_online_features(
             self.redis_client, prefix=self.key_prefix, views=self.views, entity_rows=entity_rows,
-            features=features, now=now or utc_now(), include_metadata=include_metadata, on_demand=on_demand,
+            features=read.stored, now=now or utc_now(), include_metadata=include_metadata, on_demand=read.on_demand,
         )
+        read_views = {name for view in self.views for name in metadata_columns(view)}
+        trailing = [column for column in frame.columns if column in read_views]
+        return service_vector(frame, service, self.statistics(service), leading=entity_rows.columns, trailing=trailing)
+
+    def statistics(self, service: FeatureService) -> FittedStatistics | None:
+        """The fitted statistics `service` pins, read from the lake once per store (None if it needs none)."""
+        if not service.needs_statistics:
+            return None
+        key = (service.name, service.version, service.statistics_version)
+        if key not in self._statistics:
+            self._statistics[key] = load_fitted_statistics(self.lake, service)
+        return self._statistics[key]

@@ -96,3 +96,4 @@ def test_feature_store_facade_serves_training_and_online_alike(replayed) -> None
     ).drop("event_timestamp")
     assert online.equals(offline) and online["origin_temp_latest"].null_count() == 0
     assert online.schema["origin_observations_count_6h"] == pl.Int64
+
