@@ -1,15 +1,23 @@
 """Training data: entity rows joined point-in-time to Delta feature tables, at pinned versions;
-or a feature service's vector, on-demand features and fitted transformations included."""
+or a feature service's vector, on-demand features and fitted transformations included.
+
+A streaming view's values are not joined from its snapshots: they are computed at each row's own
+instant from the view's raw events (`compute.snapshots.features_at`, the snapshots' own kernel),
+which is what the stream serves at that instant, not the last snapshot before it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 
+from feature_pipelines.compute.events import required_columns
+from feature_pipelines.compute.snapshots import features_at
 from feature_pipelines.features.access import ConsumerPolicy, check_feature_access
 from feature_pipelines.features.on_demand import (
     ON_DEMAND_FEATURES,
@@ -62,6 +70,24 @@ def partitions_of(view: FeatureView, timestamps: pl.Series) -> list[str]:
     return shifted.dt.strftime(fmt).unique().sort().to_list()
 
 
+_HOUR_US = 3_600_000_000
+_ROW = "__historical_row"
+_AT = "__historical_at"
+
+
+def raw_hours_of(view: FeatureView, instants: pl.Series) -> list[str]:
+    """The raw table's hourly partition keys that the windows [t - max_window, t) of these instants
+    read (raw partitions are [start, end) of the known-at column), sorted."""
+    t = np.unique(instants.drop_nulls().dt.cast_time_unit("us").to_physical().to_numpy().astype(np.int64))
+    reach = view.max_window // timedelta(microseconds=1)
+    hours: list[int] = []
+    # t is sorted, so the windows' hour ranges are too: merge them in one sweep.
+    for first, last in zip(((t - reach) // _HOUR_US).tolist(), ((t - 1) // _HOUR_US).tolist()):
+        hours.extend(range(max(first, hours[-1] + 1 if hours else first), last + 1))
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return [(epoch + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in hours]
+
+
 def _version_for(store: DeltaStore, table: str, as_of: AsOf) -> int:
     if as_of is None:
         return store.version(table)
@@ -101,6 +127,13 @@ def get_historical_features(
     consumer: ConsumerPolicy | None = None,
 ) -> HistoricalFeatures:
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
+
+    A streaming view (`view.streaming`) is instead computed at each row's own timestamp t from its
+    raw table: the aggregates of [t - window, t) of the events known before t, bit for bit what
+    the stream serves at t (`streaming.online.read_streaming_features`). Its version is the raw
+    table's (recorded under the raw table's name, and pinned by `as_of` under it); its stamp
+    column is t itself; the ledger refuses the raw hours those windows read whose latest
+    blocking check failed. No TTL applies: the value is as fresh as the row's instant.
 
     `as_of` pins what is read: a mapping of table -> Delta version (from a training set's
     metadata) or an instant (each table as it was then). With a `ledger` (a `QualityLedger`), a
@@ -146,6 +179,14 @@ def get_historical_features(
             raise PointInTimeJoinError(
                 f"entity frame: view {view.name!r} joins on {list(view.entity_keys)} but {missing} is missing"
             )
+        if view.streaming is not None:
+            raw = view.source.asset
+            versions[raw] = _version_for(store, raw, as_of)
+            frame = _features_at_rows(
+                store, request, versions[raw], frame, timestamp_column=timestamp_column,
+                ledger=None if allow_failed_checks else ledger, include_event_timestamps=include_event_timestamps,
+            )
+            continue
         version = _version_for(store, view.name, as_of)
         versions[view.name] = version
         rows = _read_view(store, request, version, entity_times)
@@ -166,6 +207,54 @@ def get_historical_features(
             feature_columns=feature_columns,
         )
     return HistoricalFeatures(frame=frame, versions=versions)
+
+
+def _features_at_rows(
+    store: DeltaStore,
+    request: ViewRequest,
+    version: int,
+    frame: pl.DataFrame,
+    *,
+    timestamp_column: str,
+    ledger: PartitionGuard | None,
+    include_event_timestamps: bool,
+) -> pl.DataFrame:
+    """`frame` with a streaming view's features at each row's own instant, from its raw events.
+
+    Exactly what the stream serves at that instant (the same kernel as the batch snapshots); the
+    stamp is the instant itself, since the value is computed there and from events known before
+    it. Rows without an instant or an entity key get nulls, as the point-in-time join gives them.
+    The raw hours the windows read are refused when their latest blocking check failed, as a
+    snapshot read refuses failed feature partitions.
+    """
+    view = request.view
+    raw, known_at = view.source.asset, view.source.known_at_column
+    keys = list(view.entity_keys)
+    instant = pl.col(timestamp_column)
+    wanted = list(request.features) + ([stamp_column(view.name)] if include_event_timestamps else [])
+    clashing = [c for c in wanted if c in frame.columns]
+    if clashing:
+        raise PointInTimeJoinError(f"entity frame: column(s) {clashing} collide with view {view.name!r}'s features")
+    if not isinstance(frame.schema[timestamp_column], pl.Datetime) or frame.schema[timestamp_column].time_zone is None:  # type: ignore[union-attr]
+        raise PointInTimeJoinError(
+            f"entity frame: timestamp column {timestamp_column!r} must be a timezone-aware Datetime "
+            f"(view {view.name!r} is computed at each row's instant), found {frame.schema[timestamp_column]}"
+        )
+    rows = (
+        frame.select(*keys, instant.dt.convert_time_zone("UTC").dt.cast_time_unit("us").alias(_AT))
+        .with_row_index(_ROW)
+        .filter(pl.all_horizontal(pl.col(c).is_not_null() for c in [*keys, _AT]))
+    )
+    if ledger is not None and rows.height:
+        ledger.require_passed(raw, raw_hours_of(view, rows[_AT]), reader=f"training-set read of streaming view {view.name!r}")
+    events = store.scan(raw, version=version).select(sorted(required_columns(view)))
+    if rows.height:
+        reach = rows[_AT].min() - view.max_window, rows[_AT].max()
+        events = events.filter(pl.col(known_at) >= reach[0], pl.col(known_at) < reach[1])
+    computed = features_at(events, view, rows, at=_AT, context=f"feature view {view.name!r} at each row's instant")
+    values = computed.select(_ROW, *request.features, pl.col(_AT).alias(stamp_column(view.name)))
+    joined = frame.with_row_index(_ROW).join(values, on=_ROW, how="left", maintain_order="left")
+    return joined.select(*frame.columns, *wanted)
 
 
 def _service_features(

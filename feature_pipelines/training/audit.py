@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from feature_pipelines.compute.snapshots import snapshot_features
+from feature_pipelines.compute.snapshots import features_at, snapshot_features
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.historical import stamp_column
 
@@ -58,10 +58,7 @@ def audit_recomputation(
     honest = replace(view, source=replace(view.source, known_at_column=trusted_known_at))
     mismatches = 0
     examples: list[dict[str, object]] = []
-    for moment in picked[stamp_column(view.name)].unique().sort().to_list():
-        expected = snapshot_features(raw_events, honest, start=moment - honest.cadence.interval, end=moment)
-        rows = picked.filter(pl.col(stamp_column(view.name)) == moment)
-        joined = rows.join(expected, on=list(view.entity_keys), how="left", suffix="__recomputed")
+    for joined in _recomputed(picked, honest, raw_events):
         for name in features:
             differs = joined.filter(pl.col(name).ne_missing(pl.col(f"{name}__recomputed")))
             mismatches += differs.height
@@ -73,3 +70,19 @@ def audit_recomputation(
             examples=examples[:5],
         )
     return LeakageReport(passed=True)
+
+
+def _recomputed(picked: pl.DataFrame, view: FeatureView, raw_events: pl.DataFrame) -> list[pl.DataFrame]:
+    """The sampled rows with their values recomputed at their stamp (`<feature>__recomputed`): the
+    snapshot stamped there, or for a streaming view (whose values are computed at the row's own
+    instant) the values at that instant."""
+    stamp = stamp_column(view.name)
+    if view.streaming is not None:
+        expected = features_at(raw_events, view, picked.select(*view.entity_keys, stamp), at=stamp)
+        return [picked.with_columns(expected.select(pl.col(f.name).alias(f"{f.name}__recomputed") for f in view.features))]
+    joined = []
+    for moment in picked[stamp].unique().sort().to_list():
+        expected = snapshot_features(raw_events, view, start=moment - view.cadence.interval, end=moment)
+        rows = picked.filter(pl.col(stamp) == moment)
+        joined.append(rows.join(expected, on=list(view.entity_keys), how="left", suffix="__recomputed"))
+    return joined
