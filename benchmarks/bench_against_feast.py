@@ -44,6 +44,7 @@ import polars as pl
 
 from benchmarks.harness import machine, report_parser, write_report
 from benchmarks.http_load import (
+    CLIENTS,
     PREFIX,
     SEED,
     free_port,
@@ -243,12 +244,13 @@ def check_same_answer(servers: Sequence[Running]) -> None:
                 raise RuntimeError(f"{name} serves {feature}={served[feature]!r}, {reference} {value!r}")
 
 
-def measure(server: Running, seconds: float, concurrency: int, client_processes: int) -> dict[str, Any]:
+def measure(server: Running, seconds: float, concurrency: int, client_processes: int, client: str
+            ) -> dict[str, Any]:
     pid, base = server.process.pid, server.base
     return {
         # The same body for both servers: Feast has no on-demand view here, so no on-demand feature.
-        "unloaded": load(pid, base, min(seconds, UNLOADED_S), 1, 1, features=UNLOADED_FEATURES),
-        "loaded": load(pid, base, seconds, concurrency, client_processes, features=LOADED_FEATURES),
+        "unloaded": load(pid, base, min(seconds, UNLOADED_S), 1, 1, features=UNLOADED_FEATURES, client=client),
+        "loaded": load(pid, base, seconds, concurrency, client_processes, features=LOADED_FEATURES, client=client),
     }
 
 
@@ -266,7 +268,8 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return {name: statistics.median(figure(r) for r in rounds) for name, figure in FIGURES.items()}
 
 
-def run(out_path: Path, seconds: float, rounds: int, concurrency: int, client_processes: int) -> dict[str, Any]:
+def run(out_path: Path, seconds: float, rounds: int, concurrency: int, client_processes: int, client: str = "raw"
+        ) -> dict[str, Any]:
     feast_version = ensure_feast_venv()
     frames = snapshots()
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "feast": []}
@@ -285,7 +288,7 @@ def run(out_path: Path, seconds: float, rounds: int, concurrency: int, client_pr
                 check_same_answer(servers)
                 for n in range(rounds):
                     for server in servers if n % 2 == 0 else reversed(servers):
-                        results[server.name].append(measure(server, seconds, concurrency, client_processes))
+                        results[server.name].append(measure(server, seconds, concurrency, client_processes, client))
                         print(f"round {n + 1}, {server.name}: {results[server.name][-1]['loaded']['throughput_per_s']:,.0f}"
                               " req/s", flush=True)
             finally:
@@ -306,7 +309,7 @@ def run(out_path: Path, seconds: float, rounds: int, concurrency: int, client_pr
         ),
         "load": {
             "rounds": rounds, "seconds": seconds, "workers": WORKERS, "concurrency": concurrency,
-            "client_processes": client_processes, "entities_per_request": 1,
+            "client_processes": client_processes, "client": client, "entities_per_request": 1,
             "loaded_features": LOADED_FEATURES, "unloaded_features": UNLOADED_FEATURES,
             "ours": "uvicorn, request log on", "feast": "feast serve --max-requests 0",
         },
@@ -324,12 +327,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring both servers (default 3)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight when loaded (default 32)")
     parser.add_argument("--client-processes", type=int, default=2, help="load-generator processes (default 2)")
+    parser.add_argument("--client", choices=CLIENTS, default="raw",
+                        help="load generator: raw (hand-written HTTP/1.1, default: cheap enough that the "
+                             "servers, not the client, set the pace) or httpx (see benchmarks.http_load)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600 or not 0 < args.rounds <= 10 or not 0 < args.concurrency <= 256:
         parser.error("--seconds must be in (0, 600], --rounds in [1, 10], --concurrency in [1, 256]")
     if not 0 < args.client_processes <= min(8, args.concurrency):
         parser.error("--client-processes must be in [1, min(8, concurrency)]")
-    report = run(args.out, args.seconds, args.rounds, args.concurrency, args.client_processes)
+    report = run(args.out, args.seconds, args.rounds, args.concurrency, args.client_processes, args.client)
     env = report["environment"]
     print(f"feast {env['feast']}; {env['cpus']} cpus shared by everything; load average at end "
           f"{', '.join(f'{x:.1f}' for x in env['load_average_at_end'])}")

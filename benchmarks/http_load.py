@@ -4,11 +4,19 @@ Shared by `bench_server` and `bench_serve_during_publish`: one route view (`rout
 4 stored + 1 on-demand feature per request, random entities from the published set; the server
 started from the `serve` app factory with its request log on; `load()` drives it from spawned
 client processes and reads the server's CPU from /proc for its whole process tree.
+
+Two load generators, the same load shape (the same bodies, one request at a time per
+connection, `concurrency` keep-alive connections): `httpx` (httpx.AsyncClient per loop) and
+`raw` (HTTP/1.1 written and parsed by hand on asyncio streams under uvloop, the request bytes
+built once per route). On a machine whose cores the client shares with the servers, httpx's
+~0.7 ms of client CPU per request can cap the throughput of a server that needs less than that,
+so the comparison would measure the client; `raw` costs a fraction of it (see `client_cpu_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import random
@@ -18,13 +26,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import polars as pl
+import uvloop
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.online.local_server import LocalRedisServer
@@ -65,7 +75,7 @@ def publish_table(server: LocalRedisServer) -> None:
     columns: dict[str, Any] = {
         "origin": [o for o, _ in routes],
         "dest": [d for _, d in routes],
-        "event_timestamp": pl.Series([datetime.now(timezone.utc) - timedelta(hours=1)] * n,
+        "event_timestamp": pl.Series([datetime.now(UTC) - timedelta(hours=1)] * n,
                                      dtype=pl.Datetime("us", "UTC")),
     }
     for feature in VIEW.features:
@@ -170,10 +180,60 @@ def process_tree_cpu_s(root_pid: int) -> float:
 
 
 DEFAULT_FEATURES = (*STORED, f"on_demand:{ON_DEMAND}")
+CLIENTS = ("httpx", "raw")
 
 
-async def _drive(base: str, features: list[str], seconds: float, concurrency: int, barrier: Any) -> dict[str, Any]:
-    """`concurrency` loops, each with its own one-connection AsyncClient, one request at a time.
+class RawHTTPError(Exception):
+    """A response the raw client cannot read (not HTTP/1.1 with a Content-Length)."""
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection, one request at a time: POST of prebuilt bytes, the
+    status and body read back by Content-Length (what both servers under test send)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        try:
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lowered = head.lower()
+            at = lowered.find(b"\r\ncontent-length:")
+            if at < 0:
+                raise RawHTTPError(f"no Content-Length in {head[:200]!r}")
+            length = int(lowered[at + 17:lowered.index(b"\r\n", at + 2)])
+            body = await self.reader.readexactly(length)
+            if b"\r\nconnection: close" in lowered:
+                await self.close()
+            return status, body
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, RawHTTPError):
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        writer, self.writer, self.reader = self.writer, None, None
+        if writer is not None:
+            writer.close()
+
+
+def raw_request(host: str, port: int, body: dict[str, Any]) -> bytes:
+    """The bytes of one POST /get-online-features with a JSON body, as httpx would send them."""
+    payload = json.dumps(body).encode()
+    return (f"POST /get-online-features HTTP/1.1\r\nhost: {host}:{port}\r\naccept: */*\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+async def _drive(
+    base: str, features: list[str], seconds: float, concurrency: int, barrier: Any, client_kind: str = "httpx"
+) -> dict[str, Any]:
+    """`concurrency` loops, each with its own one-connection client, one request at a time.
 
     One client per loop rather than one pooled client: httpx's shared pool costs more per
     request as connections are added (measured: a pooled client at 32 connections managed half
@@ -182,8 +242,16 @@ async def _drive(base: str, features: list[str], seconds: float, concurrency: in
     routes = served_routes()
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    clients = [httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=1), timeout=10)
-               for _ in range(concurrency)]
+    address = urlsplit(base)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    prebuilt = {route: raw_request(host, port, {"features": features,
+                                                 "entities": {"origin": [route[0]], "dest": [route[1]]}})
+                for route in routes}
+    clients: list[Any] = [
+        httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=1), timeout=10)
+        if client_kind == "httpx" else RawConnection(host, port)
+        for _ in range(concurrency)
+    ]
     try:
         await asyncio.to_thread(barrier.wait)
         measure_from = time.perf_counter() + WARMUP_S  # warm-up: connections, worker code paths
@@ -191,7 +259,7 @@ async def _drive(base: str, features: list[str], seconds: float, concurrency: in
         cpu_at_start: list[float] = []
         sent = 0
 
-        async def loop(client: httpx.AsyncClient, seed: int) -> None:
+        async def loop(client: Any, seed: int) -> None:
             nonlocal sent
             rng = random.Random(seed)
             while True:
@@ -201,11 +269,14 @@ async def _drive(base: str, features: list[str], seconds: float, concurrency: in
                 if start >= measure_from and not cpu_at_start:
                     cpu_at_start.append(time.process_time())
                 origin, dest = rng.choice(routes)
-                body = {"features": features, "entities": {"origin": [origin], "dest": [dest]}}
                 try:
-                    response = await client.post("/get-online-features", json=body)
-                    outcome = None if response.status_code == 200 else f"HTTP {response.status_code}"
-                except httpx.HTTPError as error:
+                    if client_kind == "httpx":
+                        body = {"features": features, "entities": {"origin": [origin], "dest": [dest]}}
+                        status = (await client.post("/get-online-features", json=body)).status_code
+                    else:
+                        status, _ = await client.post(prebuilt[origin, dest])
+                    outcome = None if status == 200 else f"HTTP {status}"
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError, RawHTTPError) as error:
                     outcome = type(error).__name__
                 end = time.perf_counter()
                 if start >= measure_from:
@@ -219,42 +290,47 @@ async def _drive(base: str, features: list[str], seconds: float, concurrency: in
         client_cpu = time.process_time() - (cpu_at_start[0] if cpu_at_start else time.process_time())
     finally:
         for client in clients:
-            await client.aclose()
+            await (client.aclose() if client_kind == "httpx" else client.close())
     return {"latencies": latencies, "errors": errors, "client_cpu_s": client_cpu}
 
 
 def _client_process(
-    base: str, features: list[str], seconds: float, concurrency: int, barrier: Any, results: Any
+    base: str, features: list[str], seconds: float, concurrency: int, barrier: Any, results: Any, client_kind: str
 ) -> None:
-    results.put(asyncio.run(_drive(base, features, seconds, concurrency, barrier)))
+    drive = _drive(base, features, seconds, concurrency, barrier, client_kind)
+    results.put(uvloop.run(drive) if client_kind == "raw" else asyncio.run(drive))
 
 
 def load(
     server_pid: int, base: str, seconds: float, concurrency: int, client_processes: int,
-    *, features: Sequence[str] = DEFAULT_FEATURES,
+    *, features: Sequence[str] = DEFAULT_FEATURES, client: str = "httpx",
 ) -> dict[str, Any]:
     """One measured phase against a running server: latency, throughput, CPU on both sides. Every
-    request asks one route's `features` (the same body shape for our server and `feast serve`)."""
+    request asks one route's `features` (the same body shape for our server and `feast serve`);
+    `client` is the load generator, "httpx" or "raw" (see the module docstring)."""
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
     context = multiprocessing.get_context("spawn")  # no fork of a process with polars threads
     barrier = context.Barrier(client_processes + 1)
     results = context.Queue()
     shares = [concurrency // client_processes + (i < concurrency % client_processes) for i in range(client_processes)]
-    clients = [context.Process(target=_client_process, args=(base, list(features), seconds, share, barrier, results))
-               for share in shares]
-    for client in clients:
-        client.start()
+    processes = [context.Process(target=_client_process,
+                                 args=(base, list(features), seconds, share, barrier, results, client))
+                 for share in shares]
+    for process in processes:
+        process.start()
     try:
         barrier.wait(timeout=120)
         time.sleep(WARMUP_S)
         server_cpu_start = process_tree_cpu_s(server_pid)
         time.sleep(seconds)
         server_cpu = process_tree_cpu_s(server_pid) - server_cpu_start
-        driven = [results.get(timeout=120) for _ in clients]
+        driven = [results.get(timeout=120) for _ in processes]
     finally:
-        for client in clients:
-            client.join(timeout=30)
-            if client.is_alive():
-                client.kill()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
     latencies = [x for d in driven for x in d["latencies"]]
     errors: dict[str, int] = {}
     for d in driven:
@@ -265,7 +341,7 @@ def load(
     out: dict[str, Any] = latency_summary(latencies, seconds)
     out.update(
         concurrency=concurrency, client_processes=client_processes, seconds=seconds, errors=errors,
-        features=len(features),
+        features=len(features), client=client,
         server_cpu_s=server_cpu,
         server_cpu_ms_per_request=server_cpu * 1000 / len(latencies),
         client_cpu_s=sum(d["client_cpu_s"] for d in driven),

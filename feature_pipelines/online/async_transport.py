@@ -71,6 +71,7 @@ class _RespProtocol(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._waiting: deque[_Waiter] = deque()
         self._transport: asyncio.Transport | None = None
+        self._unsent: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,10 +109,20 @@ class _RespProtocol(asyncio.Protocol):
         """Send `count` packed commands; the future gets their `count` replies, in order."""
         if self.closed or self._transport is None:
             raise ConnectionLostError("connection to Redis is closed")
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append(_Waiter(future, count))
-        self._transport.write(payload)
+        # Requests that start in the same turn of the event loop share one write (one syscall):
+        # under load, several requests arrive per turn, and a send per request cost ~10 us each.
+        if not self._unsent:
+            loop.call_soon(self._write)
+        self._unsent.append(payload)
         return future
+
+    def _write(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self._transport is not None and not self.closed:
+            self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def abort(self, error: AsyncReadError | None = None) -> None:
         """Drop the connection now; whoever still waits on it gets `error`."""

@@ -31,6 +31,8 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -48,7 +50,7 @@ from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.auth import API_KEY_HEADER
 from feature_pipelines.serving.errors import AuthenticationError, ServingError, StoreUnavailableError
 from feature_pipelines.serving.models import GetOnlineFeaturesRequest, Status
-from feature_pipelines.serving.request_log import ServedFeature, ServedRequest
+from feature_pipelines.serving.request_log import DeferredRequest, ServedFeature, ServedRequest
 from feature_pipelines.serving.responses import encode_body, json_floats, vector
 from feature_pipelines.serving.server import FeatureServer
 
@@ -96,6 +98,7 @@ class LeanPlan:
     int_columns: frozenset[str]
     names: tuple[str, ...]
     log_key_columns: tuple[str, ...]
+    logged_features: int
 
     @classmethod
     def of(cls, server: FeatureServer, features: list[str], entities: dict[str, list[Any]],
@@ -136,6 +139,7 @@ class LeanPlan:
             int_columns=frozenset(c for c in plan.entity_columns if dtypes[c] == pl.Int64()),
             names=tuple(names),
             log_key_columns=tuple(dict.fromkeys(log_keys)),
+            logged_features=sum(sum(view.logged) for view in views),
         )
 
 
@@ -199,11 +203,12 @@ class LeanRoute:
             raise _Fallback  # the full path refuses a naive clock
         request_id = uuid.uuid4().hex
         replies = await self._read(payload, count)
-        results, served = _decode(plan, entities, height, replies, read_at)
+        results, reads = _decode(plan, entities, height, replies, (read_at - _EPOCH) // _ONE_US)
         response = encode_body(list(plan.names), results)
-        if server.request_log is not None and served:
-            log_entities = {column: entities[column] for column in plan.log_key_columns}
-            server.request_log.record(ServedRequest(request_id, read_at, log_entities, served))
+        if server.request_log is not None and plan.logged_features:
+            # The writer thread builds the record; the request only queues what it holds.
+            server.request_log.record(DeferredRequest(
+                height * plan.logged_features, partial(served_request, plan, request_id, read_at, entities, reads)))
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -311,49 +316,72 @@ def _parse(body: bytes) -> tuple[list[str], dict[str, list[Any]], bool]:
     return features, entities, full_feature_names
 
 
-def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, replies: list[Any], read_at: Any
-            ) -> tuple[list[dict[str, Any]], list[ServedFeature]]:
-    """The response's results and the log's served features, as the full path builds them."""
+@dataclass(frozen=True)
+class ViewRead:
+    """One view's part of an answer: each feature's values, and each row's status and snapshot time."""
+
+    columns: list[list[Any]]
+    statuses: list[str]
+    stamps: list[datetime | None]
+
+
+def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, replies: list[Any], now_us: int
+            ) -> tuple[list[dict[str, Any]], list[ViewRead]]:
+    """The response's results, and what each view read (for the log), as the full path builds them."""
     present = [_PRESENT] * height
     no_times = [None] * height
     results = [vector(entities[column], present, no_times) for column in plan.entity_columns]
-    served: list[ServedFeature] = []
-    now_us = (read_at - snapshot_time(0)) // _ONE_US
+    reads = []
     start = 0
     for view in plan.views:
-        decoder = view.decoder
-        n_features = len(decoder.features)
+        decode = view.decoder.decode
+        n_features = len(view.decoder.features)
         columns: list[list[Any]] = [[] for _ in range(n_features)]
         statuses: list[str] = []
-        stamps: list[Any] = []
-        keys = view.table.entity_keys
+        stamps: list[datetime | None] = []
+        key_columns = [entities[key] for key in view.table.entity_keys]
         for row in range(height):
             reply = replies[start + row]
             if type(reply) is not list or len(reply) != n_features + 2:
                 raise _Fallback  # an error reply (hiredis.ReplyError) or not an HMGET answer
-            key_values = [entities[key][row] for key in keys]
             try:
-                values, ts, expired = decoder.decode(key_values, reply, now_us)
+                values, ts, expired = decode([column[row] for column in key_columns], reply, now_us)
             except OnlineEncodingError as error:
                 raise _Fallback from error
-            if values is None:
-                for column in columns:
-                    column.append(None)
+            for column, value in zip(columns, values or _nulls(n_features)):
+                column.append(value)
+            if ts is None:
+                statuses.append(_NOT_FOUND)
+                stamps.append(None)
             else:
-                for column, value in zip(columns, values):
-                    column.append(value)
-            statuses.append(_NOT_FOUND if ts is None else _OUTSIDE_MAX_AGE if expired else _PRESENT)
-            stamps.append(None if ts is None else snapshot_time(ts))
+                statuses.append(_OUTSIDE_MAX_AGE if expired else _PRESENT)
+                stamps.append(snapshot_time(ts))
         start += height
         iso = [None if stamp is None else stamp.isoformat() for stamp in stamps]
-        for feature, column, is_float, logged in zip(decoder.features, columns, view.float_columns, view.logged):
+        for column, is_float in zip(columns, view.float_columns):
             results.append(vector(json_floats(column) if is_float else column, statuses, iso))
-            if logged:
-                served.append(ServedFeature(view.table.name, feature, keys, column, statuses, stamps))
-    return results, served
+        reads.append(ViewRead(columns, statuses, stamps))
+    return results, reads
 
 
-_ONE_US = snapshot_time(1) - snapshot_time(0)
+def _nulls(count: int) -> list[None]:
+    return [None] * count
+
+
+def served_request(plan: LeanPlan, request_id: str, read_at: datetime, entities: Mapping[str, list[Any]],
+                   reads: list[ViewRead]) -> ServedRequest:
+    """The request log's record of a lean answer: what `LogRecorder.served_request` gives for it."""
+    served = [
+        ServedFeature(view.table.name, feature, view.table.entity_keys, column, read.statuses, read.stamps)
+        for view, read in zip(plan.views, reads)
+        for feature, column, logged in zip(view.decoder.features, read.columns, view.logged)
+        if logged
+    ]
+    return ServedRequest(request_id, read_at, {column: entities[column] for column in plan.log_key_columns}, served)
+
+
+_EPOCH = snapshot_time(0)
+_ONE_US = snapshot_time(1) - _EPOCH
 
 
 async def _read_body(receive: Receive) -> bytes | None:

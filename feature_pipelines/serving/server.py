@@ -5,6 +5,7 @@ Both share one lazily made Redis client, closed at shutdown with the request log
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,10 @@ from feature_pipelines.serving.request_log import RequestLog
 from feature_pipelines.serving.responses import ServedStatuses, response_body
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# How long the request log's writer thread may hold the GIL while the event loop waits for it.
+# Python's default (5 ms) let each flush add tens of milliseconds to the requests in flight
+# (loaded p99 19 ms with the log on against 9 ms off); a request needs the GIL several times.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class LazyClient:
@@ -81,6 +86,7 @@ class FeatureServer:
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         """Start the request log; at shutdown close the client and flush the log."""
         if self.request_log is not None:
+            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
             self.request_log.start()
         try:
             yield
