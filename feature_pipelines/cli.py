@@ -1,5 +1,5 @@
 """Command-line verbs: backfill, SQL over the lake, check summaries, the feature server, local Redis,
-model traffic, injected skew and the monitors."""
+the stream consumer, model traffic, injected skew and the monitors."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import polars as pl
 from dagster import DagsterInstance
 
-from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.lake_tables import lake_table_names
+from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.orchestration.clock import parse_instant, read_clock
-from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser
+from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser, redis_target_from_env
+from feature_pipelines.streaming.cli import add_stream_parser
 
 if TYPE_CHECKING:
     from feature_pipelines.orchestration.backfill_report import RunOutcome
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     checks.set_defaults(handler=cmd_checks)
     add_serve_parser(verbs)
     add_redis_parsers(verbs)
+    add_stream_parser(verbs, redis_target_from_env)
     add_monitoring_parsers(verbs)
     return parser
 

@@ -20,7 +20,7 @@ from feature_pipelines.features.transforms import FittedStatistics
 from feature_pipelines.names import EVENT_TIMESTAMP, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
-from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, get_historical_features
+from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, StreamingRead, get_historical_features
 from feature_pipelines.online.retrieval import get_online_features, metadata_columns
 from feature_pipelines.online.service_vectors import service_read, service_vector
 from feature_pipelines.quality.ledger import QualityLedger
@@ -31,7 +31,8 @@ from feature_pipelines.timeutil import utc_now
 class HistoricalOptions(TypedDict, total=False):
     """How a training frame is read: at which table versions, stamped by which column, whether
     partitions whose blocking checks failed may be read, and by which feature service (with which
-    fitted statistics version, or untransformed)."""
+    fitted statistics version, or untransformed), and whether streaming views are computed at each
+    row's instant (the default) or joined from their snapshots."""
 
     as_of: AsOf
     timestamp_column: str
@@ -39,6 +40,7 @@ class HistoricalOptions(TypedDict, total=False):
     feature_service: str | FeatureService | None
     statistics_version: int | None
     untransformed: bool
+    streaming_views: StreamingRead
 
 
 @dataclass
@@ -80,6 +82,7 @@ class FeatureStore:
         feature_service: str | FeatureService | None = None,
         statistics_version: int | None = None,
         untransformed: bool = False,
+        streaming_views: StreamingRead = "at_instant",
     ) -> HistoricalFeatures:
         """The frame and the Delta version of every table read (pass them back as `as_of`).
 
@@ -87,12 +90,15 @@ class FeatureStore:
         the service's vector with its pinned fitted statistics applied (or `statistics_version`;
         `untransformed=True` for the raw vector); the result names the service, its version and
         the statistics version applied.
+
+        A streaming view's values are computed at each row's own timestamp from its raw events,
+        what the stream serves at that instant (`streaming_views="snapshots"` joins its snapshots).
         """
         return get_historical_features(
             self.lake, self.views, entity_df, features, timestamp_column=timestamp_column, as_of=as_of,
             ledger=QualityLedger(self.lake), allow_failed_checks=allow_failed_checks, consumer=self.consumer,
             feature_service=self.service(feature_service) if feature_service is not None else None,
-            statistics_version=statistics_version, untransformed=untransformed,
+            statistics_version=statistics_version, untransformed=untransformed, streaming_views=streaming_views,
         )
 
     def service(self, service: str | FeatureService) -> FeatureService:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,9 @@ from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
 from feature_pipelines.offline.point_in_time import PointInTimeJoinError, point_in_time_join
 
 AsOf = Mapping[str, int] | datetime | None
+# How a streaming view is read: at each row's own instant from its raw events (what the stream
+# serves then), or from its snapshots like any view (what a snapshot publish serves).
+StreamingRead = Literal["at_instant", "snapshots"]
 
 
 class PartitionGuard(Protocol):
@@ -125,6 +128,7 @@ def get_historical_features(
     allow_failed_checks: bool = False,
     include_event_timestamps: bool = False,
     consumer: ConsumerPolicy | None = None,
+    streaming_views: StreamingRead = "at_instant",
 ) -> HistoricalFeatures:
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
 
@@ -134,6 +138,8 @@ def get_historical_features(
     table's (recorded under the raw table's name, and pinned by `as_of` under it); its stamp
     column is t itself; the ledger refuses the raw hours those windows read whose latest
     blocking check failed. No TTL applies: the value is as fresh as the row's instant.
+    `streaming_views="snapshots"` joins a streaming view's snapshots instead, as the parity check
+    of its snapshot publish compares.
 
     `as_of` pins what is read: a mapping of table -> Delta version (from a training set's
     metadata) or an instant (each table as it was then). With a `ledger` (a `QualityLedger`), a
@@ -158,9 +164,11 @@ def get_historical_features(
             read=lambda frame, references: get_historical_features(
                 store, views, frame, references, timestamp_column=timestamp_column, as_of=as_of, ledger=ledger,
                 allow_failed_checks=allow_failed_checks, include_event_timestamps=include_event_timestamps,
-                consumer=consumer,
+                consumer=consumer, streaming_views=streaming_views,
             ),
         )
+    if streaming_views not in ("at_instant", "snapshots"):
+        raise ValueError(f"streaming_views must be 'at_instant' or 'snapshots', got {streaming_views!r}")
     if statistics_version is not None or untransformed:
         raise ValueError("statistics_version and untransformed apply to a feature_service read only")
     requests = resolve_references(features, views)
@@ -179,7 +187,7 @@ def get_historical_features(
             raise PointInTimeJoinError(
                 f"entity frame: view {view.name!r} joins on {list(view.entity_keys)} but {missing} is missing"
             )
-        if view.streaming is not None:
+        if view.streaming is not None and streaming_views == "at_instant":
             raw = view.source.asset
             versions[raw] = _version_for(store, raw, as_of)
             frame = _features_at_rows(

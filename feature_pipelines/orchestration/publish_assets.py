@@ -63,7 +63,8 @@ def parity_report(view: FeatureView, published: pl.DataFrame, lake: LakeResource
         entities = entities.sample(n=sample, seed=0)
     references = [f"{view.name}:{name}" for name in view.feature_names]
     offline = get_historical_features(
-        lake.store(), {view.name: view}, entities.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(EVENT_TIMESTAMP)), references
+        lake.store(), {view.name: view}, entities.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(EVENT_TIMESTAMP)), references,
+        streaming_views="snapshots",  # what this asset publishes; the stream's own parity is streaming_parity
     ).frame
     online = get_online_features(
         redis.client(), prefix=redis.key_prefix, views={view.name: view}, entity_rows=entities, features=references, now=now

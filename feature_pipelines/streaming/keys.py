@@ -54,3 +54,9 @@ def entity_text(values: Sequence[Any]) -> str:
 
 
 DEFAULT_KEYS = StreamKeys()
+
+
+def stream_keys(online_prefix: str) -> StreamKeys:
+    """The stream's keys under an environment's online key prefix ("fp:local" -> "fp:local:stream"):
+    what the consumer, `POST /push` and the parity check of one environment share."""
+    return StreamKeys(f"{online_prefix}:stream")

@@ -4,7 +4,6 @@ are quality-gated as a snapshot read's feature partitions are."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +21,15 @@ from feature_pipelines.streaming.consumer import StreamConsumer
 from feature_pipelines.streaming.online import read_streaming_features
 from feature_pipelines.streaming.producer import push_events
 from feature_pipelines.training.audit import audit_recomputation
-from feature_pipelines_tests.streaming.conftest import DAY, KEYS, REPLAY_DAY, assert_identical, drain, random_rows, replay_events
+from feature_pipelines_tests.streaming.conftest import (
+    DAY,
+    KEYS,
+    REPLAY_DAY,
+    assert_identical,
+    drain,
+    random_rows,
+    replay_events,
+)
 
 VIEW = aircraft_utilisation
 RAW = VIEW.source.asset
@@ -62,8 +69,8 @@ def test_training_row_at_p_equals_the_stream_at_p_and_not_the_last_snapshot(
     assert_identical(built.frame.drop(stamp_column(VIEW.name)), served)
 
     # The same rows joined to the last daily snapshot before p: stale wherever the aircraft flew since.
-    batch = replace(VIEW, streaming=None)
-    stale = get_historical_features(store, {VIEW.name: batch}, rows, FEATURES, timestamp_column=PREDICTION).frame
+    stale = get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION,
+                                    streaming_views="snapshots").frame
     count = "aircraft_flights_count_24h"
     flew_since_midnight = rows.join(
         events.select(pl.col("tailnum"), pl.col("dep_known_at")), on="tailnum", how="left"
@@ -73,7 +80,8 @@ def test_training_row_at_p_equals_the_stream_at_p_and_not_the_last_snapshot(
     at_midnight = rows.with_columns(pl.lit(REPLAY_DAY).dt.cast_time_unit("us").alias(PREDICTION))
     assert_identical(  # at the snapshot instant itself the two agree, bit for bit
         get_historical_features(store, {VIEW.name: VIEW}, at_midnight, FEATURES, timestamp_column=PREDICTION).frame,
-        get_historical_features(store, {VIEW.name: batch}, at_midnight, FEATURES, timestamp_column=PREDICTION).frame
+        get_historical_features(store, {VIEW.name: VIEW}, at_midnight, FEATURES, timestamp_column=PREDICTION,
+                                streaming_views="snapshots").frame
         .with_columns(pl.col(count).fill_null(0)),  # no snapshot row is a count of 0 at the instant
     )
 
