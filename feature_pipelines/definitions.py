@@ -25,6 +25,7 @@ from feature_pipelines.orchestration.schedules import (
     build_monitoring_job_and_schedule,
 )
 from feature_pipelines.orchestration.statistics_assets import build_statistics_asset
+from feature_pipelines.orchestration.streaming_parity import build_stream_parity_asset
 from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
 from feature_pipelines.settings import Settings, load_settings
 from feature_pipelines.sources.raw_tables import RAW_TABLES
@@ -64,7 +65,8 @@ def build_definitions(settings: Settings) -> Definitions:
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
     monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)
     platform = Definitions(
-        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets],
+        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets,
+                build_stream_parity_asset(settings)],
         jobs=[*jobs, monitoring_job],
         schedules=[*schedules, monitoring_schedule],
         resources=resources_for(settings),

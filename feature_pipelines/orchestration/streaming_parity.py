@@ -1,0 +1,84 @@
+"""The stream's parity, as a daily asset with a blocking check: after a day has streamed (or been
+replayed through the stream), the values the stream serves at a few thousand random instants of
+the day equal, bit for bit, those `features_at` computes offline from the day's raw events."""
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from feature_pipelines.features.catalog import FEATURE_VIEWS
+from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.json_values import json_value
+from feature_pipelines.offline.delta_store import TimeSlice
+from feature_pipelines.orchestration.partitions import partition_window, partitions_for
+from feature_pipelines.resources import LakeResource, RedisResource
+from feature_pipelines.settings import Settings
+from feature_pipelines.streaming.keys import stream_keys
+from feature_pipelines.streaming.parity import random_instants, streaming_parity
+
+STREAM_PARITY_ASSET = "stream_parity"
+STREAM_PARITY_CHECK = "stream_matches_offline_at_instants"
+INSTANTS_ENV = "FEATURE_PIPELINES_STREAM_PARITY_INSTANTS"  # instants per view and day
+DEFAULT_INSTANTS = 3000
+
+def build_stream_parity_asset(settings: Settings) -> AssetsDefinition:
+    """One daily asset for every streaming view of the catalog (its check fails on any mismatch)."""
+    views = [view for view in FEATURE_VIEWS.values() if view.streaming is not None]
+    days = partitions_for(Partitioning.DAILY, settings)
+
+    @asset(
+        name=STREAM_PARITY_ASSET,
+        description="Per day, the streaming views' values read from the stream's tiles in Redis at "
+        "random instants of the day (a tenth on the hour) and the same values computed offline by "
+        "`features_at` from the day's raw events in the lake: zero mismatches, floats bitwise equal. "
+        "Materialise it after the day has streamed or been replayed through `feature-pipelines stream`.",
+        group_name="streaming",
+        partitions_def=days,
+        deps=sorted({AssetKey(view.source.asset) for view in views}),
+        check_specs=[AssetCheckSpec(STREAM_PARITY_CHECK, asset=STREAM_PARITY_ASSET, blocking=True,
+                                    description="Online streaming reads equal features_at offline, bit for bit.")],
+        kinds={"redis", "delta"},
+    )
+    def _stream_parity(context: AssetExecutionContext, lake: LakeResource, redis: RedisResource) -> Iterator[Any]:
+        window = partition_window(days, context.partition_key)
+        store, client = lake.store(), redis.client()
+        keys = stream_keys(redis.key_prefix)
+        n = int(os.environ.get(INSTANTS_ENV, DEFAULT_INSTANTS))
+        reports = []
+        for index, view in enumerate(views):
+            known_at = view.source.known_at_column
+            events = store.read(view.source.asset, time_slice=TimeSlice(known_at, window.start - view.max_window, window.end))
+            day = events.filter(events[known_at] >= window.start)
+            rows = random_instants(view, day, start=window.start, end=window.end, n=n, seed=index)
+            reports.append(streaming_parity(client, view, events, rows, keys=keys))
+        client.close()
+        passed = all(r.passed for r in reports)
+        yield MaterializeResult(metadata={
+            "instants": sum(r.rows for r in reports),
+            "mismatches": sum(sum(r.mismatches.values()) for r in reports),
+        })
+        yield AssetCheckResult(
+            check_name=STREAM_PARITY_CHECK,
+            passed=passed,
+            severity=AssetCheckSeverity.ERROR,
+            description="; ".join(r.message() for r in reports) or "no streaming view",
+            metadata={
+                "mismatches_by_feature": MetadataValue.json({r.view: r.mismatches for r in reports}),
+                "examples": MetadataValue.json(json_value([e for r in reports for e in r.examples])),
+            },
+        )
+
+    return _stream_parity
+
