@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import orjson
@@ -50,7 +49,7 @@ from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.auth import API_KEY_HEADER
 from feature_pipelines.serving.errors import AuthenticationError, ServingError, StoreUnavailableError
 from feature_pipelines.serving.models import GetOnlineFeaturesRequest, Status
-from feature_pipelines.serving.request_log import DeferredRequest, ServedFeature, ServedRequest
+from feature_pipelines.serving.request_log import LogColumns, entity_keys_json, value_float, value_json
 from feature_pipelines.serving.responses import encode_body, json_floats, vector
 from feature_pipelines.serving.server import FeatureServer
 
@@ -90,6 +89,17 @@ class LeanView:
 
 
 @dataclass(frozen=True)
+class LoggedFeature:
+    """A feature of a plan that the request log records (not PII): where its values are in the read."""
+
+    view_index: int
+    feature_index: int
+    view: str
+    feature: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LeanPlan:
     """A request shape (features, entity columns, full_feature_names) planned once, by the planner."""
 
@@ -97,8 +107,8 @@ class LeanPlan:
     entity_columns: tuple[str, ...]
     int_columns: frozenset[str]
     names: tuple[str, ...]
-    log_key_columns: tuple[str, ...]
-    logged_features: int
+    logged: tuple[LoggedFeature, ...]
+    log_key_sets: tuple[tuple[str, ...], ...]
 
     @classmethod
     def of(cls, server: FeatureServer, features: list[str], entities: dict[str, list[Any]],
@@ -119,8 +129,8 @@ class LeanPlan:
         dtypes = plan.entity_rows.schema
         if any(dtypes[column] not in (pl.String(), pl.Int64()) for column in plan.entity_columns):
             return None
-        views, names, log_keys = [], [*plan.entity_columns], []
-        for request in plan.requests:
+        views, names, logged_features = [], [*plan.entity_columns], []
+        for view_index, request in enumerate(plan.requests):
             table = OnlineTable.for_view(request.view, server.prefix)
             logged = tuple(not request.view.feature(f).pii for f in request.features)
             views.append(LeanView(
@@ -131,15 +141,16 @@ class LeanPlan:
                 logged=logged,
             ))
             names.extend(f"{request.view.name}__{f}" if full_feature_names else f for f in request.features)
-            if any(logged):
-                log_keys.extend(request.view.entity_keys)
+            logged_features.extend(
+                LoggedFeature(view_index, feature_index, request.view.name, feature, tuple(request.view.entity_keys))
+                for feature_index, (feature, is_logged) in enumerate(zip(request.features, logged)) if is_logged)
         return cls(
             views=tuple(views),
             entity_columns=tuple(plan.entity_columns),
             int_columns=frozenset(c for c in plan.entity_columns if dtypes[c] == pl.Int64()),
             names=tuple(names),
-            log_key_columns=tuple(dict.fromkeys(log_keys)),
-            logged_features=sum(sum(view.logged) for view in views),
+            logged=tuple(logged_features),
+            log_key_sets=tuple(dict.fromkeys(field.keys for field in logged_features)),
         )
 
 
@@ -205,10 +216,9 @@ class LeanRoute:
         replies = await self._read(payload, count)
         results, reads = _decode(plan, entities, height, replies, (read_at - _EPOCH) // _ONE_US)
         response = encode_body(list(plan.names), results)
-        if server.request_log is not None and plan.logged_features:
-            # The writer thread builds the record; the request only queues what it holds.
-            server.request_log.record(DeferredRequest(
-                height * plan.logged_features, partial(served_request, plan, request_id, read_at, entities, reads)))
+        if server.request_log is not None and plan.logged:
+            # The request only queues what it holds; the log's writer thread makes the rows.
+            server.request_log.record(LeanLogRecord(plan, request_id, read_at, entities, height, reads))
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -323,6 +333,7 @@ class ViewRead:
     columns: list[list[Any]]
     statuses: list[str]
     stamps: list[datetime | None]
+    ts_us: list[int | None]
 
 
 def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, replies: list[Any], now_us: int
@@ -339,6 +350,7 @@ def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, repl
         columns: list[list[Any]] = [[] for _ in range(n_features)]
         statuses: list[str] = []
         stamps: list[datetime | None] = []
+        ts_us: list[int | None] = []
         key_columns = [entities[key] for key in view.table.entity_keys]
         for row in range(height):
             reply = replies[start + row]
@@ -350,6 +362,7 @@ def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, repl
                 raise _Fallback from error
             for column, value in zip(columns, values or _nulls(n_features)):
                 column.append(value)
+            ts_us.append(ts)
             if ts is None:
                 statuses.append(_NOT_FOUND)
                 stamps.append(None)
@@ -360,7 +373,7 @@ def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, repl
         iso = [None if stamp is None else stamp.isoformat() for stamp in stamps]
         for column, is_float in zip(columns, view.float_columns):
             results.append(vector(json_floats(column) if is_float else column, statuses, iso))
-        reads.append(ViewRead(columns, statuses, stamps))
+        reads.append(ViewRead(columns, statuses, stamps, ts_us))
     return results, reads
 
 
@@ -368,16 +381,37 @@ def _nulls(count: int) -> list[None]:
     return [None] * count
 
 
-def served_request(plan: LeanPlan, request_id: str, read_at: datetime, entities: Mapping[str, list[Any]],
-                   reads: list[ViewRead]) -> ServedRequest:
-    """The request log's record of a lean answer: what `LogRecorder.served_request` gives for it."""
-    served = [
-        ServedFeature(view.table.name, feature, view.table.entity_keys, column, read.statuses, read.stamps)
-        for view, read in zip(plan.views, reads)
-        for feature, column, logged in zip(view.decoder.features, read.columns, view.logged)
-        if logged
-    ]
-    return ServedRequest(request_id, read_at, {column: entities[column] for column in plan.log_key_columns}, served)
+class LeanLogRecord:
+    """A lean answer as the request log's `RowSource`: what the request already holds, queued as
+    is; the writer thread writes the rows `LogRecorder.served_request` would give for it."""
+
+    __slots__ = ("entities", "height", "plan", "read_at", "reads", "request_id", "row_count")
+
+    def __init__(self, plan: LeanPlan, request_id: str, read_at: datetime, entities: Mapping[str, list[Any]],
+                 height: int, reads: list[ViewRead]) -> None:
+        self.plan, self.request_id, self.read_at, self.entities = plan, request_id, read_at, entities
+        self.height, self.reads, self.row_count = height, reads, height * len(plan.logged)
+
+    def add_rows(self, columns: LogColumns) -> None:
+        plan, reads, height, entities = self.plan, self.reads, self.height, self.entities
+        logged = plan.logged
+        rows = self.row_count
+        nulls = [None] * height
+        columns.add_request_id([self.request_id] * rows)
+        columns.add_request_time([columns.micros(self.read_at)] * rows)
+        columns.add_index(list(range(height)) * len(logged))
+        columns.add_view([field.view for field in logged for _ in nulls])
+        columns.add_feature([field.feature for field in logged for _ in nulls])
+        key_json = {keys: entity_keys_json(entities, keys, height) for keys in plan.log_key_sets}
+        columns.add_entity_key([text for field in logged for text in key_json[field.keys]])
+        for name, add_key in columns.add_keys:
+            column = entities.get(name, nulls)
+            add_key([value for field in logged for value in (column if name in field.keys else nulls)])
+        values = [value for field in logged for value in reads[field.view_index].columns[field.feature_index]]
+        columns.add_json([value_json(value) for value in values])
+        columns.add_float([value_float(value) for value in values])
+        columns.add_status([status for field in logged for status in reads[field.view_index].statuses])
+        columns.add_event_time([ts for field in logged for ts in reads[field.view_index].ts_us])
 
 
 _EPOCH = snapshot_time(0)

@@ -69,10 +69,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -99,6 +99,8 @@ _VALUE_COLUMNS: dict[str, pl.DataType] = {
     "event_timestamp": UTC_US,
 }
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# Rows per frame built at once by `requests_to_frame` (each build holds the GIL; ~0.6 ms here).
+FRAME_CHUNK_ROWS = 2_000
 _encode_string = json.encoder.encode_basestring_ascii  # what _ENCODER writes for a str (ensure_ascii)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -135,12 +137,18 @@ class ServedRequest:
         return height * len(self.features)
 
 
-class DeferredRequest(NamedTuple):
-    """A served request whose record the writer thread builds (`build()`), so that the request
-    path only queues what it already holds; `row_count` is the rows it will give."""
+class RowSource(Protocol):
+    """A served request in a form of its own, that writes its log rows itself (`add_rows`): the
+    lean path queues what it already holds, and the writer thread turns it into the same rows a
+    `ServedRequest` of it would give, without building one."""
 
-    row_count: int
-    build: Callable[[], ServedRequest]
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def row_count(self) -> int: ...
+
+    def add_rows(self, columns: LogColumns) -> None: ...
 
 
 def value_json(value: Any) -> str:
@@ -165,7 +173,8 @@ def value_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _as_float(value: Any) -> float | None:
+def value_float(value: Any) -> float | None:
+    """A served value as the log's `value_float`: ints and floats as float, anything else null."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
@@ -179,7 +188,8 @@ def log_schema(key_columns: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]
     return {**_FIXED_COLUMNS, **key_columns, **_VALUE_COLUMNS}
 
 
-def _entity_keys_json(entities: Mapping[str, Sequence[Any]], keys: tuple[str, ...], height: int) -> list[str]:
+def entity_keys_json(entities: Mapping[str, Sequence[Any]], keys: tuple[str, ...], height: int) -> list[str]:
+    """Each entity row's `entity_key`: its `keys` columns as a JSON object, in that order."""
     if not keys:
         return ["{}"] * height
     columns = [entities[key] for key in keys]
@@ -199,55 +209,88 @@ def _key_heads(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def requests_to_frame(
-    requests: Sequence[ServedRequest], key_columns: Mapping[str, pl.DataType]
+    requests: Sequence[ServedRequest | RowSource], key_columns: Mapping[str, pl.DataType]
 ) -> pl.DataFrame:
     """The log rows of some served requests (the flusher's work, off the request path).
 
-    Built column by column (list extends) rather than row by row: this runs in the server
-    process, and every millisecond it holds the GIL is taken from requests. Times go in as
-    epoch microseconds, each distinct instant converted once: polars' own conversion of
-    Python datetimes took half of this function's time (~2 us per value).
+    Made in frames of about `FRAME_CHUNK_ROWS` rows, concatenated: building a frame from Python
+    lists is one call that holds the GIL throughout (~3 ms for 10,000 rows), and the server's
+    event loop waits for the GIL meanwhile.
     """
-    schema = log_schema(key_columns)
-    columns: dict[str, list[Any]] = {name: [] for name in schema}
-    add_request_id, add_request_time = columns["request_id"].extend, columns["request_time"].extend
-    add_index, add_view, add_entity_key = (columns[name].extend for name in ("entity_index", "view", "entity_key"))
-    add_feature, add_json, add_float = (columns[name].extend for name in ("feature", "value_json", "value_float"))
-    add_status, add_event_time = columns["status"].extend, columns["event_timestamp"].extend
-    add_keys = [(name, columns[name].extend) for name in key_columns]
-    micros = _Micros()
+    frames = []
+    columns = LogColumns(key_columns)
     for served in requests:
+        if isinstance(served, ServedRequest):
+            columns.add_served(served)
+        else:
+            served.add_rows(columns)
+        if columns.rows >= FRAME_CHUNK_ROWS:
+            frames.append(columns.frame())
+            columns = LogColumns(key_columns, micros=columns.micros)
+    if columns.rows or not frames:
+        frames.append(columns.frame())
+    return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
+
+
+class LogColumns:
+    """The log table's columns as Python lists, filled one request at a time, then one frame.
+
+    Built column by column (one list extend per column per request, rows feature-major then
+    entity-minor) rather than row by row: this runs in the server process, and every
+    millisecond it holds the GIL is taken from requests. Times go in as epoch microseconds,
+    each distinct instant converted once (`micros`): polars' own conversion of Python datetimes
+    took half of the time (~2 us per value).
+    """
+
+    def __init__(self, key_columns: Mapping[str, pl.DataType], *, micros: _Micros | None = None) -> None:
+        self.schema = log_schema(key_columns)
+        self.lists: dict[str, list[Any]] = {name: [] for name in self.schema}
+        self._request_ids = self.lists["request_id"]
+        extend = {name: values.extend for name, values in self.lists.items()}
+        self.add_request_id, self.add_request_time = extend["request_id"], extend["request_time"]
+        self.add_index, self.add_view, self.add_entity_key = extend["entity_index"], extend["view"], extend["entity_key"]
+        self.add_keys = [(name, extend[name]) for name in key_columns]
+        self.add_feature, self.add_json, self.add_float = extend["feature"], extend["value_json"], extend["value_float"]
+        self.add_status, self.add_event_time = extend["status"], extend["event_timestamp"]
+        self.micros = micros or _Micros()
+
+    @property
+    def rows(self) -> int:
+        return len(self._request_ids)
+
+    def add_served(self, served: ServedRequest) -> None:
         features = served.features
         height = len(next(iter(served.entities.values()))) if served.entities else 0
         rows = height * len(features)
         if not rows:
-            continue
-        # One extend per column per request (not per feature): rows are feature-major, entity-minor.
+            return
+        micros = self.micros
         nulls = [None] * height
-        key_json = {keys: _entity_keys_json(served.entities, keys, height)
+        key_json = {keys: entity_keys_json(served.entities, keys, height)
                     for keys in dict.fromkeys(feature.key_columns for feature in features)}
-        add_request_id([served.request_id] * rows)
-        add_request_time([micros(served.request_time)] * rows)
-        add_index(list(range(height)) * len(features))
-        add_view([feature.view for feature in features for _ in nulls])
-        add_entity_key([text for feature in features for text in key_json[feature.key_columns]])
-        for name, add_key in add_keys:
+        self.add_request_id([served.request_id] * rows)
+        self.add_request_time([micros(served.request_time)] * rows)
+        self.add_index(list(range(height)) * len(features))
+        self.add_view([feature.view for feature in features for _ in nulls])
+        self.add_entity_key([text for feature in features for text in key_json[feature.key_columns]])
+        for name, add_key in self.add_keys:
             column = served.entities.get(name, nulls)
-            add_key([value for feature in features
-                     for value in (column if name in feature.key_columns else nulls)])
-        add_feature([feature.feature for feature in features for _ in nulls])
+            add_key([value for feature in features for value in (column if name in feature.key_columns else nulls)])
+        self.add_feature([feature.feature for feature in features for _ in nulls])
         values = [value for feature in features for value in feature.values]
-        add_json([value_json(value) for value in values])
-        add_float([_as_float(value) for value in values])
-        add_status([status for feature in features for status in feature.statuses])
-        add_event_time([None if t is None else micros(t) for feature in features for t in feature.event_timestamps])
-    lengths = {name: len(values) for name, values in columns.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"request log: served columns of different lengths {lengths}")
-    as_micros = {**schema, "request_time": pl.Int64(), "event_timestamp": pl.Int64()}
-    return pl.DataFrame(columns, schema=as_micros).with_columns(
-        pl.col("request_time", "event_timestamp").cast(UTC_US)
-    )
+        self.add_json([value_json(value) for value in values])
+        self.add_float([value_float(value) for value in values])
+        self.add_status([status for feature in features for status in feature.statuses])
+        self.add_event_time([None if t is None else micros(t) for feature in features for t in feature.event_timestamps])
+
+    def frame(self) -> pl.DataFrame:
+        lengths = {name: len(values) for name, values in self.lists.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"request log: served columns of different lengths {lengths}")
+        as_micros = {**self.schema, "request_time": pl.Int64(), "event_timestamp": pl.Int64()}
+        return pl.DataFrame(self.lists, schema=as_micros).with_columns(
+            pl.col("request_time", "event_timestamp").cast(UTC_US)
+        )
 
 
 class _Micros:
@@ -328,7 +371,7 @@ class RequestLog:
         self.max_buffered_rows = max_buffered_rows
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._pending: list[ServedRequest | DeferredRequest] = []
+        self._pending: list[ServedRequest | RowSource] = []
         self._pending_rows = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -343,9 +386,9 @@ class RequestLog:
 
     # -- request path ---------------------------------------------------------------------------
 
-    def record(self, served: ServedRequest | DeferredRequest) -> None:
-        """Buffer one request's served values; constant time, never blocks on I/O. A
-        `DeferredRequest` is built into its record by the writer thread, at the next flush."""
+    def record(self, served: ServedRequest | RowSource) -> None:
+        """Buffer one request's served values; constant time, never blocks on I/O (a `RowSource`
+        writes its rows at the next flush, in the writer thread)."""
         rows = served.row_count
         if rows == 0:
             return
@@ -381,26 +424,13 @@ class RequestLog:
                 # than retrying at every wake-up from a full buffer.
                 self._stop.wait(self.flush_interval_s)
 
-    def _take(self) -> tuple[list[ServedRequest], int]:
+    def _take(self) -> tuple[list[ServedRequest | RowSource], int]:
         with self._lock:
-            pending, rows = self._pending, self._pending_rows
+            batch, rows = self._pending, self._pending_rows
             self._pending, self._pending_rows = [], 0
-        batch = []
-        for item in pending:
-            if isinstance(item, ServedRequest):
-                batch.append(item)
-                continue
-            try:
-                batch.append(item.build())
-            except (TypeError, ValueError, KeyError, IndexError) as error:
-                rows -= item.row_count
-                with self._lock:
-                    self._dropped_rows += item.row_count
-                logger.error("request log: DROPPED %d rows of a request whose record could not be built: %s",
-                             item.row_count, error, exc_info=error)
         return batch, rows
 
-    def _put_back(self, batch: list[ServedRequest], rows: int) -> None:
+    def _put_back(self, batch: list[ServedRequest | RowSource], rows: int) -> None:
         with self._lock:
             self._pending = [*batch, *self._pending]
             self._pending_rows += rows
@@ -417,7 +447,8 @@ class RequestLog:
                 dropped, rows, self.max_buffered_rows, self.table,
             )
 
-    def _to_frame(self, batch: list[ServedRequest]) -> tuple[pl.DataFrame | None, list[ServedRequest], int]:
+    def _to_frame(self, batch: list[ServedRequest | RowSource]
+                  ) -> tuple[pl.DataFrame | None, list[ServedRequest | RowSource], int]:
         """The rows of a batch; a request that cannot be turned into rows (a bug: values that do
         not fit the declared key types) is dropped loudly instead of blocking every later flush."""
         try:
