@@ -82,7 +82,7 @@ class FeatureStore:
         feature_service: str | FeatureService | None = None,
         statistics_version: int | None = None,
         untransformed: bool = False,
-        streaming_views: StreamingRead = "at_instant",
+        streaming_views: StreamingRead = "snapshots",
     ) -> HistoricalFeatures:
         """The frame and the Delta version of every table read (pass them back as `as_of`).
 

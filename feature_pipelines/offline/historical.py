@@ -128,18 +128,20 @@ def get_historical_features(
     allow_failed_checks: bool = False,
     include_event_timestamps: bool = False,
     consumer: ConsumerPolicy | None = None,
-    streaming_views: StreamingRead = "at_instant",
+    streaming_views: StreamingRead = "snapshots",
 ) -> HistoricalFeatures:
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
 
-    A streaming view (`view.streaming`) is instead computed at each row's own timestamp t from its
-    raw table: the aggregates of [t - window, t) of the events known before t, bit for bit what
+    With `streaming_views="at_instant"`, a streaming view (`view.streaming`) is instead computed at
+    each row's own timestamp t from its raw table: the aggregates of [t - window, t) of the events known before t, bit for bit what
     the stream serves at t (`streaming.online.read_streaming_features`). Its version is the raw
     table's (recorded under the raw table's name, and pinned by `as_of` under it); its stamp
     column is t itself; the ledger refuses the raw hours those windows read whose latest
     blocking check failed. No TTL applies: the value is as fresh as the row's instant.
-    `streaming_views="snapshots"` joins a streaming view's snapshots instead, as the parity check
-    of its snapshot publish compares.
+    The default, `"snapshots"`, joins a streaming view's snapshots like any view's: the feature
+    server still serves streaming views from their published snapshots, and a training set must
+    read what is served. Training sets switch to `"at_instant"` when serving reads the stream's
+    tiles (issue 15's serving half).
 
     `as_of` pins what is read: a mapping of table -> Delta version (from a training set's
     metadata) or an instant (each table as it was then). With a `ledger` (a `QualityLedger`), a

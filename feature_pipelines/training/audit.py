@@ -46,6 +46,7 @@ def audit_recomputation(
     trusted_known_at: str,
     sample: int = 50,
     seed: int = 0,
+    at_instant: bool = False,
 ) -> LeakageReport:
     """Recompute a sample of a view's values from raw events, using the raw table's own record of
     when each event became known (`trusted_known_at`), at the row's stamp. A view that stamps its
@@ -58,7 +59,7 @@ def audit_recomputation(
     honest = replace(view, source=replace(view.source, known_at_column=trusted_known_at))
     mismatches = 0
     examples: list[dict[str, object]] = []
-    for joined in _recomputed(picked, honest, raw_events):
+    for joined in _recomputed(picked, honest, raw_events, at_instant=at_instant):
         for name in features:
             differs = joined.filter(pl.col(name).ne_missing(pl.col(f"{name}__recomputed")))
             mismatches += differs.height
@@ -72,12 +73,12 @@ def audit_recomputation(
     return LeakageReport(passed=True)
 
 
-def _recomputed(picked: pl.DataFrame, view: FeatureView, raw_events: pl.DataFrame) -> list[pl.DataFrame]:
+def _recomputed(picked: pl.DataFrame, view: FeatureView, raw_events: pl.DataFrame, *, at_instant: bool) -> list[pl.DataFrame]:
     """The sampled rows with their values recomputed at their stamp (`<feature>__recomputed`): the
-    snapshot stamped there, or for a streaming view (whose values are computed at the row's own
-    instant) the values at that instant."""
+    snapshot stamped there, or, for a streaming view read `at_instant` (its values computed at the
+    row's own instant), the values at that instant."""
     stamp = stamp_column(view.name)
-    if view.streaming is not None:
+    if at_instant and view.streaming is not None:
         expected = features_at(raw_events, view, picked.select(*view.entity_keys, stamp), at=stamp)
         return [picked.with_columns(expected.select(pl.col(f.name).alias(f"{f.name}__recomputed") for f in view.features))]
     joined = []

@@ -62,7 +62,7 @@ def test_training_row_at_p_equals_the_stream_at_p_and_not_the_last_snapshot(
     rows = _rows(events)
 
     built = get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION,
-                                    include_event_timestamps=True)
+                                    include_event_timestamps=True, streaming_views="at_instant")
     served = read_streaming_features(stream_client, VIEW, rows, at=PREDICTION, keys=KEYS)
     assert built.versions == {RAW: store.version(RAW)}
     assert built.frame[stamp_column(VIEW.name)].equals(rows[PREDICTION], check_names=False)  # stamped at p itself
@@ -79,7 +79,8 @@ def test_training_row_at_p_equals_the_stream_at_p_and_not_the_last_snapshot(
     assert flew_since_midnight > 100 and differing > 100, (flew_since_midnight, differing)
     at_midnight = rows.with_columns(pl.lit(REPLAY_DAY).dt.cast_time_unit("us").alias(PREDICTION))
     assert_identical(  # at the snapshot instant itself the two agree, bit for bit
-        get_historical_features(store, {VIEW.name: VIEW}, at_midnight, FEATURES, timestamp_column=PREDICTION).frame,
+        get_historical_features(store, {VIEW.name: VIEW}, at_midnight, FEATURES, timestamp_column=PREDICTION,
+                                streaming_views="at_instant").frame,
         get_historical_features(store, {VIEW.name: VIEW}, at_midnight, FEATURES, timestamp_column=PREDICTION,
                                 streaming_views="snapshots").frame
         .with_columns(pl.col(count).fill_null(0)),  # no snapshot row is a count of 0 at the instant
@@ -96,13 +97,15 @@ def test_rows_without_entity_or_instant_get_nulls_and_the_audit_reproduces_the_r
                      schema={"tailnum": pl.String, PREDICTION: pl.Datetime("us", "UTC")}),
     ])
     built = get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION,
-                                    include_event_timestamps=True).frame
+                                    include_event_timestamps=True, streaming_views="at_instant").frame
     assert built.height == rows.height and built.columns[:2] == rows.columns
     assert built.tail(2).select(VIEW.feature_names).null_count().row(0) == (2, 2, 2)
-    report = audit_recomputation(built.head(50), VIEW, VIEW.feature_names, events, trusted_known_at="dep_known_at")
+    report = audit_recomputation(built.head(50), VIEW, VIEW.feature_names, events, trusted_known_at="dep_known_at",
+                                 at_instant=True)
     assert report.passed, report.message()
     tampered = built.head(50).with_columns(pl.col("aircraft_flights_count_24h") + 1)
-    assert not audit_recomputation(tampered, VIEW, VIEW.feature_names, events, trusted_known_at="dep_known_at").passed
+    assert not audit_recomputation(tampered, VIEW, VIEW.feature_names, events, trusted_known_at="dep_known_at",
+                                   at_instant=True).passed
 
 
 def test_a_raw_hour_whose_blocking_check_failed_is_refused(lake: tuple[DeltaStore, pl.DataFrame]) -> None:
@@ -117,10 +120,12 @@ def test_a_raw_hour_whose_blocking_check_failed_is_refused(lake: tuple[DeltaStor
         CheckOutcome("weather_schema_matches", False, "raw_weather", hours[-1], "a column is missing", blocking=True),
     ], run_id="test", row_counts={})
     with pytest.raises(FailedPartitionError, match=failed):
-        get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION, ledger=QualityLedger(store))
+        get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION, ledger=QualityLedger(store),
+                                streaming_views="at_instant")
     taken = get_historical_features(store, {VIEW.name: VIEW}, rows, FEATURES, timestamp_column=PREDICTION,
-                                    ledger=QualityLedger(store), allow_failed_checks=True)
+                                    ledger=QualityLedger(store), allow_failed_checks=True, streaming_views="at_instant")
     assert taken.frame.height == rows.height
     # Rows whose windows end before the failed hour read nothing of it.
     early = rows.with_columns(pl.lit(REPLAY_DAY - timedelta(hours=4)).dt.cast_time_unit("us").alias(PREDICTION))
-    get_historical_features(store, {VIEW.name: VIEW}, early, FEATURES, timestamp_column=PREDICTION, ledger=QualityLedger(store))
+    get_historical_features(store, {VIEW.name: VIEW}, early, FEATURES, timestamp_column=PREDICTION, ledger=QualityLedger(store),
+                                streaming_views="at_instant")
