@@ -18,10 +18,14 @@ both):
   route_delay_stats: throughput, p50/p99, and server CPU per request (user + system of the
   server's whole process tree, from /proc, over the measured seconds, divided by the requests).
 
+The load generator is `http_load`'s raw HTTP/1.1 client by default (``--client raw``, ~0.04 ms of
+client CPU per request): with httpx (``--client httpx``, ~0.7 ms per request) the client used most
+of a 2-cpu machine and capped the faster server's throughput, so the ratio measured the client.
+
 The report gives each round and the median over rounds, and the ratios ours/Feast of the medians
 (throughput above 1 is ours faster; CPU and latency below 1 is ours cheaper).
 
-Run: ``python -m benchmarks.bench_against_feast [--out PATH] [--seconds 30] [--rounds 3]``.
+Run: ``python -m benchmarks.bench_against_feast [--out PATH] [--seconds 30] [--rounds 3] [--client raw]``.
 """
 
 from __future__ import annotations

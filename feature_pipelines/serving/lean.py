@@ -6,8 +6,9 @@ blocking Redis read, Starlette's middleware and routing, pydantic, polars frames
 JSON; the lookup itself was a small part. This path answers the same request with plain Python
 on the event loop: parse (orjson), a plan cached per request shape, one pipelined async Redis
 round trip for every view (`online.async_transport`), the same decode rule as the batch read
-(`online.read.ReplyDecoder`), the same response encoder (`responses.encode_body`) and the
-same request-log record (`request_log.ServedRequest`), queued for the log's writer thread.
+(`online.read.ReplyDecoder`), the same response encoder (`responses.encode_body`), and for
+the request log a `LeanLogRecord` of what the request already holds, queued as is: the log's
+writer thread turns it into the rows a `ServedRequest` of it would give.
 
 It gives exactly what the full path gives: the same response bytes and headers (but the
 X-Request-ID value) and the same log rows; `feature_pipelines_tests/serving/test_lean.py`
@@ -30,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,18 @@ class LeanPlan:
     names: tuple[str, ...]
     logged: tuple[LoggedFeature, ...]
     log_key_sets: tuple[tuple[str, ...], ...]
+    log_views: tuple[str, ...] = ()
+    log_features: tuple[str, ...] = ()
+    log_zeros: tuple[int, ...] = ()
+
+    _masks: dict[tuple[str, ...], tuple[tuple[bool, ...], ...]] = field(default_factory=dict, compare=False)
+
+    def log_key_masks(self, key_names: tuple[str, ...]) -> tuple[tuple[bool, ...], ...]:
+        """Per key column of the log, which logged features' rows carry it (computed once per log schema)."""
+        masks = self._masks.get(key_names)
+        if masks is None:
+            masks = self._masks[key_names] = tuple(tuple(name in f.keys for f in self.logged) for name in key_names)
+        return masks
 
     @classmethod
     def of(cls, server: FeatureServer, features: list[str], entities: dict[str, list[Any]],
@@ -151,6 +164,9 @@ class LeanPlan:
             names=tuple(names),
             logged=tuple(logged_features),
             log_key_sets=tuple(dict.fromkeys(field.keys for field in logged_features)),
+            log_views=tuple(field.view for field in logged_features),
+            log_features=tuple(field.feature for field in logged_features),
+            log_zeros=(0,) * len(logged_features),
         )
 
 
@@ -396,22 +412,37 @@ class LeanLogRecord:
         plan, reads, height, entities = self.plan, self.reads, self.height, self.entities
         logged = plan.logged
         rows = self.row_count
-        nulls = [None] * height
         columns.add_request_id([self.request_id] * rows)
         columns.add_request_time([columns.micros(self.read_at)] * rows)
-        columns.add_index(list(range(height)) * len(logged))
-        columns.add_view([field.view for field in logged for _ in nulls])
-        columns.add_feature([field.feature for field in logged for _ in nulls])
-        key_json = {keys: entity_keys_json(entities, keys, height) for keys in plan.log_key_sets}
-        columns.add_entity_key([text for field in logged for text in key_json[field.keys]])
-        for name, add_key in columns.add_keys:
-            column = entities.get(name, nulls)
-            add_key([value for field in logged for value in (column if name in field.keys else nulls)])
-        values = [value for field in logged for value in reads[field.view_index].columns[field.feature_index]]
-        columns.add_json([value_json(value) for value in values])
-        columns.add_float([value_float(value) for value in values])
-        columns.add_status([status for field in logged for status in reads[field.view_index].statuses])
-        columns.add_event_time([ts for field in logged for ts in reads[field.view_index].ts_us])
+        if height == 1:  # the common case: one row per logged feature, the plan's lists as they are
+            columns.add_index(plan.log_zeros)
+            columns.add_view(plan.log_views)
+            columns.add_feature(plan.log_features)
+            key_json = {keys: columns.entity_key_json(keys, tuple(entities[key][0] for key in keys))
+                        for keys in plan.log_key_sets}
+            columns.add_entity_key([key_json[field.keys] for field in logged])
+            for (name, add_key), mask in zip(columns.add_keys, plan.log_key_masks(columns.key_names)):
+                value = entities[name][0] if name in entities else None
+                add_key([value if has_key else None for has_key in mask])
+            values = [reads[field.view_index].columns[field.feature_index][0] for field in logged]
+            columns.add_status([reads[field.view_index].statuses[0] for field in logged])
+            columns.add_event_time([reads[field.view_index].ts_us[0] for field in logged])
+        else:
+            nulls = [None] * height
+            columns.add_index(list(range(height)) * len(logged))
+            columns.add_view([field.view for field in logged for _ in nulls])
+            columns.add_feature([field.feature for field in logged for _ in nulls])
+            key_lists = {keys: entity_keys_json(entities, keys, height) for keys in plan.log_key_sets}
+            columns.add_entity_key([text for field in logged for text in key_lists[field.keys]])
+            for name, add_key in columns.add_keys:
+                column = entities.get(name, nulls)
+                add_key([value for field in logged for value in (column if name in field.keys else nulls)])
+            values = [value for field in logged for value in reads[field.view_index].columns[field.feature_index]]
+            columns.add_status([status for field in logged for status in reads[field.view_index].statuses])
+            columns.add_event_time([ts for field in logged for ts in reads[field.view_index].ts_us])
+        # A finite float's JSON is its repr (as value_json gives it); v - v is 0.0 only when finite.
+        columns.add_json([repr(v) if type(v) is float and v - v == 0.0 else value_json(v) for v in values])
+        columns.add_float([v if type(v) is float else value_float(v) for v in values])
 
 
 _EPOCH = snapshot_time(0)

@@ -226,7 +226,7 @@ def requests_to_frame(
             served.add_rows(columns)
         if columns.rows >= FRAME_CHUNK_ROWS:
             frames.append(columns.frame())
-            columns = LogColumns(key_columns, micros=columns.micros)
+            columns = LogColumns(key_columns, micros=columns.micros, key_json=columns._key_json)
     if columns.rows or not frames:
         frames.append(columns.frame())
     return frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
@@ -242,7 +242,8 @@ class LogColumns:
     took half of the time (~2 us per value).
     """
 
-    def __init__(self, key_columns: Mapping[str, pl.DataType], *, micros: _Micros | None = None) -> None:
+    def __init__(self, key_columns: Mapping[str, pl.DataType], *, micros: _Micros | None = None,
+                 key_json: dict[tuple[tuple[str, ...], tuple[Any, ...]], str] | None = None) -> None:
         self.schema = log_schema(key_columns)
         self.lists: dict[str, list[Any]] = {name: [] for name in self.schema}
         self._request_ids = self.lists["request_id"]
@@ -250,9 +251,18 @@ class LogColumns:
         self.add_request_id, self.add_request_time = extend["request_id"], extend["request_time"]
         self.add_index, self.add_view, self.add_entity_key = extend["entity_index"], extend["view"], extend["entity_key"]
         self.add_keys = [(name, extend[name]) for name in key_columns]
+        self.key_names = tuple(key_columns)
+        self._key_json: dict[tuple[tuple[str, ...], tuple[Any, ...]], str] = {} if key_json is None else key_json
         self.add_feature, self.add_json, self.add_float = extend["feature"], extend["value_json"], extend["value_float"]
         self.add_status, self.add_event_time = extend["status"], extend["event_timestamp"]
         self.micros = micros or _Micros()
+
+    def entity_key_json(self, keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+        """One entity's `entity_key` (what `entity_keys_json` gives), each distinct entity encoded once."""
+        text = self._key_json.get((keys, values))
+        if text is None:
+            text = self._key_json[keys, values] = entity_keys_json(dict(zip(keys, ([v] for v in values))), keys, 1)[0]
+        return text
 
     @property
     def rows(self) -> int:
