@@ -16,9 +16,12 @@ import polars as pl
 import pytest
 from fastapi import FastAPI
 
+from feature_pipelines.features.access import ConsumerPolicy
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.serving.auth import API_KEY_HEADER
+from feature_pipelines.serving.consumers import ConsumerKey
 from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog, key_columns_of
 from feature_pipelines_tests.serving.conftest import Published, TestClient
 
@@ -89,11 +92,13 @@ def _invalid_body(rng: random.Random) -> Any:
     return body
 
 
-def _answers(app: FastAPI, bodies: list[Any]) -> list[tuple[int, bytes, dict[str, str], str | None]]:
+def _answers(app: FastAPI, bodies: list[Any], keys: list[str | None] | None = None
+             ) -> list[tuple[int, bytes, dict[str, str], str | None]]:
     answers = []
     with TestClient(app) as client:
-        for body in bodies:
-            response = client.post("/get-online-features", json=body)
+        for body, key in zip(bodies, keys or [None] * len(bodies)):
+            response = client.post("/get-online-features", json=body,
+                                   headers={API_KEY_HEADER: key} if key is not None else None)
             headers = dict(response.headers)
             request_id = headers.pop("x-request-id", None)
             answers.append((response.status_code, response.content, headers, request_id))
@@ -133,4 +138,29 @@ def test_lean_path_answers_and_logs_exactly_as_the_full_path(
     assert lean_rows.height > REQUESTS
     assert PII_FEATURE not in set(lean_rows["feature"])
     assert set(lean_rows["status"]) == {"PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"}
+    assert lean_rows.equals(full_rows)
+
+
+def test_lean_path_keeps_the_full_paths_keys_and_policies(make_app: Callable[..., FastAPI], tmp_path: Path) -> None:
+    """With a full-access key and consumers (one kept from PII, one from the carrier view), every
+    caller gets from the lean path what the full path gives it: 401 without a valid key, 403 for a
+    refused feature, the features otherwise; and the log holds the same rows."""
+    rng = random.Random(3)
+    consumers = [ConsumerKey(ConsumerPolicy("no-pii"), "key-no-pii"),
+                 ConsumerKey(ConsumerPolicy("routes-only", exclude_pii=False, allowed_views=(ROUTE.name,)), "key-routes")]
+    bodies = [_valid_body(rng) for _ in range(120)]
+    keys = [rng.choice(["admin-key", "key-no-pii", "key-routes", "wrong", None]) for _ in bodies]
+    results = {}
+    for lean in (True, False):
+        store = DeltaStore(root=str(tmp_path / f"log-{lean}"))
+        log = RequestLog(store, key_columns=key_columns_of(list(VIEWS.values())), flush_interval_s=60)
+        app = make_app(views=VIEWS, request_log=log, lean=lean, api_key="admin-key", consumers=consumers)
+        answers = _answers(app, bodies, keys)
+        results[lean] = (answers, _log_rows(store, answers))
+        if lean:
+            assert app.lean.answered == sum(status == 200 for status, _, _, _ in answers)
+    (lean_answers, lean_rows), (full_answers, full_rows) = results[True], results[False]
+    assert {status for status, _, _, _ in full_answers} == {200, 401, 403}
+    for body, key, lean_answer, full_answer in zip(bodies, keys, lean_answers, full_answers):
+        assert lean_answer[:3] == full_answer[:3], (body, key)
     assert lean_rows.equals(full_rows)
