@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import polars as pl
 
 from benchmarks.harness import Stopwatch, machine, report_parser, write_report
 from benchmarks.http_load import (
+    CLIENTS,
     N_DESTS,
     N_ORIGINS,
     ON_DEMAND,
@@ -71,7 +72,7 @@ def bench_in_process(server: LocalRedisServer) -> dict[str, float]:
     def request(origin: str, dest: str) -> None:
         rows = pl.DataFrame({"origin": [origin], "dest": [dest]})
         get_online_features(client, prefix=PREFIX, views=FEATURE_VIEWS, entity_rows=rows, features=STORED,
-                            now=datetime.now(timezone.utc), on_demand=on_demand)
+                            now=datetime.now(UTC), on_demand=on_demand)
 
     latencies = []
     try:
@@ -91,15 +92,15 @@ def bench_in_process(server: LocalRedisServer) -> dict[str, float]:
 
 
 def bench_server(
-    server: LocalRedisServer, workers: int, seconds: float, concurrency: int, client_processes: int
+    server: LocalRedisServer, workers: int, seconds: float, concurrency: int, client_processes: int, client: str
 ) -> dict[str, Any]:
     """Start a server with `workers` processes; measure it unloaded (one request in flight:
     latency comparable to in process), then loaded (`concurrency` in flight: throughput)."""
     with tempfile.TemporaryDirectory(prefix="bench-server-lake-") as lake:
         process, base = start_server(server, workers, Path(lake))
         try:
-            unloaded = load(process.pid, base, min(seconds, UNLOADED_S), 1, 1)
-            loaded = load(process.pid, base, seconds, concurrency, client_processes)
+            unloaded = load(process.pid, base, min(seconds, UNLOADED_S), 1, 1, client=client)
+            loaded = load(process.pid, base, seconds, concurrency, client_processes, client=client)
         finally:
             stop_server(process)
         logged = _logged_rows(Path(lake))
@@ -114,11 +115,12 @@ def _logged_rows(lake: Path) -> int | None:
     return int(pl.scan_delta(str(table)).select(pl.len()).collect().item())
 
 
-def run(out_path: Path, seconds: float, concurrency: int, client_processes: int) -> dict[str, Any]:
+def run(out_path: Path, seconds: float, concurrency: int, client_processes: int, client: str = "raw") -> dict[str, Any]:
     with LocalRedisServer() as server:
         publish_table(server)
         in_process = bench_in_process(server)
-        servers = {str(n): bench_server(server, n, seconds, concurrency, client_processes) for n in WORKER_COUNTS}
+        servers = {str(n): bench_server(server, n, seconds, concurrency, client_processes, client)
+                   for n in WORKER_COUNTS}
     for figures in servers.values():
         for phase in (figures["unloaded"], figures["loaded"]):
             phase["p50_ratio_to_in_process"] = phase["p50_ms"] / in_process["p50_ms"]
@@ -131,7 +133,7 @@ def run(out_path: Path, seconds: float, concurrency: int, client_processes: int)
 
     report = {
         "benchmark": "server",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": machine(
             {"fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__, "httpx": httpx.__version__},
             note="client and server share these cpus (and with whatever else runs on the machine)",
@@ -142,6 +144,7 @@ def run(out_path: Path, seconds: float, concurrency: int, client_processes: int)
             "on_demand_features": [ON_DEMAND],
             "published_entities": N_ORIGINS * N_DESTS,
             "request_log": True,
+            "client": client,
         },
         "in_process": in_process,
         "server": servers,
@@ -156,12 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="load-generator processes sharing the concurrency (default 2)")
+    parser.add_argument("--client", choices=CLIENTS, default="raw",
+                        help="load generator (default raw: cheap enough not to cap the server; see benchmarks.http_load)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600 or not 0 < args.concurrency <= 256:
         parser.error("--seconds must be in (0, 600] and --concurrency in (0, 256]")
     if not 0 < args.client_processes <= min(8, args.concurrency):
         parser.error("--client-processes must be in [1, min(8, concurrency)]")
-    report = run(args.out, args.seconds, args.concurrency, args.client_processes)
+    report = run(args.out, args.seconds, args.concurrency, args.client_processes, args.client)
     base = report["in_process"]
     env = report["environment"]
     print(f"{env['cpus']} cpus (shared by client and server); load average at end "
