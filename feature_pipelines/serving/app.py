@@ -30,9 +30,9 @@ or wrong API key 401; a consumer asking for features its policy refuses (PII, or
 its allowed views) 403 naming them; Redis unreachable or slower than `request_timeout_s` 503
 (every read runs under that deadline, so a dead or hung Redis never hangs the request).
 
-Small requests of stored features (up to 300 entity rows) are answered by `serving.lean`
-without FastAPI, pydantic, polars or a worker thread, with the same bytes and log rows;
-everything else, errors included, by the FastAPI route below.
+Small requests (up to 300 entity rows; on-demand features without request columns included)
+are answered by `serving.lean` without FastAPI, pydantic or a worker thread, with the same
+bytes and log rows; everything else, errors included, by the FastAPI route below.
 
 PII-tagged features, and on-demand features computed from them, are served to callers allowed
 them but never written to the request log: the log is for skew monitoring, not a copy of

@@ -18,8 +18,10 @@ FastAPI path, which answers as it always has (errors, OpenAPI contract and all):
 * anything but a POST to /get-online-features with an `application/json` body of a declared
   size up to `LEAN_MAX_BODY_BYTES` (and the server's body limit);
 * a body that is not exactly the request model's shape, a failed key check or access check;
-* a request shape the planner refuses, on-demand features, key columns that are not String or
-  Int64, a value of the wrong type, more than `LEAN_MAX_ROWS` entity rows (or `max_entities`);
+* a request shape the planner refuses, on-demand features that take request columns (on-demand
+  features computed from stored ones are computed here, by `apply_on_demand` on the frame the
+  full path builds), key columns that are not String or Int64, a value of the wrong type, more
+  than `LEAN_MAX_ROWS` entity rows (or `max_entities`);
 * a Redis configuration outside `AsyncReader`'s scope (TLS, unix socket, Cluster, ...), an
   unreachable Redis, an error reply, a value the decoder refuses.
 
@@ -40,7 +42,14 @@ import polars as pl
 from starlette.responses import JSONResponse
 
 from feature_pipelines.features.access import FeatureAccessError, check_feature_access
-from feature_pipelines.features.references import UnknownFeatureError
+from feature_pipelines.features.on_demand import (
+    OnDemandFeature,
+    OnDemandFeatureError,
+    apply_on_demand,
+    required_references,
+)
+from feature_pipelines.features.references import UnknownFeatureError, ViewRequest, resolve_references
+from feature_pipelines.names import ON_DEMAND_VIEW
 from feature_pipelines.online.async_transport import AsyncReader, AsyncReadError
 from feature_pipelines.online.client import RedisConfigError
 from feature_pipelines.online.encoding import TIMESTAMP_FIELD, VERSION_FIELD, OnlineEncodingError
@@ -51,7 +60,7 @@ from feature_pipelines.serving.auth import API_KEY_HEADER
 from feature_pipelines.serving.errors import AuthenticationError, ServingError, StoreUnavailableError
 from feature_pipelines.serving.models import GetOnlineFeaturesRequest, Status
 from feature_pipelines.serving.request_log import LogColumns, entity_keys_json, value_float, value_json
-from feature_pipelines.serving.responses import encode_body, json_floats, vector
+from feature_pipelines.serving.responses import encode_body, json_floats, json_values, vector
 from feature_pipelines.serving.server import FeatureServer
 
 Scope = MutableMapping[str, Any]
@@ -69,6 +78,7 @@ PLAN_CACHE_SIZE = 1024
 _BODY_KEYS = frozenset({"features", "entities", "full_feature_names"})
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PRESENT = Status.PRESENT.value
+_STATUS_RANK = {Status.PRESENT.value: 0, Status.OUTSIDE_MAX_AGE.value: 1, Status.NOT_FOUND.value: 2}
 _NOT_FOUND = Status.NOT_FOUND.value
 _OUTSIDE_MAX_AGE = Status.OUTSIDE_MAX_AGE.value
 _API_KEY_HEADER = API_KEY_HEADER.lower().encode("latin-1")
@@ -80,18 +90,37 @@ class _Fallback(Exception):
 
 @dataclass(frozen=True)
 class LeanView:
-    """One view's share of a planned request: its keys, packed HMGET fields, decoder, what to log."""
+    """One view read for a planned request: its table, packed HMGET fields and decoder."""
 
     table: OnlineTable
     decoder: ReplyDecoder
     fields: tuple[str, ...]
-    float_columns: tuple[bool, ...]
-    logged: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """A stored feature of the response: where its values are in the reads, and whether it is Float64."""
+
+    view_index: int
+    feature_index: int
+    is_float: bool
+
+
+@dataclass(frozen=True)
+class OnDemandInput:
+    """A column of the frame the on-demand features are computed from (as the full path builds it)."""
+
+    name: str
+    view_index: int
+    feature_index: int
+    dtype: pl.DataType
 
 
 @dataclass(frozen=True)
 class LoggedFeature:
-    """A feature of a plan that the request log records (not PII): where its values are in the read."""
+    """A served column the request log records (not PII): which read holds its values.
+
+    On-demand features come after the views in the reads, one read each (`view_index`)."""
 
     view_index: int
     feature_index: int
@@ -102,9 +131,19 @@ class LoggedFeature:
 
 @dataclass(frozen=True)
 class LeanPlan:
-    """A request shape (features, entity columns, full_feature_names) planned once, by the planner."""
+    """A request shape (features, entity columns, full_feature_names) planned once, by the planner.
+
+    `views` are what is read: the requested stored features and the inputs of the on-demand
+    ones (`required_references`), grouped by view; `output` picks the response's stored columns
+    from them, in the response's order; on-demand features are computed after the read, from the
+    frame the full path would build (`on_demand_inputs`), by `apply_on_demand`.
+    """
 
     views: tuple[LeanView, ...]
+    output: tuple[OutputColumn, ...]
+    on_demand: tuple[OnDemandFeature, ...]
+    on_demand_inputs: tuple[OnDemandInput, ...]
+    on_demand_views: tuple[tuple[int, ...], ...]
     entity_columns: tuple[str, ...]
     int_columns: frozenset[str]
     names: tuple[str, ...]
@@ -137,37 +176,66 @@ class LeanPlan:
             plan = server.planner.plan(body)
         except (ServingError, UnknownFeatureError, ValueError) as error:
             raise _Fallback from error
-        if plan.on_demand:
-            return None
+        if any(feature.request_columns for feature in plan.on_demand):
+            return None  # request data (timestamps and the like) is the full path's to parse
         dtypes = plan.entity_rows.schema
         if any(dtypes[column] not in (pl.String(), pl.Int64()) for column in plan.entity_columns):
             return None
-        views, names, logged_features = [], [*plan.entity_columns], []
-        for view_index, request in enumerate(plan.requests):
+        to_read = resolve_references(required_references(plan.stored, plan.on_demand), server.views)
+        views = []
+        where: dict[tuple[str, str], tuple[int, int]] = {}
+        for view_index, request in enumerate(to_read):
             table = OnlineTable.for_view(request.view, server.prefix)
-            logged = tuple(not request.view.feature(f).pii for f in request.features)
-            views.append(LeanView(
-                table=table,
-                decoder=ReplyDecoder.of(table, request.features),
-                fields=(*request.features, TIMESTAMP_FIELD, VERSION_FIELD),
-                float_columns=tuple(table.features[f] == pl.Float64() for f in request.features),
-                logged=logged,
-            ))
-            names.extend(f"{request.view.name}__{f}" if full_feature_names else f for f in request.features)
-            logged_features.extend(
-                LoggedFeature(view_index, feature_index, request.view.name, feature, tuple(request.view.entity_keys))
-                for feature_index, (feature, is_logged) in enumerate(zip(request.features, logged)) if is_logged)
+            views.append(LeanView(table, ReplyDecoder.of(table, request.features),
+                                  (*request.features, TIMESTAMP_FIELD, VERSION_FIELD)))
+            where.update(((request.view.name, f), (view_index, i)) for i, f in enumerate(request.features))
+        output, names, logged = [], [*plan.entity_columns], []
+        for request in plan.requests:
+            view = request.view
+            for feature in request.features:
+                view_index, feature_index = where[view.name, feature]
+                output.append(OutputColumn(view_index, feature_index, view.feature(feature).polars_dtype == pl.Float64()))
+                names.append(f"{view.name}__{feature}" if full_feature_names else feature)
+                if not view.feature(feature).pii:
+                    logged.append(LoggedFeature(view_index, feature_index, view.name, feature, tuple(view.entity_keys)))
+        view_index_of = {request.view.name: index for index, request in enumerate(to_read)}
+        for position, feature in enumerate(plan.on_demand):
+            names.append(f"{ON_DEMAND_VIEW}__{feature.name}" if full_feature_names else feature.name)
+            if feature.name not in server.recorder.pii_derived:
+                keys = tuple(dict.fromkeys(k for v in feature.input_views() for k in server.views[v].entity_keys))
+                logged.append(LoggedFeature(len(views) + position, 0, ON_DEMAND_VIEW, feature.name, keys))
         return cls(
             views=tuple(views),
+            output=tuple(output),
+            on_demand=tuple(plan.on_demand),
+            on_demand_inputs=_on_demand_inputs(to_read, output, where) if plan.on_demand else (),
+            on_demand_views=tuple(tuple(view_index_of[v] for v in f.input_views()) for f in plan.on_demand),
             entity_columns=tuple(plan.entity_columns),
             int_columns=frozenset(c for c in plan.entity_columns if dtypes[c] == pl.Int64()),
             names=tuple(names),
-            logged=tuple(logged_features),
-            log_key_sets=tuple(dict.fromkeys(field.keys for field in logged_features)),
-            log_views=tuple(field.view for field in logged_features),
-            log_features=tuple(field.feature for field in logged_features),
-            log_zeros=(0,) * len(logged_features),
+            logged=tuple(logged),
+            log_key_sets=tuple(dict.fromkeys(f.keys for f in logged)),
+            log_views=tuple(f.view for f in logged),
+            log_features=tuple(f.feature for f in logged),
+            log_zeros=(0,) * len(logged),
         )
+
+
+def _on_demand_inputs(to_read: list[ViewRequest], output: list[OutputColumn],
+                      where: Mapping[tuple[str, str], tuple[int, int]]) -> tuple[OnDemandInput, ...]:
+    """The stored columns of the full path's on-demand frame, in its order: the requested
+    features, then the other features read (`retrieval.get_online_features`)."""
+    by_position = {(request_index, i): (request.view, name)
+                   for request_index, request in enumerate(to_read) for i, name in enumerate(request.features)}
+    columns = [by_position[column.view_index, column.feature_index] for column in output]
+    requested = {name for _, name in columns}
+    seen = set(requested)
+    for request in to_read:
+        for name in request.features:
+            if name not in seen:
+                seen.add(name)
+                columns.append((request.view, name))
+    return tuple(OnDemandInput(name, *where[view.name, name], view.feature(name).polars_dtype) for view, name in columns)
 
 
 class LeanRoute:
@@ -354,10 +422,8 @@ class ViewRead:
 
 def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, replies: list[Any], now_us: int
             ) -> tuple[list[dict[str, Any]], list[ViewRead]]:
-    """The response's results, and what each view read (for the log), as the full path builds them."""
-    present = [_PRESENT] * height
-    no_times = [None] * height
-    results = [vector(entities[column], present, no_times) for column in plan.entity_columns]
+    """The response's results, and what each view read (then each on-demand feature, for the
+    log), as the full path builds them."""
     reads = []
     start = 0
     for view in plan.views:
@@ -386,11 +452,42 @@ def _decode(plan: LeanPlan, entities: Mapping[str, list[Any]], height: int, repl
                 statuses.append(_OUTSIDE_MAX_AGE if expired else _PRESENT)
                 stamps.append(snapshot_time(ts))
         start += height
-        iso = [None if stamp is None else stamp.isoformat() for stamp in stamps]
-        for column, is_float in zip(columns, view.float_columns):
-            results.append(vector(json_floats(column) if is_float else column, statuses, iso))
         reads.append(ViewRead(columns, statuses, stamps, ts_us))
+    present = [_PRESENT] * height
+    no_times = [None] * height
+    results = [vector(entities[column], present, no_times) for column in plan.entity_columns]
+    iso = [[None if stamp is None else stamp.isoformat() for stamp in read.stamps] for read in reads]
+    for column in plan.output:
+        read = reads[column.view_index]
+        values = read.columns[column.feature_index]
+        results.append(vector(json_floats(values) if column.is_float else values, read.statuses,
+                              iso[column.view_index]))
+    if plan.on_demand:
+        for feature, series, views in zip(plan.on_demand, _on_demand(plan, entities, reads), plan.on_demand_views):
+            statuses = _worst([reads[v].statuses for v in views], present)
+            results.append(vector(json_values(series), statuses, no_times))
+            reads.append(ViewRead([series.to_list()], statuses, no_times, no_times))
     return results, reads
+
+
+def _on_demand(plan: LeanPlan, entities: Mapping[str, list[Any]], reads: list[ViewRead]) -> list[pl.Series]:
+    """The on-demand features, computed by `apply_on_demand` from the frame the full path gives it."""
+    columns = [pl.Series(name, entities[name], dtype=pl.Int64() if name in plan.int_columns else pl.String())
+               for name in plan.entity_columns]
+    columns += [pl.Series(i.name, reads[i.view_index].columns[i.feature_index], dtype=i.dtype)
+                for i in plan.on_demand_inputs]
+    try:
+        computed = apply_on_demand(pl.DataFrame(columns), plan.on_demand)
+    except OnDemandFeatureError as error:
+        raise _Fallback from error
+    return [computed.get_column(feature.name) for feature in plan.on_demand]
+
+
+def _worst(inputs: list[list[str]], present: list[str]) -> list[str]:
+    """Per row, the worst status of an on-demand feature's input views (as `ServedStatuses`)."""
+    if not inputs:
+        return present
+    return [max(row, key=_STATUS_RANK.__getitem__) for row in zip(*inputs)]
 
 
 def _nulls(count: int) -> list[None]:

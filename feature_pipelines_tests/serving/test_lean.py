@@ -28,26 +28,34 @@ from feature_pipelines_tests.serving.conftest import Published, TestClient
 ROUTE = FEATURE_VIEWS["route_delay_stats"]
 CARRIER = FEATURE_VIEWS["carrier_delay_stats"]
 PII_FEATURE = "carrier_flights_count_24h"
+PII_INPUT = "carrier_dep_delay_mean_7d"  # makes carrier_dep_delay_ratio_24h_7d PII-derived: served, never logged
+ON_DEMAND = ["on_demand:route_dep_delay_ratio_24h_7d", "on_demand:carrier_dep_delay_ratio_24h_7d"]
 ORIGINS = ["JFK", "EWR", "LGA", "XXX", "a|b", "{x}", "%7C", "é"]
 DESTS = ["LAX", "ORD", "ATL", "BOS", "YYY", "ü}"]
 CARRIERS = ["UA", "AA", "ZZ", "x|y"]
 REQUESTS = 300
 
 
-def _with_pii(view: FeatureView, feature: str) -> FeatureView:
-    features = tuple(dataclasses.replace(f, pii=True) if f.name == feature else f for f in view.features)
+def _with_pii(view: FeatureView, *names: str) -> FeatureView:
+    features = tuple(dataclasses.replace(f, pii=True) if f.name in names else f for f in view.features)
     return dataclasses.replace(view, features=features)
 
 
-VIEWS = {**FEATURE_VIEWS, CARRIER.name: _with_pii(CARRIER, PII_FEATURE)}
+VIEWS = {**FEATURE_VIEWS, CARRIER.name: _with_pii(CARRIER, PII_FEATURE, PII_INPUT)}
 
 
 def _valid_body(rng: random.Random) -> dict[str, Any]:
     views = rng.choice([[ROUTE], [CARRIER], [ROUTE, CARRIER], [CARRIER, ROUTE]])
     references = [f"{view.name}:{feature.name}" for view in views for feature in view.features]
     features = rng.sample(references, rng.randint(1, min(len(references), 12)))
+    if rng.random() < 0.3:  # on-demand features, computed from inputs requested or not
+        chosen = rng.sample(ON_DEMAND, rng.randint(1, 2))
+        features = rng.sample(features, rng.randint(0, len(features))) + chosen
+        rng.shuffle(features)
     rows = rng.choice([1, 1, 1, 2, 3, 7, 40])
-    columns = {key for reference in features for key in VIEWS[reference.split(":")[0]].entity_keys}
+    views_of = {"route_dep_delay_ratio_24h_7d": ROUTE.name, "carrier_dep_delay_ratio_24h_7d": CARRIER.name}
+    columns = {key for reference in features
+               for key in VIEWS[views_of.get(reference.split(":")[1], reference.split(":")[0])].entity_keys}
     pools = {"origin": ORIGINS, "dest": DESTS, "carrier": CARRIERS}
     names = list(columns)
     rng.shuffle(names)
@@ -76,9 +84,10 @@ def _invalid_body(rng: random.Random) -> Any:
         body["features"].append("route_delay_stats:no_such_feature")
     elif spoil == "duplicate":
         body["features"].append(body["features"][0])
-    elif spoil == "on demand":
-        body = {"features": ["route_delay_stats:route_dep_delay_mean_24h", "on_demand:route_dep_delay_ratio_24h_7d"],
-                "entities": {"origin": ["JFK", "EWR"], "dest": ["LAX", "BOS"]}}
+    elif spoil == "on demand":  # one with a request column: the full path's to parse
+        body = {"features": ["route_delay_stats:route_dep_delay_mean_24h", "on_demand:scheduled_departure_hour_utc"],
+                "entities": {"origin": ["JFK", "EWR"], "dest": ["LAX", "BOS"],
+                             "scheduled_departure": ["2024-05-01T14:30:00Z", "2024-05-01T23:59:59+02:00"]}}
     elif spoil == "no rows":
         body["entities"] = {name: [] for name in body["entities"]}
     elif spoil == "ragged":
@@ -136,7 +145,8 @@ def test_lean_path_answers_and_logs_exactly_as_the_full_path(
     for body, lean_answer, full_answer in zip(bodies, lean_answers, full_answers):
         assert lean_answer[:3] == full_answer[:3], body
     assert lean_rows.height > REQUESTS
-    assert PII_FEATURE not in set(lean_rows["feature"])
+    assert PII_FEATURE not in set(lean_rows["feature"]) and "carrier_dep_delay_ratio_24h_7d" not in set(lean_rows["feature"])
+    assert "route_dep_delay_ratio_24h_7d" in set(lean_rows["feature"])
     assert set(lean_rows["status"]) == {"PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"}
     assert lean_rows.equals(full_rows)
 
