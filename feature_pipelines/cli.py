@@ -21,6 +21,9 @@ from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser, r
 from feature_pipelines.streaming.cli import add_stream_parser
 
 if TYPE_CHECKING:
+    from dagster import Definitions
+
+    from feature_pipelines.offline.delta_store import DeltaStore
     from feature_pipelines.orchestration.backfill_report import RunOutcome
     from feature_pipelines.orchestration.runs import PlannedRun, RangeRun
 
@@ -145,7 +148,37 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     quarantine = Quarantine(lake_for(settings).store())
     print(summary_text(plan, outcomes, quarantine.summary(lake_table_names()), quarantine.files(),
                        elapsed_seconds=elapsed), flush=True)
-    return 0 if outcomes and all(o.success for o in outcomes) and len(outcomes) == len(plan) else 1
+    fitted = _fit_unfitted_statistics(defs, lake_for(settings).store())
+    ok = outcomes and all(o.success for o in outcomes) and len(outcomes) == len(plan)
+    return 0 if ok and fitted else 1
+
+
+def _fit_unfitted_statistics(defs: Definitions, store: DeltaStore) -> bool:
+    """Fit the statistics a feature service pins where that version does not exist yet (the first
+    backfill, a changed service), so the server can serve it; one line each. False if a fit failed."""
+    from dagster import materialize
+
+    from feature_pipelines.features.services import FEATURE_SERVICES
+    from feature_pipelines.orchestration.statistics_assets import statistics_asset_name, unfitted_services
+    from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
+
+    if not store.exists(FLIGHT_DELAY_TRAINING_SET.name):
+        return True
+    ok = True
+    for service in unfitted_services(store, FEATURE_SERVICES.values()):
+        name = statistics_asset_name(service)
+        with _quiet_loggers():
+            result = materialize([defs.resolve_assets_def(name)], instance=DagsterInstance.get(), raise_on_error=False,
+                                 run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+        if result.success:
+            print(f"fitted statistics version {service.statistics_version} of feature service {service.name!r} "
+                  f"(version {service.version}) on {FLIGHT_DELAY_TRAINING_SET.name!r}", flush=True)
+            continue
+        ok = False
+        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+        reason = failure.event_specific_data.error.message.strip().splitlines()[-1] if failure else "the run failed"
+        print(f"could not fit the statistics of feature service {service.name!r}: {reason}", flush=True)
+    return ok
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:

@@ -1,10 +1,13 @@
 """The asset that fits a feature service's statistics on its training set and writes them as a version."""
 
+from collections.abc import Iterable
+
 from dagster import AssetDep, AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.services import FeatureService, raw_service_schema
 from feature_pipelines.features.spec import FeatureDefinitionError
+from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import (
     STATISTICS_TABLE,
     fit_statistics,
@@ -101,3 +104,13 @@ def build_statistics_asset(service: FeatureService, training: TrainingSetSpec) -
         })
 
     return _statistics
+
+
+def unfitted_services(store: DeltaStore, services: Iterable[FeatureService]) -> list[FeatureService]:
+    """The services whose pinned statistics version does not exist yet for their current version
+    (a first backfill, or a changed definition): what the feature server could not serve."""
+    missing = []
+    for service in services:
+        if service.needs_statistics and service.statistics_version not in fitted_versions(store, service.name).get(service.version, []):
+            missing.append(service)
+    return missing
