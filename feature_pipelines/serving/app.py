@@ -30,6 +30,15 @@ or wrong API key 401; a consumer asking for features its policy refuses (PII, or
 its allowed views) 403 naming them; Redis unreachable or slower than `request_timeout_s` 503
 (every read runs under that deadline, so a dead or hung Redis never hangs the request).
 
+    POST /get-online-features  {"feature_service": "flight_delay_v2", "entities": {...}}
+        a feature service's vector: its columns in its declared order, with its dtypes and its
+        fitted transformations (the statistics version it pins) applied, exactly as its training
+        frame; the request log records the service and the values read before transformation.
+        A service whose statistics are not loaded answers 503 saying why and what to run.
+    GET /feature-services
+        every service: owner, version, references, columns and dtypes, transformations, the
+        statistics version it pins, and whether it is ready to serve.
+
 Small requests (up to 300 entity rows; on-demand features without request columns included)
 are answered by `serving.lean` without FastAPI, pydantic or a worker thread, with the same
 bytes and log rows; everything else, errors included, by the FastAPI route below.
@@ -53,6 +62,7 @@ from fastapi.responses import JSONResponse, Response
 
 from feature_pipelines.features.access import ConsumerPolicy
 from feature_pipelines.features.on_demand import OnDemandFeature
+from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService, service_schema
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.serving.auth import API_KEY_ENV_VAR, API_KEY_HEADER, Authenticator
 from feature_pipelines.serving.body_limit import BodyLimit
@@ -63,13 +73,17 @@ from feature_pipelines.serving.log_records import LogRecorder
 from feature_pipelines.serving.models import (
     ERROR_RESPONSES,
     ErrorResponse,
+    FeatureServiceInfo,
+    FeatureServicesResponse,
     GetOnlineFeaturesRequest,
     GetOnlineFeaturesResponse,
     HealthResponse,
+    ServiceColumn,
 )
 from feature_pipelines.serving.planning import RequestPlanner
 from feature_pipelines.serving.request_log import RequestLog, key_columns_of
 from feature_pipelines.serving.server import REQUEST_ID_HEADER, Deadlines, FeatureServer, LazyClient
+from feature_pipelines.serving.service_statistics import ServiceStatistics
 from feature_pipelines.timeutil import utc_now
 
 __all__ = ["API_KEY_ENV_VAR", "API_KEY_HEADER", "DEFAULT_MAX_BODY_BYTES", "REQUEST_ID_HEADER", "create_app",
@@ -94,6 +108,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     consumers: Sequence[ConsumerKey] = (),
     lean: bool = True,
+    services: Mapping[str, FeatureService] | None = None,
+    service_statistics: ServiceStatistics | None = None,
 ) -> FastAPI:
     """The feature server as an ASGI app (see the module docstring for the API).
 
@@ -112,17 +128,24 @@ def create_app(
 
     With `lean` (the default), small feature requests are answered by `serving.lean` with the
     same bytes and log rows, at a fraction of the CPU; everything else by the FastAPI routes.
+
+    `services` (default: the catalog's `FEATURE_SERVICES`) can be asked for by name; those that
+    pin fitted statistics are served with `service_statistics` (loaded once from the lake by the
+    caller; without them such services answer 503 and show as not ready).
     """
+    services = dict(FEATURE_SERVICES if services is None else services)
+    statistics = service_statistics or ServiceStatistics.without_lake(services)
     server = FeatureServer(
         client=LazyClient(redis_client_factory),
         prefix=prefix,
         views=views,
         auth=Authenticator(api_key, consumers, views, on_demand),
-        planner=RequestPlanner(views, on_demand, key_dtypes=key_dtypes, max_entities=max_entities),
+        planner=RequestPlanner(views, on_demand, key_dtypes=key_dtypes, max_entities=max_entities, services=services),
         recorder=LogRecorder(views, on_demand),
         request_log=request_log,
         now=now,
         deadlines=Deadlines(request_s=request_timeout_s, health_s=health_timeout_s),
+        statistics=statistics,
     )
     lean_route = LeanRoute(server, max_entities=max_entities, max_body_bytes=max_body_bytes) if lean else None
 
@@ -158,8 +181,23 @@ class FeatureServerApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
+def services_response(services: Mapping[str, FeatureService], statistics: ServiceStatistics) -> FeatureServicesResponse:
+    """What GET /feature-services lists: every service, its vector and its readiness."""
+    infos = []
+    for name, service in services.items():
+        reason = statistics.missing.get(name)
+        infos.append(FeatureServiceInfo(
+            name=name, owner=service.owner, description=service.description, version=service.version,
+            features=list(service.features),
+            columns=[ServiceColumn(name=column, dtype=str(dtype)) for column, dtype in service_schema(service).items()],
+            transforms=[str(transform) for transform in service.transforms],
+            statistics_version=service.statistics_version, ready=reason is None, reason=reason,
+        ))
+    return FeatureServicesResponse(services=infos)
+
+
 def _add_routes(app: FastAPI, server: FeatureServer) -> None:
-    """The two endpoints, documented for the OpenAPI spec; `server` does the work."""
+    """The endpoints, documented for the OpenAPI spec; `server` does the work."""
 
     @app.post(
         "/get-online-features",
@@ -171,6 +209,14 @@ def _add_routes(app: FastAPI, server: FeatureServer) -> None:
         body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None = Depends(server.auth.caller_policy)  # noqa: B008 - FastAPI declares dependencies as defaults
     ) -> Response:
         return await server.get_online_features(body, policy)
+
+    @app.get(
+        "/feature-services",
+        response_model=FeatureServicesResponse,
+        summary="The feature services: each model's named vector, its columns and dtypes, and whether it is served.",
+    )
+    async def feature_services() -> FeatureServicesResponse:
+        return services_response(server.planner.services, server.statistics)
 
     @app.get(
         "/health",

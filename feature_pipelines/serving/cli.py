@@ -70,20 +70,24 @@ def app_from_env() -> FastAPI:
     """The server app configured from the environment; uvicorn's `--factory` target per worker."""
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
+    from feature_pipelines.features.services import FEATURE_SERVICES
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.serving.app import create_app, key_columns_of
     from feature_pipelines.serving.request_log import RequestLog
+    from feature_pipelines.serving.service_statistics import ServiceStatistics
     from feature_pipelines.settings import load_settings
 
     target = redis_target_from_env()
     api_key = os.environ.get(API_KEY_ENV_VAR)
     if api_key is not None and not api_key.strip():
         raise ValueError(f"{API_KEY_ENV_VAR} is set but empty; unset it or give it a value")
+    store = lake_for(load_settings()).store()
     request_log = None
     if os.environ.get(REQUEST_LOG_ENV_VAR, "1") != "0":
-        request_log = RequestLog(
-            lake_for(load_settings()).store(), key_columns=key_columns_of(list(FEATURE_VIEWS.values()))
-        )
+        request_log = RequestLog(store, key_columns=key_columns_of(list(FEATURE_VIEWS.values())))
+    statistics = ServiceStatistics.load(store, FEATURE_SERVICES)
+    for name, reason in statistics.missing.items():
+        logger.warning("feature service %s is not served: %s", name, reason)
     consumers = consumers_from_env()
     logger.info("feature server: %s; consumers: %s", target.describe(),
                 [consumer.policy for consumer in consumers] or "none")  # policies only: keys stay out of logs
@@ -96,6 +100,8 @@ def app_from_env() -> FastAPI:
         api_key=api_key,
         request_log=request_log,
         consumers=consumers,
+        services=FEATURE_SERVICES,
+        service_statistics=statistics,
     )
 
 

@@ -81,6 +81,12 @@ class StoreUnavailableError(ServingError):
     http_status = 503
 
 
+class ServiceUnavailableError(ServingError):
+    """A feature service whose pinned fitted statistics are not loaded: it is not served until they are."""
+
+    http_status = 503
+
+
 class StoreCorruptError(ServingError):
     """The online store holds a value this server cannot decode (a server-side fault, not the caller's)."""
 

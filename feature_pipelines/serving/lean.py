@@ -511,6 +511,7 @@ class LeanLogRecord:
         rows = self.row_count
         columns.add_request_id([self.request_id] * rows)
         columns.add_request_time([columns.micros(self.read_at)] * rows)
+        columns.add_service([None] * rows)  # the lean path serves feature references, never a service
         if height == 1:  # the common case: one row per logged feature, the plan's lists as they are
             columns.add_index(plan.log_zeros)
             columns.add_view(plan.log_views)

@@ -58,7 +58,7 @@ class LogRecorder:
                                         statuses.no_times))
         entities = {column: frame.get_column(column).to_list()
                     for column in dict.fromkeys([k for f in served for k in f.key_columns])}
-        return ServedRequest(request_id, read_at, entities, served)
+        return ServedRequest(request_id, read_at, entities, served, plan.service.name if plan.service is not None else None)
 
     def _on_demand_keys(self, feature: OnDemandFeature) -> tuple[str, ...]:
         """What identifies an on-demand value: its input views' join keys, then its request columns."""

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 
 class Status(str, Enum):
@@ -31,14 +31,26 @@ class GetOnlineFeaturesRequest(BaseModel):
                     ],
                     "entities": {"origin": ["EWR", "JFK"], "dest": ["ORD", "LAX"]},
                     "full_feature_names": False,
-                }
+                },
+                {
+                    "feature_service": "flight_delay_v2",
+                    "entities": {"origin": ["EWR"], "dest": ["ORD"], "carrier": ["UA"], "tailnum": ["N14228"]},
+                },
             ]
         },
     )
 
-    features: list[str] = Field(
+    features: list[str] | None = Field(
+        default=None,
         min_length=1,
-        description='References "view:feature"; on-demand features as "on_demand:<name>".',
+        description='References "view:feature"; on-demand features as "on_demand:<name>". Give this or '
+        "`feature_service`.",
+    )
+    feature_service: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A feature service's name (GET /feature-services): its vector, in its order, with its "
+        "fitted transformations applied, exactly as its training frame. Give this or `features`.",
     )
     entities: dict[str, list[Any]] = Field(
         min_length=1,
@@ -47,6 +59,12 @@ class GetOnlineFeaturesRequest(BaseModel):
     full_feature_names: StrictBool = Field(
         default=False, description='Name features "view__feature" in the response metadata.'
     )
+
+    @model_validator(mode="after")
+    def _features_or_service(self) -> GetOnlineFeaturesRequest:
+        if (self.features is None) == (self.feature_service is None):
+            raise ValueError("give exactly one of `features` and `feature_service`")
+        return self
 
 
 class FeatureVector(BaseModel):
@@ -82,6 +100,30 @@ class ErrorResponse(BaseModel):
     errors: list[ValidationIssue] | None = None
 
 
+class ServiceColumn(BaseModel):
+    name: str
+    dtype: str
+
+
+class FeatureServiceInfo(BaseModel):
+    """One feature service: what it serves, and whether its fitted statistics are loaded."""
+
+    name: str
+    owner: str
+    description: str
+    version: str = Field(description="Fingerprint of the definition: references, features' definitions, transforms.")
+    features: list[str]
+    columns: list[ServiceColumn] = Field(description="The served vector: columns in order, with their dtypes.")
+    transforms: list[str]
+    statistics_version: int | None = Field(description="The fitted statistics version the service pins.")
+    ready: bool
+    reason: str | None = Field(default=None, description="Why the service cannot be served, when not ready.")
+
+
+class FeatureServicesResponse(BaseModel):
+    services: list[FeatureServiceInfo]
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: str
@@ -95,8 +137,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "A body that cannot be parsed at all (not UTF-8 text)."),
         (401, "Missing or invalid API key."),
         (403, "The authenticated consumer may not read some of the requested features."),
-        (404, "Unknown feature view or feature."),
+        (404, "Unknown feature view, feature or feature service."),
         (413, "Too many entity rows, or too large a body."),
-        (503, "The online store (Redis) is unreachable or too slow."),
+        (503, "The online store (Redis) is unreachable or slow, or a service's fitted statistics are not loaded."),
     )
 }

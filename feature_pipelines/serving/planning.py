@@ -17,6 +17,7 @@ from feature_pipelines.features.references import (
     parse_reference,
     resolve_references,
 )
+from feature_pipelines.features.services import FeatureService
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import ON_DEMAND_VIEW
 from feature_pipelines.serving.errors import InvalidRequestError, TooLargeError, UnknownReferenceError
@@ -42,6 +43,7 @@ class RequestPlan:
     entity_rows: pl.DataFrame
     entity_columns: list[str]
     full_feature_names: bool
+    service: FeatureService | None = None  # a feature service's request: its vector, transformed
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RequestPlanner:
         *,
         key_dtypes: Mapping[str, pl.DataType] | None,
         max_entities: int,
+        services: Mapping[str, FeatureService] | None = None,
     ) -> None:
         if ON_DEMAND_VIEW in views:
             raise ValueError(f"a feature view may not be named {ON_DEMAND_VIEW!r}: that name holds on-demand features")
@@ -73,19 +76,34 @@ class RequestPlanner:
             raise ValueError(f"max_entities must be positive, got {max_entities}")
         self.views = views
         self.on_demand = on_demand
+        self.services = services or {}
         self.max_entities = max_entities
         self.key_dtypes: dict[str, pl.DataType] = {key: pl.String() for view in views.values() for key in view.entity_keys}
         self.key_dtypes.update(key_dtypes or {})
 
     def plan(self, body: GetOnlineFeaturesRequest) -> RequestPlan:
-        stored, chosen = self._split_references(body.features)
+        service = self.service(body.feature_service) if body.feature_service is not None else None
+        stored, chosen = self._split_references(list(service.features) if service else body.features or [])
         requests = resolve_references(stored, self.views) if stored else []
         roles = self._needed_columns(requests, chosen)
         self._check_columns(body.entities, roles)
         columns = [_column(name, values, self._dtype(name, roles[name]), roles[name].what)
                    for name, values in body.entities.items()]
         return RequestPlan(stored, requests, chosen, pl.DataFrame(columns), list(body.entities),
-                           body.full_feature_names)
+                           body.full_feature_names, service)
+
+    def service(self, name: str) -> FeatureService:
+        """A feature service of this server's catalog, or a 404 naming the known ones."""
+        found = self.services.get(name)
+        if found is None:
+            raise UnknownReferenceError(f"unknown feature service {name!r}; known: {sorted(self.services)}")
+        return found
+
+    def references(self, body: GetOnlineFeaturesRequest) -> list[str]:
+        """What a request reads: its references, or its service's (for authorisation before planning)."""
+        if body.feature_service is not None:
+            return list(self.service(body.feature_service).features)
+        return list(body.features or [])
 
     def _split_references(self, references: list[str]) -> tuple[list[str], list[OnDemandFeature]]:
         """The stored references (resolved later against the views) and the on-demand features."""

@@ -14,6 +14,10 @@ feature) -- long format, so that adding a feature never changes the schema:
     request_time     Datetime(us, UTC)   the `now` the values were read at
     entity_index     Int64               position of the entity row in the request
     view             String              the feature view, or "on_demand"
+    feature_service  String              the feature service the request asked for (its name),
+                                         null for a request by feature references (per-service
+                                         skew and drift group by it; the logged values are the
+                                         ones read, before the service's transformations)
     entity_key       String              JSON object of the identifying columns in declared
                                          order, e.g. {"origin":"JFK","dest":"LAX"}; for an
                                          on-demand feature, the keys of its input views and
@@ -90,6 +94,7 @@ _FIXED_COLUMNS: dict[str, pl.DataType] = {
     "entity_index": pl.Int64(),
     "view": pl.String(),
     "entity_key": pl.String(),
+    "feature_service": pl.String(),
 }
 _VALUE_COLUMNS: dict[str, pl.DataType] = {
     "feature": pl.String(),
@@ -130,6 +135,7 @@ class ServedRequest:
     request_time: datetime
     entities: Mapping[str, Sequence[Any]]
     features: Sequence[ServedFeature]
+    feature_service: str | None = None
 
     @property
     def row_count(self) -> int:
@@ -250,6 +256,7 @@ class LogColumns:
         extend = {name: values.extend for name, values in self.lists.items()}
         self.add_request_id, self.add_request_time = extend["request_id"], extend["request_time"]
         self.add_index, self.add_view, self.add_entity_key = extend["entity_index"], extend["view"], extend["entity_key"]
+        self.add_service = extend["feature_service"]
         self.add_keys = [(name, extend[name]) for name in key_columns]
         self.key_names = tuple(key_columns)
         self._key_json: dict[tuple[tuple[str, ...], tuple[Any, ...]], str] = {} if key_json is None else key_json
@@ -280,6 +287,7 @@ class LogColumns:
                     for keys in dict.fromkeys(feature.key_columns for feature in features)}
         self.add_request_id([served.request_id] * rows)
         self.add_request_time([micros(served.request_time)] * rows)
+        self.add_service([served.feature_service] * rows)
         self.add_index(list(range(height)) * len(features))
         self.add_view([feature.view for feature in features for _ in nulls])
         self.add_entity_key([text for feature in features for text in key_json[feature.key_columns]])

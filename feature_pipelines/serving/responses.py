@@ -93,20 +93,25 @@ def encode_body(names: list[str], results: list[dict[str, Any]]) -> bytes:
 
 def response_body(plan: RequestPlan, frame: pl.DataFrame, statuses: ServedStatuses) -> bytes:
     """The GetOnlineFeaturesResponse as JSON: the entity columns as sent, then the stored features
-    view by view, then the on-demand features."""
+    view by view, then the on-demand features; for a feature service, its vector in its order."""
     full = plan.full_feature_names
     names: list[str] = []
     results: list[dict[str, Any]] = []
     for column in plan.entity_columns:
         names.append(column)
         results.append(vector(json_values(frame.get_column(column)), statuses.present, statuses.no_times))
+    features: dict[str, tuple[str, dict[str, Any]]] = {}
     for request in plan.requests:
         view = statuses.views[request.view.name]
         for feature in request.features:
-            names.append(f"{request.view.name}__{feature}" if full else feature)
-            results.append(vector(json_values(frame.get_column(feature)), view.statuses, view.iso_stamps))
+            features[feature] = (f"{request.view.name}__{feature}" if full else feature,
+                                 vector(json_values(frame.get_column(feature)), view.statuses, view.iso_stamps))
     for on_demand in plan.on_demand:
-        names.append(f"{ON_DEMAND_VIEW}__{on_demand.name}" if full else on_demand.name)
-        results.append(vector(json_values(frame.get_column(on_demand.name)), statuses.on_demand[on_demand.name],
-                               statuses.no_times))
+        features[on_demand.name] = (f"{ON_DEMAND_VIEW}__{on_demand.name}" if full else on_demand.name,
+                                    vector(json_values(frame.get_column(on_demand.name)), statuses.on_demand[on_demand.name],
+                                           statuses.no_times))
+    for name in plan.service.column_names if plan.service is not None else features:
+        label, result = features[name]
+        names.append(label)
+        results.append(result)
     return encode_body(names, results)

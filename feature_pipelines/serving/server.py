@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from feature_pipelines.features.access import ConsumerPolicy
+from feature_pipelines.features.services import apply_service_transforms
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.online.client import RedisConfigError
 from feature_pipelines.online.retrieval import get_online_features
@@ -32,6 +33,7 @@ from feature_pipelines.serving.models import GetOnlineFeaturesRequest, HealthRes
 from feature_pipelines.serving.planning import RequestPlan, RequestPlanner
 from feature_pipelines.serving.request_log import RequestLog
 from feature_pipelines.serving.responses import ServedStatuses, response_body
+from feature_pipelines.serving.service_statistics import ServiceStatistics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # How long the request log's writer thread may hold the GIL while the event loop waits for it.
@@ -81,6 +83,7 @@ class FeatureServer:
     request_log: RequestLog | None
     now: Callable[[], datetime]
     deadlines: Deadlines
+    statistics: ServiceStatistics = field(default_factory=ServiceStatistics)
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -96,8 +99,10 @@ class FeatureServer:
                 await anyio.to_thread.run_sync(self.request_log.close)
 
     async def get_online_features(self, body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None) -> Response:
-        self.auth.authorize(body.features, policy)  # before any other work: a refusal reveals nothing else
+        # Before any other work: a refusal reveals nothing else (a service's features are authorised as its references).
+        self.auth.authorize(self.planner.references(body), policy)
         plan = self.planner.plan(body)
+        fitted = self.statistics.for_service(plan.service) if plan.service is not None else None
         read_at = self.now()
         request_id = uuid.uuid4().hex
         try:
@@ -108,8 +113,10 @@ class FeatureServer:
                 f"online store (Redis) did not answer within {self.deadlines.request_s:g} s"
             ) from error
         statuses = ServedStatuses.of(plan, frame)
-        if self.request_log is not None:
+        if self.request_log is not None:  # the values read, before a service's transformations (skew compares those)
             self.request_log.record(self.recorder.served_request(plan, frame, statuses, request_id, read_at))
+        if plan.service is not None:
+            frame = apply_service_transforms(frame, plan.service, fitted)
         return Response(content=response_body(plan, frame, statuses), media_type="application/json",
                         headers={REQUEST_ID_HEADER: request_id})
 

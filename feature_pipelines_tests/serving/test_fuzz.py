@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import polars as pl
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -26,7 +28,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from feature_pipelines_tests.serving.conftest import TestClient
+from feature_pipelines.features.services import FEATURE_SERVICES, raw_service_schema
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.fitted_statistics import fit_statistics, write_fitted_statistics
+from feature_pipelines.serving.service_statistics import ServiceStatistics
+from feature_pipelines_tests.serving.conftest import Published, TestClient
 
 ROUTE_FEATURES = [
     "route_delay_stats:route_dep_delay_mean_24h",
@@ -38,8 +44,24 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture
-def app(make_app: Callable[..., FastAPI]) -> FastAPI:
-    return make_app(max_entities=50, max_body_bytes=64 * 1024)
+def app(make_app: Callable[..., FastAPI], published: Published) -> FastAPI:
+    """The server with every feature service of the catalog ready (its statistics fitted), so
+    that service requests and GET /feature-services are fuzzed on their success paths too."""
+    return make_app(max_entities=50, max_body_bytes=64 * 1024, service_statistics=_fitted_catalog(published.store))
+
+
+def _fitted_catalog(store: DeltaStore) -> ServiceStatistics:
+    """Each catalog service's statistics fitted on a small frame of its raw vector (version 1)."""
+    for service in FEATURE_SERVICES.values():
+        if service.needs_statistics:
+            schema = raw_service_schema(service)
+            frame = pl.DataFrame({name: [1, 2, None, 4, 7] if dtype.is_integer() else [1.5, 2.5, None, 4.0, 8.25]
+                                  for name, dtype in schema.items()}, schema=schema)
+            write_fitted_statistics(store, service, fit_statistics(frame, service), training_set="synthetic",
+                                    training_set_version=0, training_rows=frame.height, fitted_at=datetime.now(UTC))
+    statistics = ServiceStatistics.load(store, FEATURE_SERVICES)
+    assert not statistics.missing, statistics.missing
+    return statistics
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
