@@ -49,7 +49,7 @@ def build_stream_parity_asset(settings: Settings) -> AssetsDefinition:
         deps=sorted({AssetKey(view.source.asset) for view in views}),
         check_specs=[AssetCheckSpec(STREAM_PARITY_CHECK, asset=STREAM_PARITY_ASSET, blocking=True,
                                     description="Online streaming reads equal features_at offline, bit for bit.")],
-        kinds={"redis", "delta"},
+        kinds={"redis", "polars"},  # reads the tiles and the lake's raw events; writes neither
     )
     def _stream_parity(context: AssetExecutionContext, lake: LakeResource, redis: RedisResource) -> Iterator[Any]:
         window = partition_window(days, context.partition_key)
