@@ -90,8 +90,8 @@ aircraft_utilisation = FeatureView(
                 "null, the February blizzard, when most of its flights were cancelled)."),
     ),
     owner="fleet-ml@feature-pipelines.example",
-    description="How hard each aircraft was worked in the last day, snapshotted daily and served "
-    "fresh to the second from the flights stream.",
+    description="How hard each aircraft was worked in the last day, snapshotted daily; its features also "
+    "stream (exact tiles in Redis from `feature-pipelines stream`), while the server still serves the snapshots.",
     lifecycle=Lifecycle.EXPERIMENTAL,
     tags={"domain": "flights"},
     # Every feature merges exactly from tiles (count and integer sums), so the view streams with
