@@ -2,7 +2,9 @@
 
 The events of a batch are checked as the raw asset checks an hourly partition: the same
 expectation suites and polars rules (`quality/raw_rules.py`), with the batch's hours as the
-partitions. Per event, the first blocking rule it fails rejects it:
+partitions; the suites' expectations are evaluated by polars (`streaming/raw_rules_polars.py`,
+the table's `validate`), with the verdicts GX gives them. Per event, the first blocking rule it
+fails rejects it:
 
 - a `drop` rule rejects the rows it names, as the gate drops them from a partition;
 - a `fail` rule rejects every event of the hour it judged (it judges the hour as a whole);
@@ -45,7 +47,9 @@ def judge_events(
     # Events without an instant go to the nearest hour, where the rules that require it report them.
     instants = frame[table.time_column].drop_nulls().dt.epoch("us").to_list()
     partitions = hour_windows(instants or [0])
-    facts = LandingFacts(known_keys=known_keys) if known_keys is not None else None
+    # No hourly counts: the volume rule is not applied here, and counting the batch's own hours
+    # would also count an event without an instant under a null hour, which the rule cannot order.
+    facts = LandingFacts(known_keys=known_keys, hourly_counts={})
     outcomes = table.validate(frame, partitions=partitions, landing=facts)
     row_partition = assign_partitions(frame, table.time_column, partitions, closed="left")
     rejected: dict[int, Rejection] = {}
