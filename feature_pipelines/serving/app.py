@@ -35,6 +35,11 @@ its allowed views) 403 naming them; Redis unreachable or slower than `request_ti
         fitted transformations (the statistics version it pins) applied, exactly as its training
         frame; the request log records the service and the values read before transformation.
         A service whose statistics are not loaded answers 503 saying why and what to run.
+    POST /push  {"table": "raw_flights", "events": [{<a raw_flights row>}, ...]}
+        appends raw events (datetimes as integer microseconds) to the table's Redis stream, in
+        order, and answers 202 with their entry ids; `feature-pipelines stream` consumes them,
+        judging each with the batch path's raw rules (rejects go to a dead-letter stream with
+        their reason), into the streaming views' exact tiles. At most `max_push_events` per push.
     GET /feature-services
         every service: owner, version, references, columns and dtypes, transformations, the
         statistics version it pins, and whether it is ready to serve.
@@ -78,6 +83,8 @@ from feature_pipelines.serving.models import (
     GetOnlineFeaturesRequest,
     GetOnlineFeaturesResponse,
     HealthResponse,
+    PushRequest,
+    PushResponse,
     ServiceColumn,
 )
 from feature_pipelines.serving.planning import RequestPlanner
@@ -90,6 +97,7 @@ __all__ = ["API_KEY_ENV_VAR", "API_KEY_HEADER", "DEFAULT_MAX_BODY_BYTES", "REQUE
            "key_columns_of"]
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_PUSH_EVENTS = 10_000
 
 
 def create_app(
@@ -110,6 +118,7 @@ def create_app(
     lean: bool = True,
     services: Mapping[str, FeatureService] | None = None,
     service_statistics: ServiceStatistics | None = None,
+    max_push_events: int = DEFAULT_MAX_PUSH_EVENTS,
 ) -> FastAPI:
     """The feature server as an ASGI app (see the module docstring for the API).
 
@@ -163,7 +172,7 @@ def create_app(
     app.lean = lean_route
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handler(app)
-    _add_routes(app, server)
+    _add_routes(app, server, max_push_events)
     return app
 
 
@@ -196,7 +205,7 @@ def services_response(services: Mapping[str, FeatureService], statistics: Servic
     return FeatureServicesResponse(services=infos)
 
 
-def _add_routes(app: FastAPI, server: FeatureServer) -> None:
+def _add_routes(app: FastAPI, server: FeatureServer, max_push_events: int) -> None:
     """The endpoints, documented for the OpenAPI spec; `server` does the work."""
 
     @app.post(
@@ -209,6 +218,18 @@ def _add_routes(app: FastAPI, server: FeatureServer) -> None:
         body: GetOnlineFeaturesRequest, policy: ConsumerPolicy | None = Depends(server.auth.caller_policy)  # noqa: B008 - FastAPI declares dependencies as defaults
     ) -> Response:
         return await server.get_online_features(body, policy)
+
+    @app.post(
+        "/push",
+        response_model=PushResponse,
+        status_code=202,
+        responses={422: {"model": ErrorResponse, "description": "Invalid request."}, **ERROR_RESPONSES},
+        summary="Append raw events to their table's stream; the stream consumer judges and aggregates them.",
+    )
+    async def push_endpoint(
+        body: PushRequest, _policy: ConsumerPolicy | None = Depends(server.auth.caller_policy)  # noqa: B008 - FastAPI declares dependencies as defaults
+    ) -> PushResponse:
+        return await server.push(body, max_push_events)
 
     @app.get(
         "/feature-services",

@@ -100,6 +100,25 @@ class ErrorResponse(BaseModel):
     errors: list[ValidationIssue] | None = None
 
 
+class PushRequest(BaseModel):
+    """Raw events for a streaming table, as its rows (datetimes as integer microseconds since the epoch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(min_length=1, description="A raw table that streams (raw_flights, raw_weather).")
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="The events, one object per row of the table. They are not judged here: the stream "
+        "consumer applies the raw rules and dead-letters what fails, with its reason.",
+    )
+
+
+class PushResponse(BaseModel):
+    table: str
+    accepted: int
+    entry_ids: list[str] = Field(description="The events' stream entry ids, in the order sent.")
+
+
 class ServiceColumn(BaseModel):
     name: str
     dtype: str

@@ -27,13 +27,16 @@ from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.online.client import RedisConfigError
 from feature_pipelines.online.retrieval import get_online_features
 from feature_pipelines.serving.auth import Authenticator
-from feature_pipelines.serving.errors import StoreUnavailableError
+from feature_pipelines.serving.errors import StoreUnavailableError, TooLargeError, UnknownReferenceError
 from feature_pipelines.serving.log_records import LogRecorder
-from feature_pipelines.serving.models import GetOnlineFeaturesRequest, HealthResponse
+from feature_pipelines.serving.models import GetOnlineFeaturesRequest, HealthResponse, PushRequest, PushResponse
 from feature_pipelines.serving.planning import RequestPlan, RequestPlanner
 from feature_pipelines.serving.request_log import RequestLog
 from feature_pipelines.serving.responses import ServedStatuses, response_body
 from feature_pipelines.serving.service_statistics import ServiceStatistics
+from feature_pipelines.streaming.events import STREAM_TABLES
+from feature_pipelines.streaming.keys import stream_keys
+from feature_pipelines.streaming.producer import push_events
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # How long the request log's writer thread may hold the GIL while the event loop waits for it.
@@ -131,6 +134,22 @@ class FeatureServer:
             include_metadata=True,
             on_demand=plan.on_demand,
         )
+
+    async def push(self, body: PushRequest, max_events: int) -> PushResponse:
+        """Append a batch of raw events to their table's stream, in order, under the request deadline."""
+        if body.table not in STREAM_TABLES:
+            raise UnknownReferenceError(f"table {body.table!r} does not stream; streaming tables: {sorted(STREAM_TABLES)}")
+        if len(body.events) > max_events:
+            raise TooLargeError(f"events: {len(body.events)} sent, more than this server's limit of {max_events} per push")
+        keys = stream_keys(self.prefix)
+        try:
+            with anyio.fail_after(self.deadlines.request_s):
+                entry_ids = await anyio.to_thread.run_sync(
+                    lambda: push_events(self.client.get(), body.table, body.events, keys=keys), abandon_on_cancel=True
+                )
+        except TimeoutError as error:
+            raise StoreUnavailableError(f"stream (Redis) did not accept the events within {self.deadlines.request_s:g} s") from error
+        return PushResponse(table=body.table, accepted=len(entry_ids), entry_ids=entry_ids)
 
     async def health(self) -> JSONResponse:
         stats = self.request_log.stats() if self.request_log is not None else None
