@@ -39,11 +39,13 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import great_expectations as gx
 import numpy as np
 import polars as pl
+from great_expectations.core import ExpectationSuiteValidationResult
 from great_expectations.expectations.row_conditions import Column
 
 from feature_pipelines.json_values import json_value
@@ -342,14 +344,24 @@ def same_local_hour_before(hour: datetime, days: int) -> list[datetime]:
     return found
 
 
+class SuiteEvaluator(Protocol):
+    """What evaluates a GX suite over a frame: `validate_frame` (GX itself, the batch gates), or
+    the stream's polars evaluation of the same expectations (`streaming/raw_rules_polars.py`)."""
+
+    def __call__(self, suite: gx.ExpectationSuite, frame: pl.DataFrame, *, n_partitions: int,
+                 parameters: Mapping[str, object] | None = None) -> ExpectationSuiteValidationResult: ...
+
+
 def _run(
     table: str, suite: gx.ExpectationSuite, frame: pl.DataFrame, partitions: Sequence[PartitionWindow],
-    time_column: str, identity: Sequence[str], schema: dict[str, pl.DataType],
+    time_column: str, identity: Sequence[str], schema: dict[str, pl.DataType], evaluate: SuiteEvaluator,
 ) -> tuple[list[dict[str, list[Finding]]], np.ndarray]:
     rows = assign_partitions(frame, time_column, partitions, closed="left")
     parameters = {"window_start": partitions[0].start, "window_end": partitions[-1].end}
-    declared = frame.select([c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)])
-    result = validate_frame(suite, declared, n_partitions=len(partitions), parameters=parameters)
+    # One chunk (a no-op for the batch path's sorted frames): the row counts of gx_findings are
+    # computed over this frame, and a stream batch arrives in many.
+    declared = frame.select([c for c in frame.columns if c not in (SOURCE_FILE, SOURCE_ROW)]).rechunk()
+    result = evaluate(suite, declared, n_partitions=len(partitions), parameters=parameters)
     found = gx_findings(result, declared, row_partition=rows, n_partitions=len(partitions), identity=identity)
     schema_check = f"{table.removeprefix('raw_')}_schema_matches"
     exact = dtype_findings(declared, schema)
@@ -386,15 +398,18 @@ def _row_rules(
 
 
 def validate_raw_flights_partitions(
-    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None
+    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None,
+    evaluate: SuiteEvaluator = validate_frame,
 ) -> dict[str, list[CheckOutcome]]:
     """The raw flights rules for contiguous hourly partitions in one GX call, per partition key;
     rows belong to the partition of their dep_known_at. `landing` carries what the landing zone
-    knows beyond these rows (see LandingFacts); without it the frame is taken as the whole source."""
+    knows beyond these rows (see LandingFacts); without it the frame is taken as the whole source.
+    `evaluate` evaluates the suite (GX by default; the stream passes its polars evaluation)."""
     facts = landing or LandingFacts()
     single_small = len(partitions) == 1 and frame.height < MIN_FLIGHTS_FOR_NULL_RATE
     suite = _flights_suite(with_null_rate=not single_small)
-    found, row_partition = _run(FLIGHTS_TABLE, suite, frame, partitions, FLIGHTS_PARTITION_COLUMN, FLIGHTS_KEY, flights_schema())
+    found, row_partition = _run(FLIGHTS_TABLE, suite, frame, partitions, FLIGHTS_PARTITION_COLUMN, FLIGHTS_KEY,
+                                flights_schema(), evaluate)
     rows = _row_rules(FLIGHTS_TABLE, frame, found, row_partition, partitions, FLIGHTS_KEY, flights_schema(), facts)
     known = facts.known_keys
     if known is not None:
@@ -451,11 +466,14 @@ def _hours_covered(frame: pl.DataFrame, partitions: Sequence[PartitionWindow]) -
 
 
 def validate_raw_weather_partitions(
-    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None
+    frame: pl.DataFrame, *, partitions: Sequence[PartitionWindow], landing: LandingFacts | None = None,
+    evaluate: SuiteEvaluator = validate_frame,
 ) -> dict[str, list[CheckOutcome]]:
-    """The raw weather rules for contiguous hourly partitions in one GX call, per partition key."""
+    """The raw weather rules for contiguous hourly partitions in one GX call, per partition key
+    (`evaluate` as for flights)."""
     facts = landing or LandingFacts()
-    found, row_partition = _run(WEATHER_TABLE, _weather_suite(), frame, partitions, WEATHER_PARTITION_COLUMN, WEATHER_KEY, weather_schema())
+    found, row_partition = _run(WEATHER_TABLE, _weather_suite(), frame, partitions, WEATHER_PARTITION_COLUMN, WEATHER_KEY,
+                                weather_schema(), evaluate)
     rows = _row_rules(WEATHER_TABLE, frame, found, row_partition, partitions, WEATHER_KEY, weather_schema(), facts)
     coverage = _hours_covered(frame, partitions)
     volumes = _volume_outcomes(WEATHER_TABLE, rows, WEATHER_PARTITION_COLUMN, facts)
