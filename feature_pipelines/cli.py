@@ -145,10 +145,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             chunk=chunk, log_level="CRITICAL", on_run=lambda planned, run: outcomes.append(display.on_run(planned, run)),
         )
     elapsed = time.perf_counter() - began
-    quarantine = Quarantine(lake_for(settings).store())
+    store = lake_for(settings).store()
+    quarantine = Quarantine(store)
     print(summary_text(plan, outcomes, quarantine.summary(lake_table_names()), quarantine.files(),
                        elapsed_seconds=elapsed), flush=True)
-    fitted = _fit_unfitted_statistics(defs, lake_for(settings).store())
+    fitted = _fit_unfitted_statistics(defs, store)
     ok = outcomes and all(o.success for o in outcomes) and len(outcomes) == len(plan)
     return 0 if ok and fitted else 1
 
