@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 import polars as pl
 from dagster import DagsterInstance
 
+from feature_pipelines.catalog.cli import add_catalog_parser
 from feature_pipelines.lake_tables import lake_table_names
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.orchestration.clock import parse_instant, read_clock
+from feature_pipelines.privacy.cli import add_forget_parser
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser, redis_target_from_env
 from feature_pipelines.streaming.cli import add_stream_parser
 
@@ -258,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_redis_parsers(verbs)
     add_stream_parser(verbs, redis_target_from_env)
     add_monitoring_parsers(verbs)
+    add_catalog_parser(verbs)
+    add_forget_parser(verbs)
     return parser
 
 

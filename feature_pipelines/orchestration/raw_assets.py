@@ -11,6 +11,7 @@ from feature_pipelines.orchestration.clock import run_clock
 from feature_pipelines.orchestration.io_manager import CLOSED_KEY, TIME_COLUMN_KEY
 from feature_pipelines.orchestration.partitions import hours_of, partition_of_hour, raw_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
+from feature_pipelines.privacy.deletion_ledger import DeletionLedger, drop_forgotten
 from feature_pipelines.quality.quarantine import Quarantine
 from feature_pipelines.quality.raw_rules import (
     FLIGHTS_KEY,
@@ -111,10 +112,13 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         history = _shift_times(landed.rows, offset)
         run_hours = pl.col(table.time_column).is_between(windows[0].start, windows[-1].end, closed="left")
         frame = history.filter(run_hours).sort(table.time_column, maintain_order=True)
+        store = lake.store()
+        # Forgotten entities (the deletion ledger) never re-enter, whatever the landing zone still holds;
+        # the rules' landing facts (volume, first deliveries) still judge the source as it landed.
+        frame, forgotten_rows = drop_forgotten(frame, DeletionLedger(store).forgotten())
         facts = _landing_facts(zone, table, landed, history, offset)
         landed_at = time.perf_counter()
         outcomes = RAW_VALIDATORS[table.name](frame, partitions=windows, landing=facts)
-        store = lake.store()
         Quarantine(store).replace_files(zone, table.landing_table, landed.rejected, run_id=context.run.run_id, at=now)
         yield from gate_and_write(
             context, target=target, frame=frame, windows=windows, outcomes_by_partition=outcomes, rules=rules,
@@ -124,6 +128,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
                 "compute_seconds": round(landed_at - began, 4),
                 "quality_check_seconds": round(time.perf_counter() - landed_at, 4),
                 "landed_files": len(landed.accepted_files),
+                "forgotten_rows_left_out": forgotten_rows,
                 "rejected_files": MetadataValue.json([f.file for f in landed.rejected]),
             },
         )
@@ -140,11 +145,13 @@ def _build_dimension_asset(table: RawTable) -> AssetsDefinition:
         kinds={"polars", "delta"},
         pool="lake_writes",
     )
-    def _dimension(landing: LandingResource) -> pl.DataFrame:
+    def _dimension(context: AssetExecutionContext, landing: LandingResource, lake: LakeResource) -> pl.DataFrame:
         landed = read_landed(landing.zone(), table.landing_table, declared_schema(table), time_column=None)
         if landed.rejected:
             raise RawSchemaError(f"table {table.name!r} (unpartitioned): " + "; ".join(f.message() for f in landed.rejected))
-        return landed.rows.drop(SOURCE_FILE, SOURCE_ROW)
+        rows, forgotten_rows = drop_forgotten(landed.rows.drop(SOURCE_FILE, SOURCE_ROW), DeletionLedger(lake.store()).forgotten())
+        context.add_output_metadata({"forgotten_rows_left_out": forgotten_rows})
+        return rows
 
     return _dimension
 

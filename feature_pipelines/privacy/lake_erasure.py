@@ -1,0 +1,128 @@
+"""Erasing an entity's rows from Delta tables: DELETE, then VACUUM, and which versions stay readable.
+
+Why both: a Delta DELETE writes new files without the rows and marks the old ones removed, but the
+old files stay on storage so that time travel to earlier versions keeps working. Until VACUUM
+removes them, `DeltaStore.read(table, version=<before>)` still returns the deleted rows.
+
+These are the lake operations the forget needs beyond `DeltaStore`'s writes and reads; they go
+through `DeltaStore.open` (paths, storage options) and its error guard (the table named, secrets
+redacted). They belong in `offline/delta_store.py` and move there when that module grows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.privacy.entity import ForgetTarget
+
+# Delta's default `delta.deletedFileRetentionDuration`: VACUUM refuses a shorter retention unless
+# the check is disabled explicitly.
+DEFAULT_RETENTION_HOURS = 168
+
+
+@dataclass(frozen=True)
+class TableErasure:
+    """What a DELETE did to one table: rows removed and the versions on either side."""
+
+    table: str
+    rows_deleted: int
+    version_before: int
+    version_after: int  # equal to version_before when no row matched (no commit is made)
+    files_vacuumed: int = 0
+
+
+def table_schema(store: DeltaStore, table: str) -> pl.Schema:
+    return store.scan(table).collect_schema()
+
+
+def delete_entity_rows(store: DeltaStore, table: str, target: ForgetTarget) -> TableErasure:
+    """Delete the entity's rows in one commit (none when no row matches: the table is left as it is).
+
+    A commit conflict with a concurrent writer is raised, not retried: the forget is idempotent
+    (a re-run deletes what is left), and its ledger entry, written first, already keeps new runs
+    from writing the entity again.
+    """
+    delta = store.open(table)
+    before = delta.version()
+    schema = table_schema(store, table)
+    present = store.scan(table, version=before).filter(target.polars_filter(schema)).select(pl.len()).collect().item()
+    if present == 0:
+        return TableErasure(table, 0, before, before)
+    predicate = target.sql_predicate(schema)
+    metrics = store._guarded(table, f"delete where {predicate}", lambda: delta.delete(predicate))
+    return TableErasure(table, int(metrics["num_deleted_rows"]), before, delta.version())
+
+
+def vacuum(store: DeltaStore, table: str, *, retention_hours: int) -> list[str]:
+    """Remove every file no version newer than `retention_hours` references; returns their paths.
+
+    `full=True`: files removed by any earlier commit go, not only those since the last checkpoint
+    (older overwrites of a partition hold the entity's rows as well). Below Delta's default
+    retention the guard is disabled explicitly: time travel to the versions whose files go is lost,
+    and a writer committing to the table meanwhile could lose its uncommitted files, so the forget
+    runs while no backfill writes these tables.
+    """
+    delta = store.open(table)
+    return store._guarded(
+        table,
+        f"vacuum at {retention_hours} h retention",
+        lambda: delta.vacuum(
+            retention_hours=retention_hours, dry_run=False,
+            enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS, full=True,
+        ),
+    )
+
+
+def _paths(delta: object) -> frozenset[str]:
+    actions = pl.DataFrame(delta.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    return frozenset(actions["path"].to_list()) if actions.height else frozenset()
+
+
+@dataclass(frozen=True)
+class RetainedVersions:
+    """The versions of a table whose every data file is still on storage, i.e. readable by time travel."""
+
+    table: str
+    retained: tuple[int, ...]
+    lost: tuple[int, ...]  # versions in the log whose files were vacuumed
+
+
+def retained_versions(store: DeltaStore, table: str) -> RetainedVersions:
+    """Walk the log's versions oldest first (one snapshot advanced in place) and keep those whose
+    files all exist: the files of the current version plus those a 0-hour VACUUM would remove
+    (the dry run lists what is on storage and unreferenced now)."""
+    current = store.open(table)
+    latest = current.version()
+    orphaned = store._guarded(
+        table, "list unreferenced files",
+        lambda: current.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True),
+    )
+    on_storage = _paths(current) | frozenset(orphaned)
+    versions = sorted(int(entry["version"]) for entry in store._guarded(table, "history", current.history))
+    retained: list[int] = []
+    lost: list[int] = []
+    walker = store.open(table, version=versions[0]) if versions else current
+    for version in versions:
+        if version != walker.version():
+            store._guarded(table, f"time travel to version {version}", lambda v=version: walker.load_as_version(v))  # type: ignore[misc]
+        (retained if _paths(walker) <= on_storage else lost).append(version)
+    if latest not in retained:
+        raise RuntimeError(f"table {table!r}: its latest version {latest} references files that are gone")
+    return RetainedVersions(table, tuple(retained), tuple(lost))
+
+
+def entity_rows_in_versions(store: DeltaStore, table: str, target: ForgetTarget, versions: Sequence[int]) -> dict[int, int]:
+    """Rows of the entity in each of `versions` (time travel; each version read with the filter pushed down)."""
+    counts: dict[int, int] = {}
+    for version in versions:
+        lazy = store.scan(table, version=version)
+        schema = lazy.collect_schema()
+        if not target.applies_to(list(schema)):
+            counts[version] = 0
+            continue
+        counts[version] = int(lazy.filter(target.polars_filter(schema)).select(pl.len()).collect().item())
+    return counts
