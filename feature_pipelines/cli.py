@@ -18,6 +18,7 @@ from feature_pipelines.catalog.cli import add_catalog_parser
 from feature_pipelines.lake_tables import lake_table_names
 from feature_pipelines.monitoring.cli import add_monitoring_parsers
 from feature_pipelines.orchestration.clock import parse_instant, read_clock
+from feature_pipelines.plan.cli import add_plan_parser
 from feature_pipelines.privacy.cli import add_forget_parser
 from feature_pipelines.serving.cli import add_redis_parsers, add_serve_parser, redis_target_from_env
 from feature_pipelines.streaming.cli import add_stream_parser
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_redis_parsers(verbs)
     add_stream_parser(verbs, redis_target_from_env)
     add_monitoring_parsers(verbs)
+    add_plan_parser(verbs)
     add_catalog_parser(verbs)
     add_forget_parser(verbs)
     return parser

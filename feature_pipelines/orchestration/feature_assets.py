@@ -27,6 +27,7 @@ from feature_pipelines.orchestration.io_manager import CLOSED_KEY, PER_PARTITION
 from feature_pipelines.orchestration.partitions import partition_window, raw_partitions, view_partitions
 from feature_pipelines.orchestration.quality_gate import WriteTarget, gate_and_write, gate_check_specs
 from feature_pipelines.orchestration.upstream import upstream_gaps, upstream_outcome
+from feature_pipelines.plan.record import definition_metadata
 from feature_pipelines.quality.suites import validate_feature_partitions, view_rules
 from feature_pipelines.resources import LakeResource
 from feature_pipelines.settings import Settings
@@ -150,8 +151,10 @@ def _definition_metadata(view: FeatureView) -> dict[str, object]:
 
 
 def _written_metadata(view: FeatureView, written: pl.DataFrame) -> dict[str, object]:
-    """What one written partition holds: its column lineage, entities and snapshots."""
+    """What one written partition holds: its column lineage, entities and snapshots, and the
+    definition that computed it (the writers also record it in the Delta commit, for `plan`)."""
     return {
+        **definition_metadata(view),
         "dagster/column_lineage": column_lineage(view),
         "entities": written.select(view.entity_keys).n_unique() if written.height else 0,
         "snapshots": written[EVENT_TIMESTAMP].n_unique() if written.height else 0,

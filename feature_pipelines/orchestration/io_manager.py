@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
+from feature_pipelines.plan.record import commit_metadata_of
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.resources import LakeResource
 
@@ -81,6 +82,7 @@ class DeltaPolarsIOManager(ConfigurableIOManager):
             commit_metadata={
                 "dagster_run_id": context.run_id,
                 "partition_window": time_slice.describe() if time_slice else "all",
+                **commit_metadata_of(context.output_metadata),
             },
         )
         context.add_output_metadata(

@@ -49,6 +49,7 @@ from dagster import (
 
 from feature_pipelines.json_values import json_value
 from feature_pipelines.offline.delta_store import DeltaStore, Slices, TimeSlice
+from feature_pipelines.plan.record import commit_metadata_of
 from feature_pipelines.quality.actions import RuleAction
 from feature_pipelines.quality.gate import GateVerdict, judge
 from feature_pipelines.quality.ledger import QualityLedger
@@ -241,7 +242,8 @@ def write_verdict(
     slices = Slices(tuple(target.slice_of(run) for run in runs))
     rows = kept.filter(slices.polars_filter())
     version = store.write(target.table, rows, time_slice=slices,
-                          commit_metadata={"dagster_run_id": context.run.run_id, "partition_window": slices.describe()})
+                          commit_metadata={"dagster_run_id": context.run.run_id, "partition_window": slices.describe(),
+                                           **commit_metadata_of(metadata)})
     # Rows per partition in one pass (a year's run has 8,760 partitions).
     counts = np.bincount(assign_partitions(rows, target.time_column, windows, closed=target.closed), minlength=len(windows))
     units: dict[str, list[PartitionWindow]] = {}
