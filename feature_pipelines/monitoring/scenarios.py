@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -72,7 +72,7 @@ def local_day_boundary(store: DeltaStore, day: datetime) -> list[ServedRequest]:
     requests = []
     for hour in range(6, 24, 4):
         at = day + hour * HOUR
-        local_midnight = at.astimezone(NEW_YORK).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+        local_midnight = at.astimezone(NEW_YORK).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
         values = [_window_mean(raw, {"origin": o, "dest": d}, local_midnight - DAY, local_midnight) for o, d in routes.iter_rows()]
         requests.append(rogue_request(f"local-day-{hour}", at, "route_delay_stats", routes.to_dict(as_series=False),
                                       "route_dep_delay_mean_24h", values))

@@ -31,16 +31,19 @@ def skew(feature: str = "a", mismatches: int = 3) -> FeatureSkew:
 def test_a_skew_figure_is_one_declaration_seen_in_table_metadata_and_report() -> None:
     figure = skew()
     assert list(SKEW.schema()) == ["day", "view", "feature", "compared", "mismatches", "null_mismatches", "stale_mismatches",
-                                   "lagged", "mismatch_rate", "max_abs_diff", "mean_abs_diff", "tolerance", "passed"]
+                                   "lagged", "mismatch_rate", "max_abs_diff", "mean_abs_diff", "tolerance", "passed",
+                                   "serving_bugs", "restatements", "late_arrivals", "changed_by", "root_cause"]
     row = SKEW.rows(DAY, [figure])[0]
     assert row["feature"] == "a" and row["mismatch_rate"] == 0.03 and row["passed"] is False
     assert figure.as_metadata()["feature"] == "route_delay_stats:a"
     assert list(figure.as_metadata()) == ["feature", "compared", "mismatch_rate", "null_mismatch_rate", "stale_mismatches",
-                                          "lag_rate", "max_abs_diff", "mean_abs_diff", "tolerance", "passed"]
+                                          "lag_rate", "max_abs_diff", "mean_abs_diff", "tolerance", "passed",
+                                          "serving_bugs", "restatements", "late_arrivals", "changed_by", "root_cause"]
     assert Table.of(SKEW_FIGURES, [figure], SKEW_REPORT_COLUMNS).markdown() == (
-        "| feature | compared | mismatch rate | null mismatches | stale | lagged (within SLA) | max abs diff | passed |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-        "| route_delay_stats:a | 100 | 0.03 | 1 | 0 | 2 | 1.235 | False |"
+        "| feature | compared | mismatch rate | null mismatches | stale | lagged (within SLA) | max abs diff | serving bug "
+        "| restated later | late data | root cause | passed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| route_delay_stats:a | 100 | 0.03 | 1 | 0 | 2 | 1.235 | 0 | 0 | 0 |  | False |"
     )
 
 
