@@ -84,6 +84,12 @@ def cmd_inject_skew(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_line(name: str, passed: bool, severity: str, description: str | None) -> str:
+    """One check as `monitor` prints it: the whole description (a skew failure names every feature)."""
+    state = "passed" if passed else f"FAILED ({severity})"
+    return f"  {name}: {state}: {description or ''}"
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Run the monitoring job for one day in this Dagster instance; print its checks; 1 on a failure."""
     from dagster import DagsterInstance
@@ -101,9 +107,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     )
     failed = False
     for check in result.get_asset_check_evaluations():
-        state = "passed" if check.passed else f"FAILED ({check.severity.value})"
         failed |= not check.passed and check.severity.value == "ERROR"
-        print(f"  {check.asset_key.to_user_string()}:{check.check_name}: {state}: {(check.description or '')[:400]}")
+        print(check_line(f"{check.asset_key.to_user_string()}:{check.check_name}", check.passed, check.severity.value,
+                         check.description))
     print(f"monitor: run {result.run_id} for {day:%Y-%m-%d}; reports under the lake's reports directory")
     return 1 if failed or not result.success else 0
 

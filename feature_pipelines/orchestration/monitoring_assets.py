@@ -16,7 +16,7 @@ glance. The checks are in monitoring_checks.py, the job and its schedule in sche
 
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ SHADOW_ASSET = "candidate_shadow_comparison"
 
 def _day(context: AssetExecutionContext) -> tuple[datetime, datetime]:
     window = context.partition_time_window
-    return window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
 def _materialized(report: Report, directory: Path, partition: str, **metadata: Any) -> MaterializeResult:
@@ -105,8 +105,11 @@ def build_skew_asset(views: Mapping[str, FeatureView], settings: Settings) -> As
         SKEW_ASSET, settings,
         description="Training/serving skew of the day: every value the feature server logged, against what "
         "the offline store gives for the same entity at the same instant (point-in-time, same TTL). "
-        "Per feature: mismatch rate, null-mismatch rate, publish lag within the freshness SLA, max/mean "
-        "absolute difference. Figures in Delta `monitoring/serving_skew`, plot and report under reports/.",
+        "On-demand features are recomputed offline with the server's expression. Per feature: mismatch rate, "
+        "null-mismatch rate, publish lag within the freshness SLA, max/mean absolute difference, each mismatch "
+        "split by Delta time travel into serving bug / restated later / late data, and the candidate fault "
+        "that reproduces the mismatches (root cause). Figures in Delta `monitoring/serving_skew`, plot and "
+        "report under reports/.",
         deps=list(views),
         checks=[AssetCheckSpec(SKEW_CHECK, asset=SKEW_ASSET, blocking=True,
                                description="No feature's share of served values that differ from the offline "
@@ -124,6 +127,9 @@ def build_skew_asset(views: Mapping[str, FeatureView], settings: Settings) -> As
             log_rows=report.log_rows,
             features_compared=len(report.features),
             features_failing=len(report.failing),
+            on_demand_compared=report.on_demand_compared,
+            three_way=MetadataValue.json(report.three_way_counts()),
+            root_causes=MetadataValue.json(report.root_causes()),
             offline_versions=MetadataValue.json(report.offline_versions),
             delta_version=version,
         )

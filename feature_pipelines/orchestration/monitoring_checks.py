@@ -33,11 +33,13 @@ def check_severity(level: Severity) -> AssetCheckSeverity:
 
 
 def skew_check_result(report: SkewReport, day: str) -> AssetCheckResult:
-    """Fails naming every feature whose mismatch rate passed its tolerance, with examples."""
+    """Fails naming every feature whose mismatch rate passed its tolerance, with its three-way split
+    (serving bug / restated later / late data) and root cause, and examples."""
     if not report.features:
         description = f"{day}: no served values of stored features were logged; nothing to compare"
     elif report.passed:
-        description = f"{day}: all {len(report.features)} served features match the offline store within tolerance"
+        description = (f"{day}: all {len(report.features)} served features ({report.on_demand_compared} on-demand, "
+                       "recomputed offline) match the offline store within tolerance")
     else:
         description = f"{day}: training/serving skew in {len(report.failing)} feature(s): " + "; ".join(
             f.summary() for f in report.failing
@@ -51,6 +53,9 @@ def skew_check_result(report: SkewReport, day: str) -> AssetCheckResult:
             "failing_features": MetadataValue.json([f.reference for f in report.failing]),
             "log_rows": report.log_rows,
             "examples": MetadataValue.json({f.reference: list(f.examples) for f in report.failing}),
+            "root_causes": MetadataValue.json(report.root_causes()),
+            "three_way": MetadataValue.json(report.three_way_counts()),
+            "on_demand_compared": report.on_demand_compared,
         },
     )
 
