@@ -69,4 +69,4 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raw_stream_tables=tuple(t.name for t in RAW_TABLES if t.time_column),
     )
     print(report.summary())
-    return 0
+    return 0 if report.proven else 1

@@ -12,6 +12,7 @@ import redis
 
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.privacy.absence import AbsenceProof, prove_absence
 from feature_pipelines.privacy.deletion_ledger import COMPLETED, DELETIONS_TABLE, REQUESTED, DeletionLedger
 from feature_pipelines.privacy.entity import ForgetTarget
 from feature_pipelines.privacy.lake_erasure import (
@@ -53,6 +54,12 @@ class ForgetReport:
     versions_lost: Mapping[str, int]
     online: OnlineErasure | None
     pins: tuple[PinVerdict, ...]
+    proofs: tuple[AbsenceProof, ...]
+
+    @property
+    def proven(self) -> bool:
+        """Whether no retained version of any table touched still holds the entity."""
+        return all(proof.passed for proof in self.proofs)
 
     @property
     def rows_deleted(self) -> int:
@@ -74,6 +81,12 @@ class ForgetReport:
             shown = ", ".join(self.online.keys[:4]) + (f", and {len(self.online.keys) - 4} more" if len(self.online.keys) > 4 else "")
             lines.append(f"  redis: {len(self.online.keys)} keys deleted{': ' + shown if shown else ''}; "
                          f"{self.online.stream_entries} stream entries removed")
+        versions = sum(len(p.versions_checked) for p in self.proofs)
+        if self.proven:
+            lines.append(f"  proof: absent from all {versions} retained versions of the {len(self.proofs)} tables")
+        for proof in self.proofs:
+            if not proof.passed:
+                lines.append(f"  NOT PROVEN: {proof.message()}")
         if not self.pins:
             lines.append("  pinned training sets: none")
         for verdict in self.pins:
@@ -124,5 +137,6 @@ def forget(
     verdicts = judge_pins(pins, pinned_rows, target=target, erased=by_table, retained=retained, reads=scope.training_reads)
     ledger.record(deletion_id, target, status=COMPLETED, requested_at=now, recorded_at=datetime.now(now.tzinfo),
                   retention_hours=retention_hours, tables=erasures, redis_keys=online.keys if online else ())
+    proofs = tuple(prove_absence(store, e.table, [target]) for e in erasures)
     return ForgetReport(deletion_id, target, retention_hours, tuple(erasures),
-                        {t: len(r.lost) for t, r in retained.items()}, online, tuple(verdicts))
+                        {t: len(r.lost) for t, r in retained.items()}, online, tuple(verdicts), proofs)

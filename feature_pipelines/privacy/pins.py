@@ -1,8 +1,8 @@
 """Pinned training-set versions after a forget: which can no longer be rebuilt byte for byte, and why.
 
 A training-set version is pinned when something was fitted on it: the feature services' fitted
-statistics record `(training_set, training_set_version)` (offline/fitted_statistics.py), and a
-model trained on those statistics depends on that version. A forget breaks a pinned version's
+statistics (offline/fitted_statistics.py) and the registered models (models/registry.py) each
+record `(training_set, training_set_version)`. A forget breaks a pinned version's
 rebuild when the version held the entity's rows, when the versions it was built from (its own,
 its feature tables' pinned in its materialization metadata) were vacuumed, or when the raw
 events its features aggregate lost the entity's rows.
@@ -47,21 +47,28 @@ class PinVerdict:
         return f"{head}: NOT rebuildable byte for byte: " + "; ".join(self.reasons)
 
 
+# Tables that pin training-set versions (each row names `training_set` and `training_set_version`):
+# the fitted statistics of feature services, and the model registry (models/registry.py).
+MODEL_REGISTRY_TABLE = "_models/registry"
+
+
+def _pinned_by(table: str, row: dict[str, object]) -> str:
+    if table == STATISTICS_TABLE:
+        return f"statistics version {row['statistics_version']} of service {row['service']!r} ({row['service_version']})"
+    return f"model {row['model_name']!r} version {row['model_version']}"
+
+
 def training_set_pins(store: DeltaStore) -> list[TrainingSetPin]:
-    """Every pinned training-set version, from the fitted statistics (one pin per service version and fit)."""
-    if not store.exists(STATISTICS_TABLE):
-        return []
-    fits = (
-        store.read(STATISTICS_TABLE)
-        .select("training_set", "training_set_version", "service", "service_version", "statistics_version")
-        .unique()
-        .sort("training_set", "training_set_version", "service", "statistics_version")
-    )
-    return [
-        TrainingSetPin(row["training_set"], int(row["training_set_version"]),
-                       f"statistics version {row['statistics_version']} of service {row['service']!r} ({row['service_version']})")
-        for row in fits.iter_rows(named=True)
-    ]
+    """Every pinned training-set version: one pin per statistics fit and per registered model version."""
+    pins = []
+    for table, columns in ((STATISTICS_TABLE, ("service", "service_version", "statistics_version")),
+                           (MODEL_REGISTRY_TABLE, ("model_name", "model_version"))):
+        if not store.exists(table):
+            continue
+        rows = store.read(table).select("training_set", "training_set_version", *columns).unique()
+        for row in rows.sort(rows.columns).iter_rows(named=True):
+            pins.append(TrainingSetPin(row["training_set"], int(row["training_set_version"]), _pinned_by(table, row)))
+    return pins
 
 
 def count_pinned_rows(store: DeltaStore, pins: Sequence[TrainingSetPin], target: ForgetTarget) -> dict[tuple[str, int], int]:
