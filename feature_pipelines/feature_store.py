@@ -15,12 +15,12 @@ from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES, OnDemandFeature
 from feature_pipelines.features.references import UnknownFeatureError
 from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService
-from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.features.spec import FeatureView, StreamingRead
 from feature_pipelines.features.transforms import FittedStatistics
 from feature_pipelines.names import EVENT_TIMESTAMP, online_key_prefix
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
-from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, StreamingRead, get_historical_features
+from feature_pipelines.offline.historical import AsOf, HistoricalFeatures, get_historical_features
 from feature_pipelines.online.retrieval import get_online_features, metadata_columns
 from feature_pipelines.online.service_vectors import service_read, service_vector
 from feature_pipelines.quality.ledger import QualityLedger
@@ -82,7 +82,7 @@ class FeatureStore:
         feature_service: str | FeatureService | None = None,
         statistics_version: int | None = None,
         untransformed: bool = False,
-        streaming_views: StreamingRead = "snapshots",
+        streaming_views: StreamingRead = "at_instant",
     ) -> HistoricalFeatures:
         """The frame and the Delta version of every table read (pass them back as `as_of`).
 

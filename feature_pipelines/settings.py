@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import polars as pl
+
 from feature_pipelines.sources.nycflights import DATA_END, DATA_START
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,13 @@ class ReplayClock:
 
     def to_source(self, moment: datetime) -> datetime:
         return moment - self.offset
+
+    def frame_to_present(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with every instant (Datetime column) moved to the present."""
+        if not self.offset:
+            return frame
+        instants = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)]
+        return frame.with_columns(pl.col(instants) + self.offset)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 import polars as pl
 
@@ -36,6 +37,13 @@ class Lifecycle(str, enum.Enum):
     EXPERIMENTAL = "experimental"
     PRODUCTION = "production"
     DEPRECATED = "deprecated"
+
+
+StreamingRead = Literal["at_instant", "snapshots"]
+"""How a streaming view is read, online and offline alike. "at_instant": its windows computed at
+the read's own instant (online from the stream's tiles, offline from its raw events: the same
+values, see `streaming.online`); "snapshots": its published snapshots, like any view's (what a
+snapshot publish and its parity check read)."""
 
 
 class Aggregation(str, enum.Enum):
@@ -247,6 +255,7 @@ class StreamingSpec:
     freshness_seconds: float
     max_lateness: timedelta
     tile: timedelta = timedelta(hours=1)
+    retention_margin: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         if not self.freshness_seconds > 0:
@@ -255,6 +264,26 @@ class StreamingSpec:
             raise FeatureDefinitionError(f"streaming max_lateness must be >= 0, got {self.max_lateness}")
         if self.tile <= timedelta(0) or self.tile % timedelta(seconds=1):
             raise FeatureDefinitionError(f"streaming tile must be a positive whole number of seconds, got {self.tile}")
+        if self.retention_margin < timedelta(0):
+            raise FeatureDefinitionError(f"streaming retention_margin must be >= 0, got {self.retention_margin}")
+
+    def retention(self, longest_window: timedelta) -> timedelta:
+        """How long a tile (and its kept events) lives in Redis after its last write: the longest
+        window + one tile + `max_lateness` + `retention_margin`.
+
+        The consumer sets it as a PEXPIRE on every write, so a live stream's memory is bounded by
+        this horizon of tiles per entity. Expiry runs on Redis's wall clock from the last write,
+        which is right for a live stream, where an event's known-at instant is close to the wall
+        clock: a tile's last write comes after its start, so it outlives the last read that needs it
+        (at its end + the longest window), with `max_lateness` for the late events that still write
+        it and the margin for clock skew between producers and Redis and for reads of the recent
+        past (the parity check after a replay). An accelerated replay (event time running faster
+        than the wall clock) only keeps its tiles longer than its reads need: every tile still lives
+        this long after it was written, which covers the replay and the checks run right after it;
+        its memory is given back one retention after the replay ends. (A replay slower than real time
+        could see its oldest tiles expire before a read of them: replay at least at real speed.)
+        """
+        return longest_window + self.tile + self.max_lateness + self.retention_margin
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -27,16 +27,13 @@ from feature_pipelines.features.on_demand import (
 )
 from feature_pipelines.features.references import UnknownFeatureError, ViewRequest, parse_reference, resolve_references
 from feature_pipelines.features.services import FeatureService, apply_service_transforms
-from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.features.spec import FeatureView, StreamingRead
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
 from feature_pipelines.offline.point_in_time import PointInTimeJoinError, point_in_time_join
 
 AsOf = Mapping[str, int] | datetime | None
-# How a streaming view is read: at each row's own instant from its raw events (what the stream
-# serves then), or from its snapshots like any view (what a snapshot publish serves).
-StreamingRead = Literal["at_instant", "snapshots"]
 
 
 class PartitionGuard(Protocol):
@@ -128,20 +125,20 @@ def get_historical_features(
     allow_failed_checks: bool = False,
     include_event_timestamps: bool = False,
     consumer: ConsumerPolicy | None = None,
-    streaming_views: StreamingRead = "snapshots",
+    streaming_views: StreamingRead = "at_instant",
 ) -> HistoricalFeatures:
     """Join each view's features to `entity_df` as of each row's timestamp, with the view's TTL.
 
-    With `streaming_views="at_instant"`, a streaming view (`view.streaming`) is instead computed at
+    A streaming view (`view.streaming`) is, by default (`streaming_views="at_instant"`), computed at
     each row's own timestamp t from its raw table: the aggregates of [t - window, t) of the events known before t, bit for bit what
     the stream serves at t (`streaming.online.read_streaming_features`). Its version is the raw
     table's (recorded under the raw table's name, and pinned by `as_of` under it); its stamp
     column is t itself; the ledger refuses the raw hours those windows read whose latest
     blocking check failed. No TTL applies: the value is as fresh as the row's instant.
-    The default, `"snapshots"`, joins a streaming view's snapshots like any view's: the feature
-    server still serves streaming views from their published snapshots, and a training set must
-    read what is served. Training sets switch to `"at_instant"` when serving reads the stream's
-    tiles (issue 15's serving half).
+    The feature server serves streaming views from the stream's tiles at the request instant, so a
+    training set read this way gets what a request at its prediction time is served.
+    `"snapshots"` joins a streaming view's snapshots like any view's (what its snapshot publish
+    serves, and what its parity check compares).
 
     `as_of` pins what is read: a mapping of table -> Delta version (from a training set's
     metadata) or an instant (each table as it was then). With a `ledger` (a `QualityLedger`), a

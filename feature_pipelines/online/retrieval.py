@@ -20,6 +20,14 @@ and then dropped, so the output does not depend on whether the caller also asked
 
 With `include_metadata`, per read view `{view}__event_timestamp` and `{view}__is_expired` come
 last (after the on-demand features), so dropping them leaves exactly the frame above.
+
+A streaming view (`view.streaming`) is read, by default, from the stream's tiles at `now`: the
+aggregates of [now - window, now) of the events the consumer has applied, bit for bit what
+`get_historical_features(..., streaming_views="at_instant")` computes at `now` from the raw
+events (`streaming.online.read_streaming_features`). Every entity gets a value (COUNT 0 and null
+aggregates when it had no events), its stamp is `now` and it never expires.
+`streaming_views="snapshots"` reads its published snapshots like any view's (what a snapshot
+publish's parity check compares).
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ import redis
 
 from feature_pipelines.features.on_demand import OnDemandFeature, apply_on_demand, required_references
 from feature_pipelines.features.references import ViewRequest, resolve_references
-from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.features.spec import FeatureView, StreamingRead
 from feature_pipelines.online.read import OnlineReadError, read_online
 from feature_pipelines.online.table import OnlineTable, metadata_columns
+from feature_pipelines.streaming.keys import stream_keys
+from feature_pipelines.streaming.online import read_streaming_features
 from feature_pipelines.timeutil import require_utc
 
 __all__ = ["OnlineReadError", "get_online_features", "metadata_columns"]
@@ -55,29 +65,47 @@ def _check_entity_columns(request: ViewRequest, entity_columns: set[str]) -> Non
         raise OnlineReadError(f"entity rows: view {view.name!r} joins on {keys} but {missing} is missing")
 
 
+def _read_streaming(
+    client: redis.Redis, view: FeatureView, prefix: str, features: list[str], keyed_rows: pl.DataFrame, now: datetime,
+) -> pl.DataFrame:
+    """A streaming view's features at `now` from the stream's tiles, with the metadata columns of
+    a snapshot read: the stamp is `now` (the window ends there) and nothing is expired."""
+    ts_name, expired_name = metadata_columns(view.name)
+    at = keyed_rows.with_columns(pl.lit(now).dt.cast_time_unit("us").alias(ts_name))
+    read = read_streaming_features(client, view, at, at=ts_name, keys=stream_keys(prefix))
+    return read.select(*features, ts_name, pl.lit(False).alias(expired_name))
+
+
 def _read_view(
     client: redis.Redis,
     table: OnlineTable,
-    features: list[str],
+    request: ViewRequest,
     entity_rows: pl.DataFrame,
     now: datetime,
     include_metadata: bool,
+    streaming_views: StreamingRead,
 ) -> list[pl.Series]:
     """The view's requested feature columns (then its metadata columns), one value per row."""
+    view, features = request.view, list(request.features)
     keys = list(table.entity_keys)
     names = features + (list(table.metadata_columns) if include_metadata else [])
+
+    def read(keyed_rows: pl.DataFrame) -> pl.DataFrame:
+        if view.streaming is not None and streaming_views == "at_instant":
+            return _read_streaming(client, view, table.prefix, features, keyed_rows.select(keys), now)
+        return read_online(client, table, keyed_rows, features, now, include_metadata=include_metadata)
+
     if sum(entity_rows.get_column(key).null_count() for key in keys) == 0:
         # read_online reads only the key columns; passing the frame as is spares a select.
-        read = read_online(client, table, entity_rows, features, now, include_metadata=include_metadata)
-        return [read.get_column(name) for name in names]
+        return [read(entity_rows).get_column(name) for name in names]
     # A null key can never match (as in the point-in-time join): read the other rows only.
     indexed = entity_rows.select(keys).with_row_index("__row")
     usable = indexed.filter(pl.all_horizontal(pl.col(keys).is_not_null()))
-    read = read_online(client, table, usable.select(keys), features, now, include_metadata=include_metadata)
+    read_rows = read(usable.select(keys))
     rows = usable.get_column("__row")
     out = []
     for name in names:
-        column = read.get_column(name)
+        column = read_rows.get_column(name)
         full = pl.Series(name, [None] * entity_rows.height, dtype=column.dtype)
         out.append(full.scatter(rows, column) if rows.len() else full)
     return out
@@ -93,6 +121,7 @@ def get_online_features(
     now: datetime,
     include_metadata: bool = False,
     on_demand: Sequence[OnDemandFeature] = (),
+    streaming_views: StreamingRead = "at_instant",
 ) -> pl.DataFrame:
     """The training frame's columns for `entity_rows`, read from Redis as of `now`.
 
@@ -121,7 +150,7 @@ def get_online_features(
     for request in to_read:
         _check_entity_columns(request, entity_columns)
         table = OnlineTable.for_view(request.view, prefix)
-        read = _read_view(client, table, list(request.features), entity_rows, now, include_metadata)
+        read = _read_view(client, table, request, entity_rows, now, include_metadata, streaming_views)
         for series in read[: len(request.features)]:
             columns[series.name] = series
         metadata.extend(read[len(request.features):])

@@ -67,7 +67,8 @@ def parity_report(view: FeatureView, published: pl.DataFrame, lake: LakeResource
         streaming_views="snapshots",  # what this asset publishes; the stream's own parity is streaming_parity
     ).frame
     online = get_online_features(
-        redis.client(), prefix=redis.key_prefix, views={view.name: view}, entity_rows=entities, features=references, now=now
+        redis.client(), prefix=redis.key_prefix, views={view.name: view}, entity_rows=entities, features=references, now=now,
+        streaming_views="snapshots",
     )
     return compare(offline, online, keys=view.entity_keys, features=view.feature_names)
 

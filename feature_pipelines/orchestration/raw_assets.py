@@ -40,14 +40,6 @@ class RawSchemaError(ValueError):
     """A landed dimension file breaks its table's contract (dimension tables have no partition to hold back)."""
 
 
-def _shift_times(frame: pl.DataFrame, offset: timedelta) -> pl.DataFrame:
-    """Move every UTC instant by the replay offset (zero outside replay mode)."""
-    if not offset:
-        return frame
-    instants = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime)]
-    return frame.with_columns(pl.col(instants) + offset)
-
-
 def _known_keys(zone: LandingZone) -> dict[str, frozenset[str]]:
     """The keys the dimension tables know, from their landed files (the data, not a run's record)."""
     def column(table: str, name: str) -> frozenset[str]:
@@ -109,7 +101,7 @@ def build_raw_asset(table: RawTable, settings: Settings) -> AssetsDefinition:
         # One read of every landed row: the run's hours are a slice of it, and the rules judge
         # volume and deliveries against all of it.
         landed = read_landed(zone, table.landing_table, declared_schema(table), time_column=table.time_column)
-        history = _shift_times(landed.rows, offset)
+        history = settings.replay.frame_to_present(landed.rows)
         run_hours = pl.col(table.time_column).is_between(windows[0].start, windows[-1].end, closed="left")
         frame = history.filter(run_hours).sort(table.time_column, maintain_order=True)
         store = lake.store()

@@ -126,7 +126,8 @@ def _audit(frame: pl.DataFrame, spec: TrainingSetSpec, store: DeltaStore) -> Lea
             view.source.asset,
             time_slice=TimeSlice(RAW_KNOWN_AT[view.source.asset], earliest, frame[PREDICTION_TIMESTAMP].max()),
         )
-        report = audit_recomputation(frame, view, request.features, raw, trusted_known_at=RAW_KNOWN_AT[view.source.asset])
+        report = audit_recomputation(frame, view, request.features, raw, trusted_known_at=RAW_KNOWN_AT[view.source.asset],
+                                     at_instant=view.streaming is not None)
         if not report.passed:
             return report
     return report
@@ -137,13 +138,18 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
     views = [FEATURE_VIEWS[name] for name in spec.view_names]
     days = partitions_for(Partitioning.DAILY, settings)
     view_mappings = {view.name: _view_mapping(spec, view) for view in views}
+    # A streaming view's values are computed at each row's own instant from its raw events, as
+    # the stream serves them: the set reads the raw table's hours, not the view's snapshots.
+    streamed = [view for view in views if view.streaming is not None]
+    raw_reads = {view.source.asset: _raw_mapping(spec, view) for view in streamed}
     target = WriteTarget(spec.name, "scheduled_departure_at", "left")
 
     @asset(
         name=spec.name,
         description=_training_set_description(spec),
         ins={"labels": AssetIn(key=AssetKey(LABELS_TABLE), metadata={PER_PARTITION_READINESS: True})},
-        deps=[AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views],
+        deps=[*(AssetDep(view.name, partition_mapping=view_mappings[view.name]) for view in views if view not in streamed),
+              *(AssetDep(raw, partition_mapping=mapping) for raw, mapping in raw_reads.items())],
         check_specs=[_leakage_check_spec(spec), *gate_check_specs(spec.name, READINESS_RULES)],
         **_daily_training_table(days),
     )
@@ -152,6 +158,13 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         store = lake.store()
         windows = [partition_window(days, key) for key in context.partition_keys]
         gaps = _training_gaps(context, spec, windows, view_mappings, settings, store)
+        for view in streamed:
+            raw_gaps = upstream_gaps(
+                context, upstream=view.source.asset, mapping=raw_reads[view.source.asset], partitions_def=days,
+                upstream_partitions_def=raw_partitions(settings), store=store, by_hour=True,
+                needed={w.key: (w.start - spec.lead_time - view.max_window, w.end - spec.lead_time) for w in windows})
+            for key, gap in raw_gaps.items():
+                gaps[key].append(gap)
         ready = [w for w in windows if not any(gaps[w.key])]
         rows = labels.filter(pl.any_horizontal([
             TimeSlice("scheduled_departure_at", w.start, w.end).polars_filter() for w in ready] or [pl.lit(False)]))
@@ -201,6 +214,13 @@ def _add_new_columns(store: DeltaStore, table: str, frame: pl.DataFrame) -> list
     return new
 
 
+def _raw_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartitionMapping:
+    """The raw days a training day reads for a streaming view: a row predicted at p (up to the
+    lead time before its day) reads the events known in [p - window, p)."""
+    reach = math.ceil((spec.lead_time + view.max_window) / timedelta(days=1))
+    return TimeWindowPartitionMapping(start_offset=-reach, allow_nonexistent_upstream_partitions=True)
+
+
 def _view_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartitionMapping:
     """The view's partitions a training day reads: a row predicted at p reads the view's snapshots
     in [p - ttl, p], and p lies up to the lead time before its day."""
@@ -213,7 +233,8 @@ def _training_set_description(spec: TrainingSetSpec) -> str:
         f"{spec.description}\n\nFeature service `{spec.service.name}` (version {spec.service.version}): "
         f"{', '.join(spec.service.features)}, as raw values (its transformations are fitted on this table "
         "and applied on read). Every row's features are "
-        f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL); the Delta version "
+        f"as of its `{PREDICTION_TIMESTAMP}` (point-in-time join with each view's TTL; a streaming view's "
+        "values computed at that instant from its raw events, as the stream serves them); the Delta version "
         "of every feature table read is in the metadata (`feature_table_versions`) so the set can be "
         "rebuilt byte for byte. A day whose labels or feature partitions are missing or held back is refused, "
         "and only that day."
@@ -253,6 +274,8 @@ def _training_gaps(
     gaps: dict[str, list[UpstreamGap | None]] = {w.key: [] for w in windows}
     for name, mapping in view_mappings.items():
         view = FEATURE_VIEWS[name]
+        if view.streaming is not None:
+            continue  # read at each row's instant from its raw hours (the training asset judges those)
         view_gaps = upstream_gaps(
             context, upstream=name, mapping=mapping, partitions_def=days,
             upstream_partitions_def=view_partitions(view, settings),

@@ -18,6 +18,8 @@ FastAPI path, which answers as it always has (errors, OpenAPI contract and all):
 * anything but a POST to /get-online-features with an `application/json` body of a declared
   size up to `LEAN_MAX_BODY_BYTES` (and the server's body limit);
 * a body that is not exactly the request model's shape, a failed key check or access check;
+* a request that reads a streaming view (its windows are merged from the stream's tiles at the
+  request instant, `streaming.online`);
 * a request shape the planner refuses, on-demand features that take request columns (on-demand
   features computed from stored ones are computed here, by `apply_on_demand` on the frame the
   full path builds), key columns that are not String or Int64, a value of the wrong type, more
@@ -182,6 +184,8 @@ class LeanPlan:
         if any(dtypes[column] not in (pl.String(), pl.Int64()) for column in plan.entity_columns):
             return None
         to_read = resolve_references(required_references(plan.stored, plan.on_demand), server.views)
+        if any(request.view.streaming is not None for request in to_read):
+            return None  # a streaming view is read from the stream's tiles, by the full path
         views = []
         where: dict[tuple[str, str], tuple[int, int]] = {}
         for view_index, request in enumerate(to_read):

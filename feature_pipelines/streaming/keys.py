@@ -40,6 +40,10 @@ class StreamKeys:
         """Set when an event id is first applied, to the hash of its values (re-deliveries are judged by it)."""
         return f"{self.prefix}:seen:{table}:{event_id}"
 
+    def replay_cursor(self, table: str) -> str:
+        """The known-at instant (microseconds) up to which a replay has pushed a table's events."""
+        return f"{self.prefix}:replay-cursor:{table}"
+
     def tile(self, view: str, entity: str, tile_start_us: int) -> str:
         return f"{self.prefix}:tile:{view}:{entity}:{tile_start_us}"
 

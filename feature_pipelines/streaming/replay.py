@@ -1,0 +1,90 @@
+"""The landed 2013 events replayed onto the stream as they happen: what `feature-pipelines traffic`
+pushes, so the stream's tiles hold what the batch raw tables hold, known at the same instants.
+
+Events come from the landing zone (the source the raw assets read, moved to the present by the
+replay clock), in known-at order, and every one is pushed unjudged: the consumer applies the
+raw rules and dead-letters what they reject, as the batch gates quarantine it.
+
+A cursor per table (`StreamKeys.replay_cursor`) holds the instant up to which events were pushed:
+each call pushes the events known in [cursor, until) and moves the cursor to `until`, so a second
+call, a second demo or a restart pushes nothing twice (the stream would dead-letter a copy as a
+redelivery). Without a cursor, or with one older than the stream's horizon (a day away), the push
+starts at `until - horizon`: the stream only serves windows that end at the read instant, so older
+events would be folded into tiles that no read reaches. The cursor moves only after the whole push
+was appended: a push that fails half way is pushed again, and the consumer recognises the copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import redis
+
+from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.settings import ReplayClock
+from feature_pipelines.sources.landing import LandingZone
+from feature_pipelines.sources.landing_contract import SOURCE_FILE, SOURCE_ROW, read_landed
+from feature_pipelines.sources.raw_tables import RAW_TABLES, declared_schema
+from feature_pipelines.streaming.keys import StreamKeys
+from feature_pipelines.streaming.producer import push_events
+from feature_pipelines.timeutil import require_utc
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReplayedPush:
+    """What one push did: the span of known-at instants it covered and the events it appended."""
+
+    table: str
+    start: datetime
+    end: datetime
+    events: int
+    entry_ids: tuple[str, ...]
+    frame: pl.DataFrame
+
+
+def stream_horizon(views: list[FeatureView]) -> timedelta:
+    """How far back a read at now reaches: the longest window of the streaming views, plus a tile."""
+    streaming = [v for v in views if v.streaming is not None]
+    if not streaming:
+        return timedelta(0)
+    return max(v.max_window + v.streaming.tile for v in streaming)  # type: ignore[union-attr]
+
+
+def landed_events(zone: LandingZone, table: str, clock: ReplayClock, start: datetime, end: datetime) -> pl.DataFrame:
+    """The landed rows of raw table `table` known in [start, end) (present time), moved to the
+    present, with the raw table's columns, in known-at order (ties keep the landing order)."""
+    raw = next((t for t in RAW_TABLES if t.name == table), None)
+    if raw is None or raw.time_column is None:
+        raise ValueError(f"table {table!r} is not a time-partitioned raw table; known: {[t.name for t in RAW_TABLES if t.time_column]}")
+    window = (clock.to_source(require_utc(start, "start")), clock.to_source(require_utc(end, "end")))
+    landed = read_landed(zone, raw.landing_table, declared_schema(raw), time_column=raw.time_column, window=window)
+    rows = clock.frame_to_present(landed.rows.sort(raw.time_column, SOURCE_FILE, SOURCE_ROW, maintain_order=True))
+    return rows.drop(SOURCE_FILE, SOURCE_ROW)
+
+
+def push_replayed(
+    client: redis.Redis,
+    keys: StreamKeys,
+    zone: LandingZone,
+    clock: ReplayClock,
+    table: str,
+    *,
+    until: datetime,
+    horizon: timedelta,
+) -> ReplayedPush:
+    """Push the events of `table` known in [cursor, until) and move the cursor to `until` (see the
+    module docstring for where a push without a cursor starts)."""
+    until = require_utc(until, "until")
+    cursor = client.get(keys.replay_cursor(table))
+    earliest = until - horizon
+    start = earliest if cursor is None else max(earliest, _EPOCH + timedelta(microseconds=int(cursor)))
+    if start >= until:
+        return ReplayedPush(table, start, until, 0, (), pl.DataFrame())
+    events = landed_events(zone, table, clock, start, until)
+    entry_ids = push_events(client, table, events, keys=keys) if events.height else []
+    client.set(keys.replay_cursor(table), (until - _EPOCH) // timedelta(microseconds=1))
+    return ReplayedPush(table, start, until, events.height, tuple(entry_ids), events)
