@@ -38,3 +38,8 @@ def anchor(feature: str) -> str:
 
 def feature_url(feature: str, base: str | None = None) -> str:
     return f"{base or server_url()}{CATALOG_ROUTE}#{anchor(feature)}"
+
+
+def view_url(view: str, base: str | None = None) -> str:
+    """The page filtered to one view's features (the page reads its query from `?q=`)."""
+    return f"{base or server_url()}{CATALOG_ROUTE}?q=view:{view}"

@@ -13,12 +13,14 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     FreshnessPolicy,
+    MetadataValue,
     TableColumnDep,
     TableColumnLineage,
     TimeWindowPartitionMapping,
     asset,
 )
 
+from feature_pipelines.catalog.links import feature_url, view_url
 from feature_pipelines.compute.snapshots import snapshot_features
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
@@ -147,6 +149,8 @@ def _definition_metadata(view: FeatureView) -> dict[str, object]:
         "entity_keys": list(view.entity_keys),
         "ttl_seconds": int(view.ttl.total_seconds()),
         "features": list(view.feature_names),
+        "catalog": MetadataValue.url(view_url(view.name)),
+        "catalog_features": MetadataValue.md("\n".join(f"- [{name}]({feature_url(name)})" for name in view.feature_names)),
     }
 
 

@@ -40,6 +40,8 @@ its allowed views) 403 naming them; Redis unreachable or slower than `request_ti
         order, and answers 202 with their entry ids; `feature-pipelines stream` consumes them,
         judging each with the batch path's raw rules (rejects go to a dead-letter stream with
         their reason), into the streaming views' exact tiles. At most `max_push_events` per push.
+    GET /catalog
+        the feature catalog page (`feature-pipelines catalog --html` writes it; 404 until then).
     GET /feature-services
         every service: owner, version, references, columns and dtypes, transformations, the
         statistics version it pins, and whether it is ready to serve.
@@ -58,12 +60,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import redis
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from feature_pipelines.features.access import ConsumerPolicy
 from feature_pipelines.features.on_demand import OnDemandFeature
@@ -72,7 +75,7 @@ from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.serving.auth import API_KEY_ENV_VAR, API_KEY_HEADER, Authenticator
 from feature_pipelines.serving.body_limit import BodyLimit
 from feature_pipelines.serving.consumers import ConsumerKey
-from feature_pipelines.serving.errors import install_error_handler
+from feature_pipelines.serving.errors import UnknownReferenceError, install_error_handler
 from feature_pipelines.serving.lean import LeanRoute
 from feature_pipelines.serving.log_records import LogRecorder
 from feature_pipelines.serving.models import (
@@ -119,6 +122,7 @@ def create_app(
     services: Mapping[str, FeatureService] | None = None,
     service_statistics: ServiceStatistics | None = None,
     max_push_events: int = DEFAULT_MAX_PUSH_EVENTS,
+    catalog_page: Path | None = None,
 ) -> FastAPI:
     """The feature server as an ASGI app (see the module docstring for the API).
 
@@ -141,6 +145,9 @@ def create_app(
     `services` (default: the catalog's `FEATURE_SERVICES`) can be asked for by name; those that
     pin fitted statistics are served with `service_statistics` (loaded once from the lake by the
     caller; without them such services answer 503 and show as not ready).
+
+    GET /catalog serves the catalog page `catalog_page` (written by `feature-pipelines catalog --html`), read
+    at each request; without one it answers 404 saying so.
     """
     services = dict(FEATURE_SERVICES if services is None else services)
     statistics = service_statistics or ServiceStatistics.without_lake(services)
@@ -172,7 +179,7 @@ def create_app(
     app.lean = lean_route
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handler(app)
-    _add_routes(app, server, max_push_events)
+    _add_routes(app, server, max_push_events, catalog_page)
     return app
 
 
@@ -205,7 +212,7 @@ def services_response(services: Mapping[str, FeatureService], statistics: Servic
     return FeatureServicesResponse(services=infos)
 
 
-def _add_routes(app: FastAPI, server: FeatureServer, max_push_events: int) -> None:
+def _add_routes(app: FastAPI, server: FeatureServer, max_push_events: int, catalog_page: Path | None) -> None:
     """The endpoints, documented for the OpenAPI spec; `server` does the work."""
 
     @app.post(
@@ -247,3 +254,18 @@ def _add_routes(app: FastAPI, server: FeatureServer, max_push_events: int) -> No
     )
     async def health() -> JSONResponse:
         return await server.health()
+
+    @app.get(
+        "/catalog",
+        response_class=FileResponse,
+        responses={404: {"model": ErrorResponse, "description": "No catalog page has been written."}},
+        summary="The feature catalog: every feature's owner, lineage, users, freshness, quality, drift and skew.",
+    )
+    async def catalog() -> FileResponse:
+        if catalog_page is None:
+            raise UnknownReferenceError("this server was started without a catalog page (create_app(catalog_page=...))")
+        if not catalog_page.is_file():
+            raise UnknownReferenceError(
+                f"no catalog page at {catalog_page}: write it with `feature-pipelines catalog --html {catalog_page}`"
+            )
+        return FileResponse(catalog_page, media_type="text/html")

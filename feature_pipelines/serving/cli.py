@@ -68,6 +68,7 @@ def redis_target_from_env() -> RedisTarget:
 
 def app_from_env() -> FastAPI:
     """The server app configured from the environment; uvicorn's `--factory` target per worker."""
+    from feature_pipelines.catalog.links import catalog_page_path
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES
     from feature_pipelines.features.services import FEATURE_SERVICES
@@ -102,6 +103,7 @@ def app_from_env() -> FastAPI:
         consumers=consumers,
         services=FEATURE_SERVICES,
         service_statistics=statistics,
+        catalog_page=catalog_page_path(),
     )
 
 
