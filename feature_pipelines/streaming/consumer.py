@@ -7,8 +7,10 @@ One batch (`run_once`):
 2. each event is decoded against its table's contract and judged by the raw rules
    (streaming/validation.py); a rejected one is dead-lettered with its table, rule, event id and
    reason, never dropped;
-3. each entry's effect is one atomic script (streaming/scripts.py) keyed by its entry id and its
-   event id, so a retried entry changes nothing and a re-delivered event is counted once;
+3. the entries are applied in chunks of `chunk`, one atomic script call a chunk
+   (streaming/scripts.py), each entry keyed by its entry id and its event id, so a retried entry
+   changes nothing and a re-delivered event is counted once; every tile write renews the tile's
+   retention (`StreamingSpec.retention`);
 4. only then are the entries acknowledged (XACK).
 Killed anywhere in between, the entries stay pending and the next run finishes them: no event is
 lost, none counted twice.
@@ -41,7 +43,7 @@ from feature_pipelines.streaming.events import (
     stream_table,
 )
 from feature_pipelines.streaming.keys import DEFAULT_KEYS, StreamKeys, entity_text
-from feature_pipelines.streaming.scripts import APPLY, REJECT
+from feature_pipelines.streaming.scripts import APPLY_CHUNK
 from feature_pipelines.streaming.tiles import TilePlan
 from feature_pipelines.streaming.validation import judge_events
 
@@ -85,6 +87,9 @@ class _Entry:
     payload: str
 
 
+_Item = tuple[list[str], dict[str, Any]]  # an entry's own keys, and its JSON for the chunk script
+
+
 class StreamConsumer:
     """A consumer of one raw table's stream for the streaming views that read it."""
 
@@ -115,8 +120,14 @@ class StreamConsumer:
         self.batch_size, self.block_ms, self.claim_idle_ms, self.chunk = batch_size, block_ms, claim_idle_ms, chunk
         self.marker_ttl_ms = int(marker_ttl.total_seconds() * 1000)
         self.known_keys, self.hooks = known_keys, hooks or ConsumerHooks()
-        self._apply = client.register_script(APPLY)
-        self._reject = client.register_script(REJECT)
+        self._apply = client.register_script(APPLY_CHUNK)
+        self._constants = json.dumps({
+            "table": self.table.name, "redelivered_rule": self.table.redelivered_rule,
+            "conflict_rule": self.table.conflict_rule,
+            "views": [{"name": p.view.name, "retention_ms": str(p.retention_ms),
+                       "lateness_us": str(int(p.view.streaming.max_lateness.total_seconds() * 1_000_000))}  # type: ignore[union-attr]
+                      for p in self.plans],
+        })
         self._own_pending_done = False
         self.ensure_group()
 
@@ -169,17 +180,14 @@ class StreamConsumer:
             return report
         if self.hooks.after_read:
             self.hooks.after_read([e.entry_id for e in entries])
-        calls = self._calls(entries)
-        for start in range(0, len(calls), self.chunk):
-            part = calls[start : start + self.chunk]
-            pipe = self.client.pipeline(transaction=False)
-            for _, call in part:
-                call(pipe)
-            for outcome in pipe.execute(raise_on_error=True):
+        items = self._items(entries)
+        for start in range(0, len(entries), self.chunk):
+            part = slice(start, start + self.chunk)
+            for outcome in self._apply_chunk(items[part]):
                 key = _text(outcome)
                 report.outcomes[key] = report.outcomes.get(key, 0) + 1
             if self.hooks.after_chunk:
-                self.hooks.after_chunk([entry_id for entry_id, _ in part])
+                self.hooks.after_chunk([e.entry_id for e in entries[part]])
         self.client.xack(self.stream, self.group, *[e.entry_id for e in entries])
         return report
 
@@ -191,21 +199,21 @@ class StreamConsumer:
             batches += 1
         return done
 
-    def _calls(self, entries: list[_Entry]) -> list[tuple[str, Callable[[Any], None]]]:
-        """One script call per entry, in stream order."""
-        calls: dict[int, tuple[str, Callable[[Any], None]]] = {}
+    def _items(self, entries: list[_Entry]) -> list[_Item]:
+        """Each entry's effect (a rejection or an application), in stream order."""
+        items: dict[int, _Item] = {}
         rows: list[dict[str, Any]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
             try:
                 row = decode_payload(entry.payload)
             except (ValueError, StreamEventError) as error:
-                calls[index] = (entry.entry_id, self._rejection(entry, self.table.schema_rule, "fail", f"payload is not a JSON object: {error}"))
+                items[index] = self._rejection(entry, self.table.schema_rule, "fail", f"payload is not a JSON object: {error}")
                 continue
             problems = contract_problems(self.table, row)
             if problems:
                 reason = f"table {self.table.name!r}: the event breaks the contract: {'; '.join(problems)}"
-                calls[index] = (entry.entry_id, self._rejection(entry, self.table.schema_rule, "fail", reason))
+                items[index] = self._rejection(entry, self.table.schema_rule, "fail", reason)
                 continue
             rows.append(row)
             positions.append(index)
@@ -216,27 +224,36 @@ class StreamConsumer:
             entry = entries[index]
             if row_index in rejected:
                 r = rejected[row_index]
-                calls[index] = (entry.entry_id, self._rejection(entry, r.rule, r.action, r.reason))
+                items[index] = self._rejection(entry, r.rule, r.action, r.reason)
             else:
-                calls[index] = (entry.entry_id, self._application(entry, rows[row_index], typed[row_index]))
-        return [calls[i] for i in range(len(entries))]
+                items[index] = self._application(entry, rows[row_index], typed[row_index])
+        return [items[i] for i in range(len(entries))]
 
-    def _rejection(self, entry: _Entry, rule: str, action: str, reason: str) -> Callable[[Any], None]:
-        keys = [self.keys.entry_done(self.table.name, entry.entry_id), self.keys.dead_letters(self.table.name),
-                self.keys.stats(self.table.name)]
-        args = [entry.entry_id, self.marker_ttl_ms, self.table.name, rule, action, entry.event_id, reason, entry.payload]
-        return lambda pipe: self._reject(keys=keys, args=args, client=pipe)
+    def _apply_chunk(self, items: list[_Item]) -> list[bytes | str]:
+        """One script call for a chunk of entries (scripts.py); each entry's outcome, in order."""
+        table = self.table.name
+        keys = [self.keys.watermark(), self.keys.dead_letters(table), self.keys.stats(table)]
+        encoded = []
+        for entry_keys, entry in items:
+            entry["k"] = len(keys) + 1  # Lua's 1-based index of the entry's first key
+            keys += entry_keys
+            encoded.append(entry)
+        args = [self.marker_ttl_ms, self._constants, json.dumps(encoded, separators=(",", ":"))]
+        return self._apply(keys=keys, args=args, client=self.client)  # type: ignore[no-any-return]
 
-    def _application(self, entry: _Entry, row: Mapping[str, Any], typed: Mapping[str, Any]) -> Callable[[Any], None]:
+    def _rejection(self, entry: _Entry, rule: str, action: str, reason: str) -> _Item:
+        keys = [self.keys.entry_done(self.table.name, entry.entry_id)]
+        return keys, {"e": entry.entry_id, "id": entry.event_id, "p": entry.payload, "r": [rule, action, reason]}
+
+    def _application(self, entry: _Entry, row: Mapping[str, Any], typed: Mapping[str, Any]) -> _Item:
         table = self.table.name
         known_at = int(row[self.table.time_column])
         milliseconds, sequence = (int(p) for p in entry.entry_id.split("-"))
         order = (known_at, milliseconds, sequence)
         value_hash = hashlib.sha256(json.dumps(row, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        keys = [self.keys.entry_done(table, entry.entry_id), self.keys.event_seen(table, entry.event_id),
-                self.keys.watermark(), self.keys.dead_letters(table), self.keys.stats(table)]
+        keys = [self.keys.entry_done(table, entry.entry_id), self.keys.event_seen(table, entry.event_id)]
         views = []
-        for plan in self.plans:
+        for number, plan in enumerate(self.plans, start=1):
             entity = [typed[k] for k in plan.view.entity_keys]
             if any(v is None for v in entity):
                 continue  # no entity for this view: the batch snapshots drop such events too
@@ -244,13 +261,6 @@ class StreamConsumer:
             tile = plan.tile_of(known_at)
             text = entity_text(entity)
             keys += [self.keys.tile(plan.view.name, text, tile), self.keys.tile_events(plan.view.name, text, tile)]
-            views.append({
-                "name": plan.view.name,
-                "lateness_us": str(int(plan.view.streaming.max_lateness.total_seconds() * 1_000_000)),  # type: ignore[union-attr]
-                "ops": plan.ops(values, order),
-                "record": json.dumps([list(order), values], separators=(",", ":")),
-            })
-        info = json.dumps({"table": table, "event_id": entry.event_id, "payload": entry.payload,
-                           "redelivered_rule": self.table.redelivered_rule, "conflict_rule": self.table.conflict_rule})
-        args = [entry.entry_id, value_hash, known_at, self.marker_ttl_ms, info, json.dumps(views)]
-        return lambda pipe: self._apply(keys=keys, args=args, client=pipe)
+            views.append([number, plan.ops(values, order), json.dumps([list(order), values], separators=(",", ":"))])
+        return keys, {"e": entry.entry_id, "id": entry.event_id, "p": entry.payload, "h": value_hash,
+                      "t": str(known_at), "v": views}

@@ -52,6 +52,7 @@ class TilePlan:
     trues: tuple[str, ...]
     latest: tuple[str, ...]
     tile_us: int
+    retention_ms: int  # the TTL every write of a tile sets (`StreamingSpec.retention`)
 
     @classmethod
     def of(cls, view: FeatureView, schema: Mapping[str, pl.DataType]) -> TilePlan:
@@ -82,6 +83,7 @@ class TilePlan:
             trues=tuple(sorted(set(by.get(Aggregation.RATE, [])))),
             latest=tuple(sorted(set(by.get(Aggregation.LATEST, [])))),
             tile_us=int(view.streaming.tile.total_seconds()) * 1_000_000,
+            retention_ms=int(view.streaming.retention(max(f.window_timedelta for f in view.features)).total_seconds() * 1000),
         )
 
     @property
