@@ -163,17 +163,27 @@ def candidates_for(
     out: list[tuple[str, Replay]] = [(name, _value_replay(t)) for name, t in _value_candidates()]
     if view is None:
         return out
-    if not store.exists(view.source.asset):
-        return out
+    if store.exists(view.source.asset):
+        out += _window_candidates(store, view, local_zone)
+    if store.exists(view.name):
+        out += _snapshot_candidates(store, view, rows, as_of)
+    return out
+
+
+def _window_candidates(store: DeltaStore, view: FeatureView, local_zone: str) -> list[tuple[str, Replay]]:
     utc_midnight = pl.col("request_time").dt.truncate("1d")
     local_midnight = (
         pl.col("request_time").dt.convert_time_zone(local_zone).dt.replace_time_zone(None).dt.truncate("1d")
         .dt.replace_time_zone(local_zone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
     )
-    out += [
+    return [
         ("window ends at midnight (UTC)", _window_replay(store, view, utc_midnight)),
         (f"window ends at local midnight ({local_zone})", _window_replay(store, view, local_midnight)),
     ]
+
+
+def _snapshot_candidates(store: DeltaStore, view: FeatureView, rows: pl.DataFrame, as_of: AsOf) -> list[tuple[str, Replay]]:
+    out: list[tuple[str, Replay]] = []
     for steps in range(1, _lag_steps(view, rows) + 1):
         out.append((f"publish lag of {steps} snapshot{'s' if steps > 1 else ''}", _lag_replay(store, view, steps, as_of)))
     step = view.cadence.interval
@@ -216,9 +226,12 @@ def explain(
 def _unavailable(store: DeltaStore, view: FeatureView | None) -> tuple[str, ...]:
     if view is None:
         return ("window, lag and TTL faults of an on-demand feature (judged on its inputs' rows)",)
+    missing = []
     if not store.exists(view.source.asset):
-        return (f"window faults (raw table {view.source.asset!r} does not exist)",)
-    return ()
+        missing.append(f"window faults (raw table {view.source.asset!r} does not exist)")
+    if not store.exists(view.name):
+        missing.append(f"lag and TTL faults (feature table {view.name!r} does not exist)")
+    return tuple(missing)
 
 
 def _ranked(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
