@@ -3,7 +3,8 @@ one that was restated, walked forward to the exact served requests and models th
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -164,3 +165,57 @@ def test_a_named_partition_without_a_record_walks_at_partition_precision(lake: D
     # Every carrier's snapshot after 13:00 whose window still reaches hour 13 (WN's at 12:00 does not).
     assert radius.request_ids == ["r-dl", "r-ua-7d"]
     assert {i.precision for i in radius.impacts} == {"partition"}
+
+
+def test_the_asset_and_the_verb_walk_a_restated_raw_hour_through_real_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real runs: raw flights and carrier_delay_stats with its publish; a landed file corrected and
+    its day re-run restates one hour; the asset and the verb name the request that was served from it."""
+    from dagster import AssetKey
+
+    from feature_pipelines.cli import main
+    from feature_pipelines.orchestration.runs import materialize_range
+    from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, MONITORING_JOB, RAW_HOURLY_JOB
+    from feature_pipelines.sources import nycflights
+    from feature_pipelines_tests.conftest import make_pipeline, write_small_landing
+
+    hour = datetime(2013, 1, 2, 15, tzinfo=UTC)
+    original = nycflights.flights().filter(pl.col("dep_known_at").is_between(datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 1, 3, tzinfo=UTC), closed="left"))
+    landing = tmp_path / "landing"
+    write_small_landing(landing, flights=original)
+    pipeline = make_pipeline(tmp_path, landing)
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-01", "2013-01-02", instance=pipeline.instance).result.success
+    assert materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-02", "2013-01-02", instance=pipeline.instance,
+                             assets=["carrier_delay_stats", "carrier_delay_stats_online"]).result.success
+    # Served after the publish, both the 16:00 snapshot (its windows read 15:00): a carrier with a departure at 15:00, one without.
+    in_hour = original.filter(pl.col("dep_known_at").is_between(hour, hour + H, closed="left"))
+    victim = in_hour.row(0, named=True)
+    bystander = next(c for c in original["carrier"].unique().sort() if c not in set(in_hour["carrier"]))
+    at = utc_now()
+    append_log_rows(pipeline.store, requests_to_frame(
+        [served("r-victim", at, "carrier_delay_stats", {"carrier": victim["carrier"]}, hour + H),
+         served("r-bystander", at, "carrier_delay_stats", {"carrier": bystander}, hour + H)],
+        key_columns_of(list(FEATURE_VIEWS.values()))))
+    # The feed corrects one departure's delay: its file is replaced and the day re-run.
+    corrected = original.with_columns(
+        pl.when((pl.col("dep_known_at") == victim["dep_known_at"]) & (pl.col("carrier") == victim["carrier"])
+                & (pl.col("tailnum") == victim["tailnum"])).then(pl.col("dep_delay") + 30).otherwise(pl.col("dep_delay")).alias("dep_delay"))
+    write_small_landing(landing, flights=corrected)
+    assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-02", "2013-01-02", instance=pipeline.instance).result.success
+
+    result = pipeline.defs.resolve_job_def(MONITORING_JOB).execute_in_process(
+        partition_key="2013-01-02", instance=pipeline.instance, asset_selection=[AssetKey("blast_radius")])
+    metadata = result.asset_materializations_for_node("blast_radius")[0].metadata
+    assert metadata["incidents"].value == 1 and metadata["affected_requests"].value == 1
+    assert metadata["sample_request_ids"].value == ["r-victim"] and metadata["publishes"].value == 1
+    assert "raw_flights/2013-01-02-15:00 (restated)" in metadata["report"].value
+
+    monkeypatch.setenv("FEATURE_PIPELINES_LAKE_ROOT", pipeline.settings.lake_root)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    capsys.readouterr()
+    assert main(["blast-radius", "--table", "raw_flights", "--partition", "2013-01-02-15:00", "--json"]) == 0
+    walked = json.loads(capsys.readouterr().out)
+    assert walked["request_ids"] == ["r-victim"] and walked["incidents"][0]["kind"] == "restated"
+    assert walked["models"] is None  # no predictions table: no model scored them
