@@ -11,6 +11,7 @@ from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.services import FEATURE_SERVICES
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.orchestration.blast_radius_assets import build_blast_radius_asset
 from feature_pipelines.orchestration.event_log_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_VARIABLE
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
 from feature_pipelines.orchestration.monitoring_assets import MONITORING_GROUP, build_monitoring_assets
@@ -63,6 +64,7 @@ def build_definitions(settings: Settings) -> Definitions:
     training_assets += [build_statistics_asset(s, training) for s in FEATURE_SERVICES.values() if s.needs_statistics]
     jobs.append(define_asset_job(TRAINING_JOB, selection=AssetSelection.groups("training"), description="Labels and training sets."))
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
+    monitoring_assets.append(build_blast_radius_asset(FEATURE_VIEWS, settings))  # bad partitions -> requests, models
     monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)
     platform = Definitions(
         assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets,
