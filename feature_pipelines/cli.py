@@ -238,6 +238,25 @@ def cmd_checks(args: argparse.Namespace) -> int:
     return 1 if summary.filter(pl.col("blocking") & (pl.col("failed") > 0)).height else 0
 
 
+def cmd_blast_radius(args: argparse.Namespace) -> int:
+    """Walk a bad partition (or a day's failed gates and restatements) forward to the feature snapshots,
+    publishes, served requests and models it touched; informational: exit 0 whatever it finds."""
+    from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.monitoring.lineage import window_of_key
+    from feature_pipelines.orchestration.blast_radius_assets import blast_radius_of
+    from feature_pipelines.orchestration.resources_by_env import lake_for
+    from feature_pipelines.settings import load_settings
+
+    if (args.table is None) != (args.partition is None) or (args.day is None) == (args.table is None):
+        print("feature-pipelines blast-radius: pass --table and --partition, or --day", file=sys.stderr)
+        return 2
+    day = window_of_key(args.day) if args.day else None
+    radius = blast_radius_of(DagsterInstance.get(), lake_for(load_settings()).store(), FEATURE_VIEWS,
+                             day=(day.start, day.end) if day else None, table=args.table, partition=args.partition)
+    print(radius.to_json() if args.json else radius.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feature-pipelines", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -257,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(handler=cmd_sql)
     checks = verbs.add_parser("checks", help="summarise each table's last checked run (exit 1 if a blocking check failed)")
     checks.set_defaults(handler=cmd_checks)
+    blast = verbs.add_parser("blast-radius", help="from a bad partition to the served requests and models it touched")
+    blast.add_argument("--table", help="a raw or feature table, e.g. raw_flights")
+    blast.add_argument("--partition", help="its hour (2013-01-05-10:00) or day (2013-01-05)")
+    blast.add_argument("--day", help="every failed gate and restatement of the day's partitions (YYYY-MM-DD)")
+    blast.add_argument("--json", action="store_true", help="the whole walk as JSON")
+    blast.set_defaults(handler=cmd_blast_radius)
     add_serve_parser(verbs)
     add_redis_parsers(verbs)
     add_stream_parser(verbs, redis_target_from_env)
