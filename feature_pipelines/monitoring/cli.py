@@ -17,9 +17,13 @@ import polars as pl
 import redis
 
 from feature_pipelines.monitoring.scenarios import SCENARIOS
+from feature_pipelines.settings import Settings
+from feature_pipelines.streaming.follow import StreamNotConsumedError
+from feature_pipelines.streaming.traffic import StreamFeed, catch_up
 from feature_pipelines.timeutil import floor_to, require_utc, utc_now
 
 DAY = timedelta(days=1)
+LIVE_VIEW = "aircraft_utilisation"  # the streaming view `traffic --live` follows
 
 
 def upcoming_departures(flights: pl.LazyFrame, source_now: datetime, hours: int) -> pl.DataFrame:
@@ -49,6 +53,12 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     now = utc_now()
     flights = LandingResource(root=settings.landing_root).zone().scan("flights")
     entities = upcoming_departures(flights, settings.replay.to_source(now), args.hours)
+    feed = _stream_feed(settings)
+    try:  # the server reads streaming views from the stream: feed it up to now first
+        print(catch_up(feed, now), flush=True)
+    except StreamNotConsumedError as error:
+        print(f"traffic: {error}", file=sys.stderr)
+        return 1
     sent = failed = 0
     with TestClient(app_from_env()) as client:
         for start in range(0, entities.height, args.batch):
@@ -58,9 +68,41 @@ def cmd_traffic(args: argparse.Namespace) -> int:
             if response.status_code != 200:
                 failed += 1
                 print(f"traffic: request {sent} got {response.status_code}: {response.text[:300]}", file=sys.stderr)
-    print(f"traffic: scored {entities.height} departures of the next {args.hours}h in {sent} requests ({failed} failed); "
-          f"served values logged to {settings.lake_root}/_serving/feature_log")
+        print(f"traffic: scored {entities.height} departures of the next {args.hours}h in {sent} requests ({failed} failed); "
+              f"served values logged to {settings.lake_root}/_serving/feature_log", flush=True)
+        if args.live > 0:
+            _follow(feed, client, args)
     return 1 if failed else 0
+
+
+def _stream_feed(settings: Settings) -> StreamFeed:
+    from feature_pipelines.features.catalog import FEATURE_VIEWS
+    from feature_pipelines.serving.cli import redis_target_from_env
+    from feature_pipelines.streaming.keys import stream_keys
+
+    target = redis_target_from_env()
+    return StreamFeed(target.client(), stream_keys(target.validated_prefix()), settings, FEATURE_VIEWS)
+
+
+def _follow(feed: StreamFeed, client: Any, args: argparse.Namespace) -> None:
+    """`--live`: push the aircraft view's departures as they happen and print each served change."""
+    from feature_pipelines.streaming.follow import FollowOptions
+    from feature_pipelines.streaming.traffic import follow_live, live_summary
+
+    view = feed.views[LIVE_VIEW]
+    feature = view.features[0].name
+    names = list(view.entity_keys)
+
+    def served(rows: pl.DataFrame) -> list[Any]:
+        body = {"features": [f"{view.name}:{feature}"], "entities": rows.to_dict(as_series=False)}
+        response = client.post("/get-online-features", json=body)
+        response.raise_for_status()
+        return response.json()["results"][len(names)]["values"]
+
+    print(f"live: following {view.source.asset} for {args.live:g} s; each departure's {feature} as served", flush=True)
+    options = FollowOptions(seconds=args.live, max_events=args.live_events)
+    changes = follow_live(feed, view, feature, served, options, say=lambda line: print(line, flush=True))
+    print(live_summary(changes, view), flush=True)
 
 
 def cmd_inject_skew(args: argparse.Namespace) -> int:
@@ -118,6 +160,9 @@ def add_monitoring_parsers(verbs: Any) -> None:
     traffic = verbs.add_parser("traffic", help="score the next departures through the feature server (logs served values)")
     traffic.add_argument("--hours", type=int, default=24, help="departures of the next N hours (default 24)")
     traffic.add_argument("--batch", type=int, default=50, help="entity rows per request (default 50)")
+    traffic.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
+                         help="then push departures as they happen for SECONDS, showing each served change")
+    traffic.add_argument("--live-events", type=int, default=None, metavar="N", help="stop --live after N entities changed")
     traffic.set_defaults(handler=cmd_traffic)
     inject = verbs.add_parser("inject-skew", help="write a faulty serving path's log for today (demo of the monitors)")
     inject.add_argument("scenario", choices=list(SCENARIOS))

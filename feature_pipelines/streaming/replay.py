@@ -66,25 +66,53 @@ def landed_events(zone: LandingZone, table: str, clock: ReplayClock, start: date
     return rows.drop(SOURCE_FILE, SOURCE_ROW)
 
 
-def push_replayed(
-    client: redis.Redis,
-    keys: StreamKeys,
-    zone: LandingZone,
-    clock: ReplayClock,
-    table: str,
-    *,
-    until: datetime,
-    horizon: timedelta,
-) -> ReplayedPush:
-    """Push the events of `table` known in [cursor, until) and move the cursor to `until` (see the
-    module docstring for where a push without a cursor starts)."""
+@dataclass(frozen=True)
+class PendingEvents:
+    """The events of a table known in [start, end) that the replay has not pushed yet."""
+
+    table: str
+    start: datetime
+    end: datetime
+    frame: pl.DataFrame
+
+
+def pending_events(
+    client: redis.Redis, keys: StreamKeys, zone: LandingZone, clock: ReplayClock, table: str, *,
+    until: datetime, horizon: timedelta,
+) -> PendingEvents:
+    """The landed events of `table` known in [cursor, until) (see the module docstring for where a
+    replay without a cursor starts)."""
     until = require_utc(until, "until")
     cursor = client.get(keys.replay_cursor(table))
     earliest = until - horizon
     start = earliest if cursor is None else max(earliest, _EPOCH + timedelta(microseconds=int(cursor)))
-    if start >= until:
-        return ReplayedPush(table, start, until, 0, (), pl.DataFrame())
-    events = landed_events(zone, table, clock, start, until)
-    entry_ids = push_events(client, table, events, keys=keys) if events.height else []
-    client.set(keys.replay_cursor(table), (until - _EPOCH) // timedelta(microseconds=1))
-    return ReplayedPush(table, start, until, events.height, tuple(entry_ids), events)
+    frame = landed_events(zone, table, clock, start, until) if start < until else pl.DataFrame()
+    return PendingEvents(table, start, until, frame)
+
+
+def push_pending(client: redis.Redis, keys: StreamKeys, pending: PendingEvents) -> ReplayedPush:
+    """Append the pending events to their stream, then move the table's cursor to their end."""
+    if pending.start >= pending.end:
+        return ReplayedPush(pending.table, pending.start, pending.end, 0, (), pending.frame)
+    entry_ids = push_events(client, pending.table, pending.frame, keys=keys) if pending.frame.height else []
+    client.set(keys.replay_cursor(pending.table), (pending.end - _EPOCH) // timedelta(microseconds=1))
+    return ReplayedPush(pending.table, pending.start, pending.end, len(entry_ids), tuple(entry_ids), pending.frame)
+
+
+def push_replayed(
+    client: redis.Redis, keys: StreamKeys, zone: LandingZone, clock: ReplayClock, table: str, *,
+    until: datetime, horizon: timedelta,
+) -> ReplayedPush:
+    """Push the events of `table` known in [cursor, until) and move the cursor to `until`."""
+    pending = pending_events(client, keys, zone, clock, table, until=until, horizon=horizon)
+    return push_pending(client, keys, pending)
+
+
+def next_event_at(zone: LandingZone, clock: ReplayClock, table: str, after: datetime, within: timedelta) -> datetime | None:
+    """The known-at instant of the first landed event of `table` at or after `after` (within
+    `within` of it), None when there is none."""
+    frame = landed_events(zone, table, clock, after, after + within)
+    if frame.height == 0:
+        return None
+    column = next(t.time_column for t in RAW_TABLES if t.name == table)
+    return frame[column].min()  # type: ignore[return-value]
