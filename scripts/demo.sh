@@ -26,7 +26,11 @@ fi
   || echo "demo: the backfill did not write everything: see the summary above; the UI shows the held-back partitions in red"
 # A day of model traffic through the feature server (its served values are logged), then today's
 # skew, drift and shadow reports, so the monitoring group in the UI has something to show.
-.venv/bin/feature-pipelines traffic --hours 24
+# The stream consumer runs in the background (it stays up with the UI; stop it with `stream --stop`):
+# the server reads the streaming view from its tiles. `traffic` first pushes the replayed events
+# known up to now, then for up to 30 s pushes departures as they happen and shows each served change.
+.venv/bin/feature-pipelines stream --background
+.venv/bin/feature-pipelines traffic --hours 24 --live 30 --live-events 3
 .venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
 echo "demo: inject a skew and watch it caught: .venv/bin/feature-pipelines inject-skew zero-imputation && .venv/bin/feature-pipelines monitor"
 host="${DAGSTER_HOST:-127.0.0.1}"; port="${DAGSTER_PORT:-3000}"
