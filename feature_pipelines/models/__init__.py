@@ -1,0 +1,1 @@
+"""Models in the loop, without Dagster: training on a feature service's frame, the artefact registry, scoring."""
