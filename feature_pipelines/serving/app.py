@@ -91,6 +91,7 @@ from feature_pipelines.serving.models import (
     ServiceColumn,
 )
 from feature_pipelines.serving.planning import RequestPlanner
+from feature_pipelines.serving.predict import Predictor, add_predict_route
 from feature_pipelines.serving.request_log import RequestLog, key_columns_of
 from feature_pipelines.serving.server import REQUEST_ID_HEADER, Deadlines, FeatureServer, LazyClient
 from feature_pipelines.serving.service_statistics import ServiceStatistics
@@ -123,6 +124,7 @@ def create_app(
     service_statistics: ServiceStatistics | None = None,
     max_push_events: int = DEFAULT_MAX_PUSH_EVENTS,
     catalog_page: Path | None = None,
+    predictor: Predictor | None = None,
 ) -> FastAPI:
     """The feature server as an ASGI app (see the module docstring for the API).
 
@@ -180,6 +182,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     install_error_handler(app)
     _add_routes(app, server, max_push_events, catalog_page)
+    if predictor is not None:  # POST /predict: the service's vector scored by its model (serving/predict.py)
+        add_predict_route(app, server, predictor)
     return app
 
 

@@ -74,6 +74,7 @@ def app_from_env() -> FastAPI:
     from feature_pipelines.features.services import FEATURE_SERVICES
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.serving.app import create_app, key_columns_of
+    from feature_pipelines.serving.predict import PredictionLog, Predictor, ServedModels
     from feature_pipelines.serving.request_log import RequestLog
     from feature_pipelines.serving.service_statistics import ServiceStatistics
     from feature_pipelines.settings import load_settings
@@ -87,6 +88,7 @@ def app_from_env() -> FastAPI:
     if os.environ.get(REQUEST_LOG_ENV_VAR, "1") != "0":
         request_log = RequestLog(store, key_columns=key_columns_of(list(FEATURE_VIEWS.values())))
     statistics = ServiceStatistics.load(store, FEATURE_SERVICES)
+    predictor = Predictor(ServedModels.load(store, FEATURE_SERVICES), PredictionLog(store) if request_log is not None else None)
     for name, reason in statistics.missing.items():
         logger.warning("feature service %s is not served: %s", name, reason)
     consumers = consumers_from_env()
@@ -104,6 +106,7 @@ def app_from_env() -> FastAPI:
         services=FEATURE_SERVICES,
         service_statistics=statistics,
         catalog_page=catalog_page_path(),
+        predictor=predictor,
     )
 
 
