@@ -11,10 +11,13 @@ from feature_pipelines.features.candidates import CANDIDATE_VIEWS
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.services import FEATURE_SERVICES
 from feature_pipelines.features.spec import Partitioning
+from feature_pipelines.models.catalog import MODELS
 from feature_pipelines.orchestration.blast_radius_assets import build_blast_radius_asset
 from feature_pipelines.orchestration.event_log_storage import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_VARIABLE
 from feature_pipelines.orchestration.feature_assets import build_feature_asset
+from feature_pipelines.orchestration.model_assets import build_model_asset
 from feature_pipelines.orchestration.monitoring_assets import MONITORING_GROUP, build_monitoring_assets
+from feature_pipelines.orchestration.outcome_assets import build_outcome_asset
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import build_raw_assets
@@ -66,8 +69,10 @@ def build_definitions(settings: Settings) -> Definitions:
     monitoring_assets = build_monitoring_assets(FEATURE_VIEWS, training, CANDIDATE_VIEWS, settings)
     monitoring_assets.append(build_blast_radius_asset(FEATURE_VIEWS, settings))  # bad partitions -> requests, models
     monitoring_job, monitoring_schedule = build_monitoring_job_and_schedule(settings, MONITORING_GROUP)
+    # Group `models`: each model trained on demand (a new registry version), and its daily outcome monitor.
+    model_assets = [a for spec in MODELS.values() for a in (build_model_asset(spec), build_outcome_asset(spec, settings))]
     platform = Definitions(
-        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets,
+        assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets, *model_assets,
                 build_stream_parity_asset(settings)],
         jobs=[*jobs, monitoring_job],
         schedules=[*schedules, monitoring_schedule],
