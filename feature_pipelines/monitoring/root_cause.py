@@ -3,7 +3,7 @@
 For a feature whose served values mismatch, each candidate fault is replayed on exactly the
 mismatched rows and scored by its exact-match rate against the logged values:
 
-- `nulls imputed as 0`, `units x60`, `units /60`, `rounded to N decimals`: the offline value
+- `nulls imputed as 0`, `units x60`, `units /60`, `rounded to N decimal(s)`: the offline value
   (the point-in-time join's) as such a fault would have served it;
 - `window ends at midnight (UTC)` and `window ends at local midnight (<zone>)`: the view's features
   computed from its raw events at that instant instead of the request's, by
@@ -25,7 +25,7 @@ to a relative 1e-9 for recomputed windows (a mean summed in another order). The 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -44,6 +44,7 @@ RELATIVE_TOLERANCE = 1e-9
 MAX_LAG_STEPS = 48
 LOCAL_ZONE = "America/New_York"  # the demo's airports; the zone a local-day fault would use
 ROUNDINGS = (0, 1, 2, 3)
+TOP_CANDIDATES = 5  # shown in metadata
 
 # mismatched rows -> their candidate values, long (REQUEST_KEY, feature, value_float, value_json, stamp)
 Replay = Callable[[pl.DataFrame], pl.DataFrame]
@@ -98,7 +99,7 @@ def _value_candidates() -> list[tuple[str, Callable[[pl.Expr], pl.Expr]]]:
         ("nulls imputed as 0", lambda v: v.fill_null(0.0)),
         ("units x60", lambda v: v * 60),
         ("units /60", lambda v: v / 60),
-        *[(f"rounded to {d} decimals", lambda v, d=d: v.round(d)) for d in ROUNDINGS],
+        *[(f"rounded to {d} decimal{'' if d == 1 else 's'}", lambda v, d=d: v.round(d)) for d in ROUNDINGS],
     ]
 
 
@@ -240,13 +241,10 @@ def _ranked(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
 
 
 def as_metadata(cause: RootCause) -> dict[str, Any]:
-    """The root cause for metadata: the verdict, then every candidate's rate."""
+    """The root cause for metadata: the verdict, the best rate, then the best candidates' rates."""
     return {
         "cause": cause.cause,
         "description": cause.describe(),
-        "candidates": {s.name: round(s.rate, 4) for s in cause.scores},
+        "rate": round(cause.best.rate, 4) if cause.best is not None else None,
+        "candidates": {s.name: round(s.rate, 4) for s in cause.scores[:TOP_CANDIDATES]},
     }
-
-
-def by_feature(causes: Mapping[str, RootCause]) -> dict[str, str]:
-    return {feature: cause.describe() for feature, cause in causes.items()}

@@ -10,10 +10,13 @@ assets judge it exactly as they judge the real server's log:
   declared null policy;
 - `local_day_boundary`: a daily route feature computed with New York midnights instead of UTC;
 - `delays_in_seconds`: a service reading the route mean delay in seconds, not minutes;
+- `rounded_values`: a service rounding the carrier 24h mean delay to one decimal;
 - `stale_store` (`publish_stale`): an online store whose publishing stopped hours ago.
 
 `SCENARIOS` names each one (as `feature-pipelines inject-skew NAME` takes it) with how it is
-injected; the command's choices are its keys.
+injected; the command's choices are its keys. The skew monitor names each one's root cause
+(`root_cause.py`): the window ending at midnight, nulls imputed as 0, the local midnight, units
+x60, rounding, and the stale store as a publish lag of k snapshots.
 
 A rogue path logs no snapshot stamp (it bypasses the platform), so its values are judged
 against the offline point-in-time value alone.
@@ -33,6 +36,7 @@ import redis
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.names import EVENT_TIMESTAMP, FEATURE_LOG_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
+from feature_pipelines.online.keys import key_head
 from feature_pipelines.online.publish import latest_per_entity, publish
 from feature_pipelines.online.table import OnlineTable
 from feature_pipelines.serving.request_log import ServedFeature, ServedRequest, append_log_rows, requests_to_frame
@@ -96,10 +100,22 @@ def delays_in_seconds(log: pl.DataFrame, feature: str = "route_dep_delay_mean_24
     )
 
 
+def rounded_values(log: pl.DataFrame, feature: str = "carrier_dep_delay_mean_24h", decimals: int = 1) -> pl.DataFrame:
+    """The served log with one float feature rounded (a service formatting values for display)."""
+    rounded = pl.col("value_float").round(decimals)
+    chosen = pl.when(pl.col("feature") == feature)
+    return log.with_columns(
+        chosen.then(rounded).otherwise(pl.col("value_float")).alias("value_float"),
+        chosen.then(rounded.cast(pl.String)).otherwise(pl.col("value_json")).fill_null("null").alias("value_json"),
+    )
+
+
 def publish_stale(client: redis.Redis, prefix: str, store: DeltaStore, views: Mapping[str, FeatureView], cutoff: datetime) -> None:
-    """Fill an online store as it would be had publishing stopped at `cutoff`."""
-    for stale_key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(stale_key)
+    """Fill an online store as it would be had publishing stopped at `cutoff`: each view's published
+    keys replaced (the stream's tiles, fed by their own consumer, are left as they are)."""
+    for view in views.values():
+        for stale_key in client.scan_iter(match=f"{key_head(prefix, view.name)}*"):
+            client.delete(stale_key)
     for view in views.values():
         snapshot = store.read(view.name).filter(pl.col(EVENT_TIMESTAMP) <= cutoff)
         publish(client, OnlineTable.for_view(view, prefix), latest_per_entity(view, snapshot))
@@ -164,6 +180,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("local-day-boundary",
                  lambda t: append_requests(t.store, local_day_boundary(t.store, t.today), t.key_columns)),
         Scenario("delays-in-seconds", lambda t: rewrite_log(t.store, delays_in_seconds, t.today, t.today + DAY)),
+        Scenario("rounded-values", lambda t: rewrite_log(t.store, rounded_values, t.today, t.today + DAY)),
         # The online store as of 6 hours ago; the day's traffic against it is what the monitors judge.
         Scenario("stale-store", _publish_stale_store,
                  done=f"the online store now holds the snapshots of {STALE_HOURS} hours ago; run `feature-pipelines "

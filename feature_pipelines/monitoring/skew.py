@@ -210,8 +210,10 @@ class SkewReport:
             for f in self.features if f.mismatches
         }
 
-    def root_causes(self) -> dict[str, str]:
-        return {f.reference: f.cause for f in self.features if f.cause is not None}
+    def root_causes(self) -> dict[str, dict[str, Any]]:
+        """Per feature with mismatches: the candidate fault that explains them (or None), its rate,
+        the verdict in words and the best candidates' rates."""
+        return {f.reference: root_cause.as_metadata(f.root_cause) for f in self.features if f.root_cause is not None}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ the lake and injects one fault:
 - a daily feature computed with a New York (local) day boundary instead of UTC;
 - an online store whose publishing stopped 6 hours ago;
 - an upstream switching `distance` to nautical miles (partition drift);
-- a serving path reading delays in seconds instead of minutes (serving drift).
+- a serving path reading delays in seconds instead of minutes (serving drift);
+- a service rounding a delay mean to one decimal.
+
+The server reads the streaming view from the stream's tiles, fed with the landed events up to
+the lake's last raw hour. Each serving fault's root cause is named by the skew check.
 """
 
 from __future__ import annotations
@@ -54,7 +58,12 @@ from feature_pipelines.serving.app import create_app
 from feature_pipelines.serving.request_log import RequestLog, key_columns_of
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.sources import nycflights
+from feature_pipelines.sources.landing import LandingZone
 from feature_pipelines.sources.nycflights import DATA_START
+from feature_pipelines.streaming.consumer import StreamConsumer
+from feature_pipelines.streaming.keys import stream_keys
+from feature_pipelines.streaming.replay import push_replayed, stream_horizon
+from feature_pipelines.streaming.runner import streaming_tables
 from feature_pipelines.timeutil import floor_to, utc_now
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 from feature_pipelines_tests.conftest import SMALL_START, backfill_to_last_hour, write_small_landing
@@ -86,6 +95,19 @@ class Monitored:
 
 def key(day: datetime) -> str:
     return day.strftime("%Y-%m-%d")
+
+
+def feed_stream(url: str, prefix: str, settings: Settings, until: datetime) -> None:
+    """The streaming views' landed events up to `until` pushed and consumed into the stream's tiles."""
+    client = redis.Redis.from_url(url)
+    keys = stream_keys(prefix)
+    for table in streaming_tables(FEATURE_VIEWS):
+        push_replayed(client, keys, LandingZone(settings.landing_root), settings.replay, table, until=until,
+                      horizon=stream_horizon(list(FEATURE_VIEWS.values())))
+        consumer = StreamConsumer(client, list(FEATURE_VIEWS.values()), table=table, keys=keys, block_ms=10)
+        while consumer.run_once().entries:
+            pass
+    client.close()
 
 
 def serve(url: str, prefix: str, store: DeltaStore, entities: pl.DataFrame, features: Sequence[str], now: Callable[[], datetime]) -> None:
@@ -121,6 +143,8 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, online_store_url: str) -
     # Six whole days: daily snapshots from five days ago, training sets over four of them.
     now, _ = backfill_to_last_hour(defs, settings, lambda at: floor_to(at, DAY) - 6 * DAY, instance)
     store = DeltaStore(settings.lake_root)
+    # The stream holds what the raw tables hold: events known before the last raw hour's end.
+    feed_stream(online_store_url, PREFIX, settings, floor_to(now, HOUR))
     upcoming = upcoming_departures(pl.scan_parquet(tmp / "landing" / "flights" / "*.parquet"), settings.replay.to_source(now), 24)
     assert upcoming.height > 500
     serve(online_store_url, PREFIX, store, upcoming, FLIGHT_DELAY_TRAINING_SET.features, utc_now)
@@ -148,6 +172,11 @@ def run_monitoring(defs: Definitions, day: datetime, *assets: str) -> dict[str, 
 
 def failing_features(check: Any) -> list[str]:
     return list(check.metadata["failing_features"].value)
+
+
+def causes(check: Any) -> dict[str, str | None]:
+    """The candidate fault the check names for each feature with mismatches (None: none explains them)."""
+    return {ref: cause["cause"] for ref, cause in check.metadata["root_causes"].value.items()}
 
 
 def failed_drift(check: Any) -> list[str]:
@@ -194,6 +223,8 @@ def test_a_24h_window_ending_at_midnight_instead_of_the_request_is_caught(monito
     skew = run_monitoring(defs, monitored.yesterday, SKEW_ASSET)[SKEW_CHECK]
     assert not skew.passed and failing_features(skew) == ["carrier_delay_stats:carrier_dep_delay_mean_24h"]
     assert "carrier_dep_delay_mean_24h" in skew.description and skew.metadata["examples"].value
+    assert causes(skew)["carrier_delay_stats:carrier_dep_delay_mean_24h"] == "window ends at midnight (UTC)"
+    assert "100% of mismatches" in skew.description and "*window ends at midnight (UTC)*" in skew.description
 
 
 def test_zero_imputation_instead_of_the_null_policy_is_caught(monitored: Monitored) -> None:
@@ -207,6 +238,8 @@ def test_zero_imputation_instead_of_the_null_policy_is_caught(monitored: Monitor
     assert not skew.passed and failing_features(skew) == had_nulls
     assert all(example["reason"] == "null" and example["served"] == 0.0
                for examples in skew.metadata["examples"].value.values() for example in examples)
+    assert {ref: causes(skew)[ref] for ref in had_nulls} == dict.fromkeys(had_nulls, "nulls imputed as 0")
+    assert skew.metadata["three_way"].value[had_nulls[0]]["serving_bug"] > 0
 
 
 def test_a_local_time_day_boundary_instead_of_utc_is_caught(monitored: Monitored) -> None:
@@ -214,6 +247,7 @@ def test_a_local_time_day_boundary_instead_of_utc_is_caught(monitored: Monitored
     scenarios.append_requests(store, scenarios.local_day_boundary(store, monitored.yesterday), KEY_COLUMNS)
     skew = run_monitoring(defs, monitored.yesterday, SKEW_ASSET)[SKEW_CHECK]
     assert not skew.passed and failing_features(skew) == ["route_delay_stats:route_dep_delay_mean_24h"]
+    assert causes(skew)["route_delay_stats:route_dep_delay_mean_24h"] == "window ends at local midnight (America/New_York)"
 
 
 def test_an_online_store_left_stale_for_six_hours_is_caught(monitored: Monitored) -> None:
@@ -221,6 +255,7 @@ def test_an_online_store_left_stale_for_six_hours_is_caught(monitored: Monitored
     stale_prefix = "fp:stale"
     cutoff = floor_to(monitored.now, HOUR) - 6 * HOUR  # the last publish that ran
     scenarios.publish_stale(redis.Redis.from_url(monitored.redis_url), stale_prefix, store, FEATURE_VIEWS, cutoff)
+    feed_stream(monitored.redis_url, stale_prefix, monitored.settings, floor_to(monitored.now, HOUR))  # the stream runs on
     serve(monitored.redis_url, stale_prefix, store, monitored.upcoming, FLIGHT_DELAY_TRAINING_SET.features, utc_now)
     skew = run_monitoring(defs, monitored.today, SKEW_ASSET)[SKEW_CHECK]
     hourly = {f"{v.name}:{f}" for v in FEATURE_VIEWS.values() if v.ttl < 6 * HOUR for f in v.feature_names}
@@ -230,6 +265,8 @@ def test_an_online_store_left_stale_for_six_hours_is_caught(monitored: Monitored
     # last publish predates today's snapshot and misses entities.
     assert not skew.passed and expired <= set(failing_features(skew))
     assert all(example["reason"] in ("null", "stale") for examples in skew.metadata["examples"].value.values() for example in examples)
+    named = causes(skew)
+    assert all((named[ref] or "").startswith("publish lag of") for ref in expired), named
 
 
 # -- injected drift -----------------------------------------------------------------------------
@@ -244,7 +281,7 @@ def test_an_upstream_switch_to_nautical_miles_is_caught_as_partition_drift(monit
     )
     weather = pl.read_parquet(Path(monitored.settings.landing_root) / "weather" / "*.parquet")
     write_small_landing(tmp_path / "landing", flights=shifted, weather=weather)
-    settings, defs, _ = clone(monitored, "nautical", keep_log=False, landing_root=tmp_path / "landing")
+    _, defs, _ = clone(monitored, "nautical", keep_log=False, landing_root=tmp_path / "landing")
     instance = monitored.instance  # it knows which raw partitions the cloned lake holds
     hours = (monitored.yesterday.strftime("%Y-%m-%d-%H:%M"), (monitored.today - HOUR).strftime("%Y-%m-%d-%H:%M"))
     assert materialize_range(defs, RAW_HOURLY_JOB, *hours, instance=instance).result.success
@@ -266,6 +303,15 @@ def test_delays_served_in_seconds_are_caught_as_serving_drift(monitored: Monitor
     drift = checks[FEATURE_DRIFT_CHECK]
     assert not drift.passed and drift.severity.value == "ERROR" and failed_drift(drift) == ["route_dep_delay_mean_24h"]
     assert failing_features(checks[SKEW_CHECK]) == ["route_delay_stats:route_dep_delay_mean_24h"]
+    assert causes(checks[SKEW_CHECK])["route_delay_stats:route_dep_delay_mean_24h"] == "units x60"
+
+
+def test_values_rounded_by_the_service_are_caught_and_named(monitored: Monitored) -> None:
+    _, defs, store = clone(monitored, "rounded")
+    scenarios.rewrite_log(store, scenarios.rounded_values, monitored.today, monitored.today + DAY)
+    skew = run_monitoring(defs, monitored.today, SKEW_ASSET)[SKEW_CHECK]
+    assert failing_features(skew) == ["carrier_delay_stats:carrier_dep_delay_mean_24h"]
+    assert causes(skew) == {"carrier_delay_stats:carrier_dep_delay_mean_24h": "rounded to 1 decimal"}
 
 
 def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(
