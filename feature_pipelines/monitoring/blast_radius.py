@@ -42,6 +42,7 @@ from feature_pipelines.monitoring.lineage import (
     spans_reading_source,
     window_of_key,
 )
+from feature_pipelines.monitoring.restatement import TableHistory
 from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FEATURE_LOG_TABLE, QUALITY_LEDGER_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
 from feature_pipelines.quality.ledger import QualityLedger
@@ -163,14 +164,6 @@ def gate_failures(store: DeltaStore, table: GatedTable, units: Sequence[Partitio
     return incidents
 
 
-def _overwrites(store: DeltaStore, table: str) -> list[dict[str, Any]]:
-    """The table's predicate overwrites (what a partition write commits), oldest first."""
-    history = store.open(table).history()
-    writes = [h for h in history if h.get("operation") == "WRITE"
-              and (h.get("operationParameters") or {}).get("mode") == "Overwrite"]
-    return sorted(writes, key=lambda h: int(h["version"]))
-
-
 def _unit_rows(store: DeltaStore, table: GatedTable, version: int, units: Sequence[PartitionWindow]) -> pl.DataFrame:
     """The rows of the units at a version, with the unit's index; `created_timestamp` left out (a
     recomputation stamps it anew, and an identical recomputation is no restatement)."""
@@ -202,7 +195,7 @@ def _changed_rows(before: pl.DataFrame, after: pl.DataFrame) -> tuple[pl.DataFra
 
 def restatements(store: DeltaStore, table: GatedTable, units: Sequence[PartitionWindow]) -> list[Incident]:
     """The units overwritten with other rows after they were first written, one incident per
-    restating version, with the rows it changed. A raw unit is restated by any change (an added
+    restating version (`restatement.TableHistory`: its commit time and run), with the rows it changed. A raw unit is restated by any change (an added
     event changes every window that reads it); a feature partition only when a snapshot row it
     held is gone or changed (an open partition gains new snapshots every hour). Reads the units
     at every overwrite of the table: the cost grows with the table's history."""
@@ -210,7 +203,7 @@ def restatements(store: DeltaStore, table: GatedTable, units: Sequence[Partition
         return []
     last: dict[int, tuple[int, list[int]]] = {}
     incidents = []
-    for commit in _overwrites(store, table.name):
+    for commit in TableHistory.read(store, table.name).commits.iter_rows(named=True):
         version = int(commit["version"])
         rows = _unit_rows(store, table, version, units)
         prints = _fingerprints(rows)
@@ -223,11 +216,11 @@ def restatements(store: DeltaStore, table: GatedTable, units: Sequence[Partition
                     last[i] = (version, now)
                     continue
                 changed = pl.concat([gone, came])
-                found_at = datetime.fromtimestamp(int(commit["timestamp"]) / 1000, tz=UTC)
+                found_at = datetime.fromtimestamp(commit["commit_ms"] / 1000, tz=UTC)
                 incidents.append(Incident(
                     table.name, units[i], "restated",
                     f"version {version} replaced {len(last[i][1])} row(s) of version {last[i][0]} with {len(now)} "
-                    f"({changed.height} changed)", found_at, str(commit.get("dagster_run_id", "")), version, changed,
+                    f"({changed.height} changed)", found_at, commit["run_id"] or "", version, changed,
                 ))
             last[i] = (version, now)
     return incidents

@@ -172,11 +172,13 @@ def test_the_asset_and_the_verb_walk_a_restated_raw_hour_through_real_runs(
 ) -> None:
     """Real runs: raw flights and carrier_delay_stats with its publish; a landed file corrected and
     its day re-run restates one hour; the asset and the verb name the request that was served from it."""
-    from dagster import AssetKey
+    from dagster import materialize
 
     from feature_pipelines.cli import main
+    from feature_pipelines.orchestration.blast_radius_assets import build_blast_radius_asset
+    from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.orchestration.runs import materialize_range
-    from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, MONITORING_JOB, RAW_HOURLY_JOB
+    from feature_pipelines.orchestration.schedules import HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB
     from feature_pipelines.sources import nycflights
     from feature_pipelines_tests.conftest import make_pipeline, write_small_landing
 
@@ -204,8 +206,9 @@ def test_the_asset_and_the_verb_walk_a_restated_raw_hour_through_real_runs(
     write_small_landing(landing, flights=corrected)
     assert materialize_range(pipeline.defs, RAW_HOURLY_JOB, "2013-01-02", "2013-01-02", instance=pipeline.instance).result.success
 
-    result = pipeline.defs.resolve_job_def(MONITORING_JOB).execute_in_process(
-        partition_key="2013-01-02", instance=pipeline.instance, asset_selection=[AssetKey("blast_radius")])
+    asset = build_blast_radius_asset(FEATURE_VIEWS, pipeline.settings)
+    result = materialize([asset], partition_key="2013-01-02", instance=pipeline.instance,
+                         resources={"lake": lake_for(pipeline.settings)})
     metadata = result.asset_materializations_for_node("blast_radius")[0].metadata
     assert metadata["incidents"].value == 1 and metadata["affected_requests"].value == 1
     assert metadata["sample_request_ids"].value == ["r-victim"] and metadata["publishes"].value == 1
