@@ -5,7 +5,7 @@ their flights' arrivals by the outcome asset, never before the arrival is known.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -25,7 +25,12 @@ from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.model_assets import LEAKAGE_GAP_CHECK
 from feature_pipelines.orchestration.outcome_assets import OUTCOMES_CHECK, outcome_asset_name
 from feature_pipelines.orchestration.runs import materialize_range
-from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB, TRAINING_JOB
+from feature_pipelines.orchestration.schedules import (
+    DAILY_SNAPSHOT_JOB,
+    HOURLY_SNAPSHOT_JOB,
+    RAW_HOURLY_JOB,
+    TRAINING_JOB,
+)
 from feature_pipelines.training.frames import training_frame
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP
 from feature_pipelines_tests.conftest import Pipeline
@@ -99,11 +104,11 @@ def test_model_is_trained_registered_and_its_outcomes_judged(pipeline: Pipeline)
     outcomes = pipeline.defs.resolve_assets_def(outcome_asset_name(SPEC))
     # At 18:00 on the day, the flights of its evening have not arrived: their outcomes wait.
     evening = materialize([outcomes], instance=pipeline.instance, partition_key=DAY,
-                          tags=clock_tags(datetime(2013, 1, 3, 18, tzinfo=timezone.utc)))
+                          tags=clock_tags(datetime(2013, 1, 3, 18, tzinfo=UTC)))
     early = _metadata(evening)
     assert early["predictions"] == logged and early["pending"] > 0 and early["labelled"] < logged - early["pending"] + 1
     later = materialize([outcomes], instance=pipeline.instance, partition_key=DAY,
-                        tags=clock_tags(datetime(2013, 1, 6, tzinfo=timezone.utc)))
+                        tags=clock_tags(datetime(2013, 1, 6, tzinfo=UTC)))
     known = _metadata(later)
     assert known["pending"] == 0 and known["labelled"] > early["labelled"]
     [figures] = known["figures"]
