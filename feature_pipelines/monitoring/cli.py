@@ -26,16 +26,28 @@ DAY = timedelta(days=1)
 LIVE_VIEW = "aircraft_utilisation"  # the streaming view `traffic --live` follows
 
 
-def upcoming_departures(flights: pl.LazyFrame, source_now: datetime, hours: int) -> pl.DataFrame:
-    """Flights scheduled to leave in the next `hours` (source time): what a delay model is asked about."""
+ENTITY_COLUMNS = ["origin", "dest", "carrier", "tailnum"]
+FLIGHT_COLUMNS = ["flight_number", "scheduled_departure_at"]  # --score: the outcome keys of each prediction
+
+
+def upcoming_departures(flights: pl.LazyFrame, source_now: datetime, hours: int, *, with_flight: bool = False) -> pl.DataFrame:
+    """Flights scheduled to leave in the next `hours` (source time): what a delay model is asked about
+    (with `with_flight`, also which flight each row is: its number and scheduled departure)."""
     return (
         flights.filter(
             pl.col("scheduled_departure_at").is_between(source_now, source_now + timedelta(hours=hours), closed="left"),
             pl.col("tailnum").is_not_null(),
         )
-        .select("origin", "dest", "carrier", "tailnum")
+        .select(*ENTITY_COLUMNS, *(FLIGHT_COLUMNS if with_flight else []))
         .collect()
     )
+
+
+def _predict_body(batch: pl.DataFrame, service: str, offset: timedelta) -> dict[str, Any]:
+    """A /predict body: the entity columns, and each flight's keys with its departure in lake (present) time."""
+    departures = [(moment + offset).isoformat() for moment in batch["scheduled_departure_at"]]
+    return {"feature_service": service, "entities": batch.select(ENTITY_COLUMNS).to_dict(as_series=False),
+            "outcome_keys": {"flight_number": batch["flight_number"].to_list(), "scheduled_departure_at": departures}}
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
@@ -44,6 +56,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
         from fastapi.testclient import TestClient
 
+    from feature_pipelines.models.catalog import FLIGHT_DELAY_MODEL
+    from feature_pipelines.models.predictions import PREDICTIONS_TABLE
     from feature_pipelines.resources import LandingResource
     from feature_pipelines.serving.cli import app_from_env
     from feature_pipelines.settings import load_settings
@@ -52,7 +66,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = utc_now()
     flights = LandingResource(root=settings.landing_root).zone().scan("flights")
-    entities = upcoming_departures(flights, settings.replay.to_source(now), args.hours)
+    entities = upcoming_departures(flights, settings.replay.to_source(now), args.hours, with_flight=args.score)
     feed = _stream_feed(settings)
     try:  # the server reads streaming views from the stream: feed it up to now first
         print(catch_up(feed, now), flush=True)
@@ -62,14 +76,19 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     sent = failed = 0
     with TestClient(app_from_env()) as client:
         for start in range(0, entities.height, args.batch):
-            batch = entities.slice(start, args.batch).to_dict(as_series=False)
-            response = client.post("/get-online-features", json={"features": list(FLIGHT_DELAY_TRAINING_SET.features), "entities": batch})
+            if args.score:  # scored by the service's latest model; the vector is logged as by /get-online-features
+                body = _predict_body(entities.slice(start, args.batch), FLIGHT_DELAY_MODEL.service.name, settings.replay.offset)
+                response = client.post("/predict", json=body)
+            else:
+                batch = entities.slice(start, args.batch).to_dict(as_series=False)
+                response = client.post("/get-online-features", json={"features": list(FLIGHT_DELAY_TRAINING_SET.features), "entities": batch})
             sent += 1
             if response.status_code != 200:
                 failed += 1
                 print(f"traffic: request {sent} got {response.status_code}: {response.text[:300]}", file=sys.stderr)
         print(f"traffic: scored {entities.height} departures of the next {args.hours}h in {sent} requests ({failed} failed); "
-              f"served values logged to {settings.lake_root}/_serving/feature_log", flush=True)
+              f"served values logged to {settings.lake_root}/_serving/feature_log"
+              + (f", predictions to {settings.lake_root}/{PREDICTIONS_TABLE}" if args.score else ""), flush=True)
         if args.live > 0:
             _follow(feed, client, args)
     return 1 if failed else 0
@@ -160,6 +179,8 @@ def add_monitoring_parsers(verbs: Any) -> None:
     traffic = verbs.add_parser("traffic", help="score the next departures through the feature server (logs served values)")
     traffic.add_argument("--hours", type=int, default=24, help="departures of the next N hours (default 24)")
     traffic.add_argument("--batch", type=int, default=50, help="entity rows per request (default 50)")
+    traffic.add_argument("--score", action="store_true",
+                         help="POST /predict instead: score each departure with the latest flight_delay_model (predictions logged)")
     traffic.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
                          help="then push departures as they happen for SECONDS, showing each served change")
     traffic.add_argument("--live-events", type=int, default=None, metavar="N", help="stop --live after N entities changed")
