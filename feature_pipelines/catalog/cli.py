@@ -19,7 +19,7 @@ def add_catalog_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("query", nargs="*", help="e.g. owner:fleet-ml, column:dep_delay, 'delay 24h'")
     parser.add_argument("--feature", help="show one feature in full (its name or view:feature)")
-    parser.add_argument("--html", nargs="?", type=Path, const=Path(""), default=None, metavar="PATH",
+    parser.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
                         help="write the static page to PATH (bare: the page the feature server serves at /catalog)")
     parser.add_argument("--no-lake", action="store_true", help="declarations only: read no state from the lake")
     parser.set_defaults(handler=cmd_catalog)
@@ -40,7 +40,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     store = None if args.no_lake else lake_for(load_settings()).store()
     catalog = project_catalog(store, read_clock())
     if args.html is not None:
-        path = write_page(catalog, args.html if str(args.html) else catalog_page_path())
+        path = write_page(catalog, Path(args.html) if args.html else catalog_page_path())
         print(f"wrote the catalog page ({len(catalog.entries)} features) to {path}")
         if not args.query and not args.feature:
             return 0

@@ -110,7 +110,7 @@ def render_page(catalog: Catalog) -> str:
     """The whole page, as one string."""
     script = _SCRIPT % {"fields": json.dumps(FIELDS), "text": json.dumps(TEXT)}
     notes = "".join(f"<p>note: {escape(note)}</p>" for note in catalog.notes)
-    lake = escape(catalog.lake or "no lake")
+    lake = escape(f"lake {catalog.lake}" if catalog.lake else "no lake")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -77,8 +77,11 @@ class LakeState:
         failed = run.filter(~pl.col("passed"), text.str.contains(feature, literal=True) | ~names_another)
         partitions = run["partition"].n_unique()
         if failed.height == 0:
-            return Signal(State.PASS, f"{run.height} check outcomes on {partitions} partition(s) passed in the last "
-                          f"run ({_day(when)})", when)
+            others = int((~run["passed"]).sum())
+            passed = f"all {run.height}" if others == 0 else f"{run.height - others} of {run.height}"
+            tail = "" if others == 0 else f"; the {others} failed concern other features"
+            return Signal(State.PASS, f"{passed} check outcomes on {partitions} partition(s) passed in the last run "
+                          f"({_day(when)}){tail}", when)
         state = State.FAIL if failed["blocking"].any() else State.WARN
         first = failed.sort("partition").row(0, named=True)
         return Signal(state, f"{failed.height} of {run.height} outcomes failed in the last run; first: partition "
