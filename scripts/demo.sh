@@ -24,6 +24,9 @@ fi
 # A backfill that held something back exits 1; the demo still opens the UI, where it shows.
 .venv/bin/feature-pipelines backfill --days "${DEMO_DAYS:-21}" \
   || echo "demo: the backfill did not write everything: see the summary above; the UI shows the held-back partitions in red"
+# The model (group `models`): trained on the training set just built, a new registry version each run (seconds).
+.venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model >data/demo_model.log 2>&1 \
+  || echo "demo: flight_delay_model was not trained (log: data/demo_model.log); POST /predict answers 503 until it is"
 # A day of model traffic through the feature server (its served values are logged), then today's
 # skew, drift and shadow reports, so the monitoring group in the UI has something to show.
 # The stream consumer runs in the background (it stays up with the UI; stop it with `stream --stop`):
@@ -32,6 +35,12 @@ fi
 .venv/bin/feature-pipelines stream --background
 .venv/bin/feature-pipelines traffic --hours 24 --live 30 --live-events 3
 .venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
+# The next 24h of departures scored by the model (POST /predict, predictions logged with their flights),
+# then today's outcome report: outcomes join as the flights arrive (materialize it again later to see more).
+.venv/bin/feature-pipelines traffic --hours 24 --score || echo "demo: some predictions failed; see above"
+.venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model_outcomes \
+  --partition "$(date -u +%F)" >data/demo_outcomes.log 2>&1 \
+  || echo "demo: the outcome report failed (log: data/demo_outcomes.log)"
 echo "demo: inject a skew and watch it caught: .venv/bin/feature-pipelines inject-skew zero-imputation && .venv/bin/feature-pipelines monitor"
 host="${DAGSTER_HOST:-127.0.0.1}"; port="${DAGSTER_PORT:-3000}"
 echo "demo: opening Dagster at http://${host}:${port} (Ctrl-C to stop)"
