@@ -19,6 +19,7 @@ from feature_pipelines.orchestration.model_assets import build_model_asset
 from feature_pipelines.orchestration.monitoring_assets import MONITORING_GROUP, build_monitoring_assets
 from feature_pipelines.orchestration.outcome_assets import build_outcome_asset
 from feature_pipelines.orchestration.partitions import partitions_for
+from feature_pipelines.orchestration.privacy_checks import build_absence_checks
 from feature_pipelines.orchestration.publish_assets import build_publish_asset, publish_asset_name
 from feature_pipelines.orchestration.raw_assets import build_raw_assets
 from feature_pipelines.orchestration.resources_by_env import resources_for
@@ -33,7 +34,7 @@ from feature_pipelines.orchestration.streaming_parity import build_stream_parity
 from feature_pipelines.orchestration.training_assets import build_label_asset, build_training_set_asset
 from feature_pipelines.settings import Settings, load_settings
 from feature_pipelines.sources.raw_tables import RAW_TABLES
-from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
+from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET, LABELS_TABLE
 
 # Backfill policies and nonexistent-upstream partition mappings are beta in Dagster 1.13; we use them
 # on purpose (see README), so their warnings would only be noise in every run's log.
@@ -74,6 +75,8 @@ def build_definitions(settings: Settings) -> Definitions:
     platform = Definitions(
         assets=[*build_raw_assets(settings), *feature_assets, *publish_assets, *training_assets, *monitoring_assets, *model_assets,
                 build_stream_parity_asset(settings)],
+        # The forget's proof: every raw, feature, label and training table, blocking (orchestration/privacy_checks.py).
+        asset_checks=build_absence_checks([*(t.name for t in RAW_TABLES), *FEATURE_VIEWS, LABELS_TABLE, training.name]),
         jobs=[*jobs, monitoring_job],
         schedules=[*schedules, monitoring_schedule],
         resources=resources_for(settings),

@@ -33,7 +33,7 @@ class AbsenceProof:
 
     def message(self) -> str:
         if not self.entities_checked:
-            return f"table {self.table!r}: no forgotten entity has a key column here"
+            return f"table {self.table!r}: no forgotten entity it could hold"
         if self.passed:
             return (f"table {self.table!r}: none of {self.entities_checked} forgotten entities in any of "
                     f"{len(self.versions_checked)} retained versions ({self.versions_lost} older versions vacuumed)")

@@ -77,39 +77,33 @@ def vacuum(store: DeltaStore, table: str, *, retention_hours: int) -> list[str]:
     )
 
 
-def _paths(delta: object) -> frozenset[str]:
-    actions = pl.DataFrame(delta.get_add_actions(flatten=True))  # type: ignore[attr-defined]
-    return frozenset(actions["path"].to_list()) if actions.height else frozenset()
-
-
 @dataclass(frozen=True)
 class RetainedVersions:
-    """The versions of a table whose every data file is still on storage, i.e. readable by time travel."""
+    """The versions of a table time travel can still read: every data file they reference is on storage."""
 
     table: str
     retained: tuple[int, ...]
     lost: tuple[int, ...]  # versions in the log whose files were vacuumed
 
 
+def _readable(store: DeltaStore, table: str, version: int) -> bool:
+    """Whether every file of `version` is still there: counting its rows opens each file (its footer)."""
+    try:
+        store.scan(table, version=version).select(pl.len()).collect()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def retained_versions(store: DeltaStore, table: str) -> RetainedVersions:
-    """Walk the log's versions oldest first (one snapshot advanced in place) and keep those whose
-    files all exist: the files of the current version plus those a 0-hour VACUUM would remove
-    (the dry run lists what is on storage and unreferenced now)."""
-    current = store.open(table)
-    latest = current.version()
-    orphaned = store._guarded(
-        table, "list unreferenced files",
-        lambda: current.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True),
-    )
-    on_storage = _paths(current) | frozenset(orphaned)
-    versions = sorted(int(entry["version"]) for entry in store._guarded(table, "history", current.history))
+    """Every version in the table's log, split into those time travel can read and those VACUUM took."""
+    latest = store.version(table)
+    history = store._guarded(table, "history", store.open(table).history)
+    versions = sorted({int(entry["version"]) for entry in history} | {latest})
     retained: list[int] = []
     lost: list[int] = []
-    walker = store.open(table, version=versions[0]) if versions else current
     for version in versions:
-        if version != walker.version():
-            store._guarded(table, f"time travel to version {version}", lambda v=version: walker.load_as_version(v))  # type: ignore[misc]
-        (retained if _paths(walker) <= on_storage else lost).append(version)
+        (retained if _readable(store, table, version) else lost).append(version)
     if latest not in retained:
         raise RuntimeError(f"table {table!r}: its latest version {latest} references files that are gone")
     return RetainedVersions(table, tuple(retained), tuple(lost))
