@@ -14,11 +14,11 @@ from feature_pipelines.features.on_demand import OnDemandFeature
 from feature_pipelines.features.services import FeatureService
 from feature_pipelines.features.spec import FeatureView
 from feature_pipelines.features.transforms import Transform
+from feature_pipelines.models.registry import REGISTRY_TABLE as MODEL_REGISTRY_TABLE
 from feature_pipelines.names import ON_DEMAND_VIEW
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.training.spec import TrainingSetSpec
 
-MODEL_REGISTRY_TABLE = "_models/registry"
 MODEL_REGISTRY_COLUMNS = ("model_name", "model_version", "feature_service")
 
 
