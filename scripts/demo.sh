@@ -31,9 +31,10 @@ fi
 # skew, drift and shadow reports, so the monitoring group in the UI has something to show.
 # The stream consumer runs in the background (it stays up with the UI; stop it with `stream --stop`):
 # the server reads the streaming view from its tiles. `traffic` first pushes the replayed events
-# known up to now, then for up to 30 s pushes departures as they happen and shows each served change.
+# known up to now, then pushes departures as they happen (up to 2 min, until 2 aircraft changed)
+# and shows each served change.
 .venv/bin/feature-pipelines stream --background
-.venv/bin/feature-pipelines traffic --hours 24 --live 30 --live-events 3
+.venv/bin/feature-pipelines traffic --hours 24 --live 120 --live-events 2
 .venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
 # The next 24h of departures scored by the model (POST /predict, predictions logged with their flights),
 # then today's outcome report: outcomes join as the flights arrive (materialize it again later to see more).

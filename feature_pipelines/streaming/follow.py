@@ -73,10 +73,11 @@ def follow_stream(
     *,
     horizon: timedelta,
     on_change: Callable[[ServedChange], None] = lambda _change: None,
-    on_wait: Callable[[datetime], None] = lambda _next: None,
+    on_wait: Callable[[datetime | None, bool], None] = lambda _next, _waiting: None,
 ) -> list[ServedChange]:
     """Push `view`'s table's events as they become known for `options.seconds`, and time each
-    pushed entity's served change of `feature` (see the module docstring)."""
+    pushed entity's served change of `feature` (see the module docstring). `on_wait` hears of the
+    next event: waited for (True), or past the deadline (False; None when none is landed)."""
     table, known_at = view.source.asset, view.source.known_at_column
     keys_of = list(view.entity_keys)
     deadline = time.monotonic() + options.seconds
@@ -89,8 +90,9 @@ def follow_stream(
             remaining = deadline - time.monotonic()
             upcoming = next_event_at(zone, clock, table, pending.end, timedelta(seconds=max(remaining, 0.0)))
             if upcoming is None:
+                on_wait(next_event_at(zone, clock, table, pending.end, timedelta(days=7)), False)
                 return changes  # no event becomes known before the deadline
-            on_wait(upcoming)
+            on_wait(upcoming, True)
             time.sleep(max(0.0, min((upcoming - utc_now()).total_seconds(), deadline - time.monotonic())) + 0.001)
             continue
         entities = rows.group_by(keys_of, maintain_order=True).agg(pl.col(known_at).max())

@@ -44,6 +44,11 @@ class StreamKeys:
         """The known-at instant (microseconds) up to which a replay has pushed a table's events."""
         return f"{self.prefix}:replay-cursor:{table}"
 
+    def replay_start(self, table: str) -> str:
+        """The known-at instant (microseconds) from which a replay has pushed every event of a table
+        without a gap, up to its cursor."""
+        return f"{self.prefix}:replay-start:{table}"
+
     def tile(self, view: str, entity: str, tile_start_us: int) -> str:
         return f"{self.prefix}:tile:{view}:{entity}:{tile_start_us}"
 

@@ -34,7 +34,8 @@ class StreamParityReport:
 
     def message(self) -> str:
         if self.rows == 0:
-            return f"view {self.view!r}: no instant to compare (no events in the day)"
+            return (f"view {self.view!r}: no instant to compare (no span of the day that the stream was fed "
+                    "and the lake holds, or no events in it)")
         if self.passed:
             return f"view {self.view!r}: {self.rows} instants, every value bit-identical online and offline"
         bad = ", ".join(f"{name}: {count}" for name, count in self.mismatches.items() if count)

@@ -68,12 +68,14 @@ def landed_events(zone: LandingZone, table: str, clock: ReplayClock, start: date
 
 @dataclass(frozen=True)
 class PendingEvents:
-    """The events of a table known in [start, end) that the replay has not pushed yet."""
+    """The events of a table known in [start, end) that the replay has not pushed yet; `resumes`
+    when they follow the last push without a gap."""
 
     table: str
     start: datetime
     end: datetime
     frame: pl.DataFrame
+    resumes: bool
 
 
 def pending_events(
@@ -85,9 +87,10 @@ def pending_events(
     until = require_utc(until, "until")
     cursor = client.get(keys.replay_cursor(table))
     earliest = until - horizon
-    start = earliest if cursor is None else max(earliest, _EPOCH + timedelta(microseconds=int(cursor)))
+    pushed_until = None if cursor is None else _instant(cursor)
+    start = earliest if pushed_until is None else max(earliest, pushed_until)
     frame = landed_events(zone, table, clock, start, until) if start < until else pl.DataFrame()
-    return PendingEvents(table, start, until, frame)
+    return PendingEvents(table, start, until, frame, resumes=pushed_until is not None and pushed_until >= start)
 
 
 def push_pending(client: redis.Redis, keys: StreamKeys, pending: PendingEvents) -> ReplayedPush:
@@ -95,7 +98,9 @@ def push_pending(client: redis.Redis, keys: StreamKeys, pending: PendingEvents) 
     if pending.start >= pending.end:
         return ReplayedPush(pending.table, pending.start, pending.end, 0, (), pending.frame)
     entry_ids = push_events(client, pending.table, pending.frame, keys=keys) if pending.frame.height else []
-    client.set(keys.replay_cursor(pending.table), (pending.end - _EPOCH) // timedelta(microseconds=1))
+    if not pending.resumes:
+        client.set(keys.replay_start(pending.table), _micros(pending.start))
+    client.set(keys.replay_cursor(pending.table), _micros(pending.end))
     return ReplayedPush(pending.table, pending.start, pending.end, len(entry_ids), tuple(entry_ids), pending.frame)
 
 
@@ -106,6 +111,23 @@ def push_replayed(
     """Push the events of `table` known in [cursor, until) and move the cursor to `until`."""
     pending = pending_events(client, keys, zone, clock, table, until=until, horizon=horizon)
     return push_pending(client, keys, pending)
+
+
+def replay_coverage(client: redis.Redis, keys: StreamKeys, table: str) -> tuple[datetime, datetime] | None:
+    """[start, cursor): the known-at span in which the replay pushed every event of `table`, None
+    when no replay fed it (events pushed by other producers have no recorded coverage)."""
+    start, cursor = client.get(keys.replay_start(table)), client.get(keys.replay_cursor(table))
+    if start is None or cursor is None:
+        return None
+    return _instant(start), _instant(cursor)
+
+
+def _instant(micros: bytes | str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def next_event_at(zone: LandingZone, clock: ReplayClock, table: str, after: datetime, within: timedelta) -> datetime | None:

@@ -66,8 +66,18 @@ def follow_live(
         feed.client, feed.keys, feed.zone, feed.settings.replay, view, feature, read, options,
         horizon=stream_horizon(list(feed.views.values())),
         on_change=lambda change: say("  " + change.line(feature)),
-        on_wait=lambda upcoming: say(f"  waiting for the next {view.source.asset} event, known at {upcoming:%H:%M:%S} UTC"),
+        on_wait=lambda upcoming, waiting: say(_waiting_line(view, upcoming, waiting)),
     )
+
+
+def _waiting_line(view: FeatureView, upcoming: datetime | None, waiting: bool) -> str:
+    table = view.source.asset
+    if upcoming is None:
+        return f"  no {table} event is landed for the coming week: nothing more to follow"
+    if waiting:
+        return f"  waiting for the next {table} event, known at {upcoming:%H:%M:%S} UTC"
+    return (f"  the next {table} event is known at {upcoming:%Y-%m-%d %H:%M:%S} UTC, after this follow ends; "
+            "follow longer with `feature-pipelines traffic --hours 0 --live SECONDS`")
 
 
 def live_summary(changes: list[ServedChange], view: FeatureView) -> str:
