@@ -58,13 +58,18 @@ class OutcomeThresholds:
     concept_fail: float
 
 
-# Calibrated on 2013 by scripts/calibrate_outcomes.py (see its docstring for the method):
-# warn near the year's 99th percentile of daily figures, fail above its maximum.
+# Calibrated on 2013 by scripts/calibrate_outcomes.py: a model trained on the 14 days before each
+# month, every day of that month judged against its holdout (334 days; p50 / p99 / max):
+#   log loss - holdout's   -0.009 / 0.587 / 0.783      holdout AUC - day's   0.022 / 0.217 / 0.289
+#   ECE                     0.097 / 0.376 / 0.438      worst concept drift  14.6 / 171.8 / 206.5
+# Warn near the year's 99th percentile, fail above its maximum: a clean 2013 never fails. The
+# concept-drift statistic of a real day is far from 1: what makes a flight late changes with the
+# weather from day to day, so only a change beyond anything 2013 saw fails.
 OUTCOME_THRESHOLDS = OutcomeThresholds(
-    log_loss_excess_warn=0.15, log_loss_excess_fail=0.35,
-    auc_drop_warn=0.15, auc_drop_fail=0.3,
-    ece_warn=0.15, ece_fail=0.3,
-    concept_warn=6.0, concept_fail=12.0,
+    log_loss_excess_warn=0.6, log_loss_excess_fail=0.85,
+    auc_drop_warn=0.22, auc_drop_fail=0.32,
+    ece_warn=0.38, ece_fail=0.48,
+    concept_warn=175.0, concept_fail=230.0,
 )
 
 

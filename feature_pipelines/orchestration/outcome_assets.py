@@ -1,7 +1,7 @@
 """The outcome asset: a day's predictions joined to their outcomes once known, judged against the model's holdout."""
 
 from collections.abc import Iterator
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from typing import Any
 
 from dagster import (
@@ -71,7 +71,7 @@ def build_outcome_asset(spec: ModelSpec, settings: Settings) -> Any:
     )
     def _outcomes(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         window = context.partition_time_window
-        start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
+        start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
         now = run_clock(context)
         store = lake.store()
         predictions = read_predictions(store, start, end)

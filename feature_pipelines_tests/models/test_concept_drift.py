@@ -13,7 +13,7 @@ from feature_pipelines.monitoring.outcomes import OUTCOME_THRESHOLDS
 
 ROUTE = FEATURE_VIEWS["route_delay_stats"]
 FEATURES = ["route_dep_delay_mean_24h", "route_flights_count_7d"]
-ROWS = 3000
+ROWS = 20_000  # a busy day of predictions; the statistic grows with the rows of a real change
 
 
 def _inputs(seed: int) -> pl.DataFrame:

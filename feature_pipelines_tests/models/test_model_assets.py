@@ -24,16 +24,10 @@ from feature_pipelines.models.training import score
 from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.model_assets import LEAKAGE_GAP_CHECK
 from feature_pipelines.orchestration.outcome_assets import OUTCOMES_CHECK, outcome_asset_name
-from feature_pipelines.orchestration.runs import materialize_range
-from feature_pipelines.orchestration.schedules import (
-    DAILY_SNAPSHOT_JOB,
-    HOURLY_SNAPSHOT_JOB,
-    RAW_HOURLY_JOB,
-    TRAINING_JOB,
-)
 from feature_pipelines.training.frames import training_frame
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP
 from feature_pipelines_tests.conftest import Pipeline
+from feature_pipelines_tests.training.test_feature_services import _build_training_set
 
 SPEC = FLIGHT_DELAY_MODEL
 SERVICE = SPEC.service
@@ -70,13 +64,7 @@ def _log_predictions(pipeline: Pipeline) -> int:
 
 
 def test_model_is_trained_registered_and_its_outcomes_judged(pipeline: Pipeline) -> None:
-    for job, first, last in [
-        (RAW_HOURLY_JOB, "2013-01-01-00:00", "2013-01-05-23:00"),
-        (HOURLY_SNAPSHOT_JOB, "2013-01-01", "2013-01-04"),
-        (DAILY_SNAPSHOT_JOB, "2013-01-01", "2013-01-04"),
-        (TRAINING_JOB, "2013-01-02", "2013-01-03"),
-    ]:
-        assert materialize_range(pipeline.defs, job, first, last, instance=pipeline.instance).result.success
+    _build_training_set(pipeline)  # raw 2013-01-01..05, features, training days 01-02..03
     model_asset = pipeline.defs.resolve_assets_def(SPEC.name)
     result = materialize([model_asset], instance=pipeline.instance)
     assert result.success
