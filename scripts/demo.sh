@@ -42,6 +42,9 @@ fi
 .venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model_outcomes \
   --partition "$(date -u +%F)" >data/demo_outcomes.log 2>&1 \
   || echo "demo: the outcome report failed (log: data/demo_outcomes.log)"
+# The feature catalog page with today's states; `serve` answers it at /catalog.
+.venv/bin/feature-pipelines catalog --html || echo "demo: the catalog page could not be written; see above"
+echo "demo: search the features: .venv/bin/feature-pipelines catalog owner:fleet-ml (or column:dep_delay, ...), or http://127.0.0.1:6566/catalog while serve runs"
 echo "demo: inject a skew and watch it caught: .venv/bin/feature-pipelines inject-skew zero-imputation && .venv/bin/feature-pipelines monitor"
 host="${DAGSTER_HOST:-127.0.0.1}"; port="${DAGSTER_PORT:-3000}"
 echo "demo: opening Dagster at http://${host}:${port} (Ctrl-C to stop)"
