@@ -31,7 +31,9 @@ not logged in that row leaves them judged against the expected value alone.
 **Streaming views** (`view.streaming`) served from the stream's tiles log `event_timestamp` = the
 request instant. Those rows are judged against the value computed at that instant from the raw
 events (`get_historical_features(..., streaming_views="at_instant")`); no lag or snapshot-age rule
-applies (their freshness is the stream's). A streaming view's rows served from its snapshots
+applies (their freshness is the stream's). Such a row read after the raw table's newest event
+is left out until the raw hour it fell in is materialized (the stream may hold events the lake does
+not yet; it is judged when the day is re-run). A streaming view's rows served from its snapshots
 (a stamp before the request) are judged as snapshots.
 
 Every mismatch is then split three ways with Delta time travel (`restatement.py`: serving bug,
@@ -302,8 +304,14 @@ def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_
         (pl.col("event_timestamp") == pl.col("request_time")).fill_null(False)
         if view.streaming is not None else pl.lit(False)
     )
+    stream_rows = served.filter(streamed)
+    if stream_rows.height:
+        # The stream may hold events the raw table does not yet (its open hour): a read after the
+        # raw table's newest event cannot be judged until that hour is materialized.
+        newest = store.scan(view.source.asset).select(pl.col(view.source.known_at_column).max()).collect().item()
+        stream_rows = stream_rows.filter(pl.col("request_time") <= newest) if newest is not None else stream_rows.clear()
     groups = []
-    for at_instant, rows in ((False, served.filter(~streamed)), (True, served.filter(streamed))):
+    for at_instant, rows in ((False, served.filter(~streamed)), (True, stream_rows)):
         if rows.height == 0:
             continue
         entities = rows.unique(subset=list(REQUEST_KEY), keep="first")

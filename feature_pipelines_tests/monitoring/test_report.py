@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,7 @@ from feature_pipelines.monitoring.report import Image, Report, Table
 from feature_pipelines.monitoring.skew import SKEW_FIGURES, SKEW_REPORT_COLUMNS, FeatureSkew
 from feature_pipelines.monitoring.tables import PARTITION_DRIFT, SERVING_DRIFT, SKEW
 
-DAY = datetime(2024, 3, 1, tzinfo=timezone.utc)
+DAY = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 def skew(feature: str = "a", mismatches: int = 3) -> FeatureSkew:

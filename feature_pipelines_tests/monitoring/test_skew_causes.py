@@ -5,7 +5,7 @@ travel (two kinds of restatement), and a root cause named; `monitor` prints whol
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from feature_pipelines.timeutil import floor_to, utc_now
 
 CARRIER = FEATURE_VIEWS["carrier_delay_stats"]  # hourly snapshots, TTL 3h, freshness warn 2h
 AIRCRAFT = FEATURE_VIEWS["aircraft_utilisation"]  # the streaming view
-T0 = datetime(2013, 3, 1, 10, tzinfo=timezone.utc)
+T0 = datetime(2013, 3, 1, 10, tzinfo=UTC)
 H = timedelta(hours=1)
 MEAN, MEAN_7D = "carrier_dep_delay_mean_24h", "carrier_dep_delay_mean_7d"
 RATIO = "carrier_dep_delay_ratio_24h_7d"
@@ -70,7 +70,7 @@ def store(tmp_path: Path) -> DeltaStore:
 
 def test_on_demand_features_are_recomputed_with_the_servers_expression_and_judged(store: DeltaStore) -> None:
     at = T0 + H + timedelta(minutes=20)  # expected: the 11:00 snapshot, 6.0 / 3.0 = 2.0
-    departure = datetime(2013, 3, 1, 12, 30, tzinfo=timezone.utc)
+    departure = datetime(2013, 3, 1, 12, 30, tzinfo=UTC)
     right = request("r1", at, {"carrier": ["AA"]}, column(CARRIER.name, MEAN, ("carrier",), 6.0, T0 + H),
                     column("on_demand", RATIO, ("carrier",), 2.0, None))
     wrong = request("r2", at, {"carrier": ["AA"]}, column(CARRIER.name, MEAN, ("carrier",), 6.0, T0 + H),
@@ -123,8 +123,8 @@ def test_monitor_prints_a_check_description_whole() -> None:
 def test_a_streaming_view_served_from_its_tiles_is_judged_at_the_request_instant(tmp_path: Path) -> None:
     store = DeltaStore(root=str(tmp_path / "lake"))
     flights = pl.DataFrame(
-        {"tailnum": ["N1", "N1", "N1"], "dep_known_at": [T0 - 20 * H, T0 - H, T0 + 2 * H],
-         "distance": [100, 200, 400], "dep_delay": [10.0, 20.0, 30.0]},
+        {"tailnum": ["N1", "N1", "N1", "N2"], "dep_known_at": [T0 - 20 * H, T0 - H, T0 + 2 * H, T0 + 5 * H],
+         "distance": [100, 200, 400, 50], "dep_delay": [10.0, 20.0, 30.0, 0.0]},
         schema={"tailnum": pl.String, "dep_known_at": UTC_US, "distance": pl.Int64, "dep_delay": pl.Float64},
     )
     store.write("raw_flights", flights, time_slice=None)
@@ -136,7 +136,10 @@ def test_a_streaming_view_served_from_its_tiles_is_judged_at_the_request_instant
     # A tile read that missed the last flight: the value of the daily snapshot, not of the instant.
     behind = request("r2", at, {"tailnum": ["N1"]},
                      column(AIRCRAFT.name, "aircraft_flights_count_24h", ("tailnum",), 2, at))
-    report = judge(store, stream, behind)
+    # Read after the raw table's newest event (15:00): the lake cannot judge it yet, so it is left out.
+    unjudged = request("r3", T0 + 6 * H, {"tailnum": ["N1"]},
+                       column(AIRCRAFT.name, "aircraft_flights_count_24h", ("tailnum",), 99, T0 + 6 * H))
+    report = judge(store, stream, behind, unjudged)
     count = feature(report, "aircraft_flights_count_24h")
     assert feature(report, "aircraft_distance_sum_24h").passed and feature(report, "aircraft_dep_delay_mean_24h").passed
     assert (count.compared, count.mismatches, count.stale_mismatches, count.lagged) == (2, 1, 0, 0)

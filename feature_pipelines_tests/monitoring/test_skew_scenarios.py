@@ -21,6 +21,7 @@ the lake's last raw hour. Each serving fault's root cause is named by the skew c
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -324,7 +325,25 @@ def test_the_demo_verbs_score_traffic_inject_a_fault_and_monitor(
     monkeypatch.setenv("FEATURE_PIPELINES_REPLAY_START", settings.data_start.date().isoformat())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
-    assert main(["traffic", "--hours", "24"]) == 0
+    # `traffic` feeds the stream first and waits for its consumer: one runs beside it, as `stream --background` would.
+    stop = threading.Event()
+    client = redis.Redis.from_url(monitored.redis_url)
+    consumers = [StreamConsumer(client, list(FEATURE_VIEWS.values()), table=table, keys=stream_keys(PREFIX), block_ms=50)
+                 for table in streaming_tables(FEATURE_VIEWS)]
+
+    def consume() -> None:
+        while not stop.is_set():
+            for consumer in consumers:
+                consumer.run_once()
+
+    runner = threading.Thread(target=consume)
+    runner.start()
+    try:
+        assert main(["traffic", "--hours", "24"]) == 0
+    finally:
+        stop.set()
+        runner.join()
+        client.close()
     assert store.read(FEATURE_LOG_TABLE).height == monitored.upcoming.height * len(FLIGHT_DELAY_TRAINING_SET.features)
     capsys.readouterr()
     assert main(["sql", "select count(*) as served, count(distinct request_id) as requests from serving_feature_log"]) == 0
