@@ -87,6 +87,7 @@ def test_inject_skew_offers_exactly_the_registered_scenarios() -> None:
     add_monitoring_parsers(parser.add_subparsers())
     for name in scenarios.SCENARIOS:
         assert parser.parse_args(["inject-skew", name]).scenario == name
-    assert list(scenarios.SCENARIOS) == ["midnight-window", "zero-imputation", "local-day-boundary", "delays-in-seconds", "stale-store"]
+    assert list(scenarios.SCENARIOS) == ["midnight-window", "zero-imputation", "local-day-boundary", "delays-in-seconds",
+                                       "rounded-values", "stale-store"]
     with pytest.raises(SystemExit):
         parser.parse_args(["inject-skew", "not-a-scenario"])
