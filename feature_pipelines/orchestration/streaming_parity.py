@@ -80,8 +80,9 @@ def build_stream_parity_asset(settings: Settings) -> AssetsDefinition:
         # Nothing comparable (the stream was not fed that day, or the lake has none of its hours
         # yet) warns; any mismatch on what both sides know is an error.
         mismatched = any(r.rows and not r.passed for r in reports)
+        compared = MetadataValue.json({v: [a.isoformat(), b.isoformat()] for v, (a, b) in spans.items()})
         yield MaterializeResult(metadata={
-            "compared_spans": MetadataValue.json({v: [a.isoformat(), b.isoformat()] for v, (a, b) in spans.items()}),
+            "compared_spans": compared,
             "instants": sum(r.rows for r in reports),
             "mismatches": sum(sum(r.mismatches.values()) for r in reports),
         })
@@ -91,6 +92,7 @@ def build_stream_parity_asset(settings: Settings) -> AssetsDefinition:
             severity=AssetCheckSeverity.ERROR if mismatched or passed else AssetCheckSeverity.WARN,
             description="; ".join(r.message() for r in reports) or "no streaming view",
             metadata={
+                "compared_spans": compared,
                 "mismatches_by_feature": MetadataValue.json({r.view: r.mismatches for r in reports}),
                 "examples": MetadataValue.json(json_value([e for r in reports for e in r.examples])),
             },

@@ -14,6 +14,8 @@ from feature_pipelines.features.flights import aircraft_utilisation
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.orchestration.streaming_parity import STREAM_PARITY_CHECK, build_stream_parity_asset
+from feature_pipelines.quality.ledger import QualityLedger
+from feature_pipelines.quality.outcome import CheckOutcome
 from feature_pipelines.resources import LakeResource, RedisResource
 from feature_pipelines.settings import ReplayClock, Settings
 from feature_pipelines.streaming.consumer import StreamConsumer
@@ -42,13 +44,19 @@ def test_a_replayed_day_has_parity_and_a_corrupted_tile_fails_the_check(
     monkeypatch.setenv("FEATURE_PIPELINES_REDIS_URL", stream_server.url)
     settings = Settings("local", str(tmp_path / "lake"), str(tmp_path / "landing"), ReplayClock(timedelta(0)))
     events = replay_events(TABLE)
-    DeltaStore(settings.lake_root).write(TABLE, events, time_slice=None)
+    store = DeltaStore(settings.lake_root)
+    store.write(TABLE, events, time_slice=None)
+    # The raw gates judged the day's hours up to 20:00: later instants are not the lake's to know yet.
+    judged = [CheckOutcome("test_gate", True, TABLE, f"{REPLAY_DAY + timedelta(hours=h):%Y-%m-%d-%H:00}", "ok") for h in range(20)]
+    QualityLedger(store).record(judged, run_id="test", row_counts={})
     push_events(stream_client, TABLE, events, keys=KEYS)
     drain(StreamConsumer(stream_client, [aircraft_utilisation], table=TABLE, keys=KEYS, block_ms=1))
 
     passed, metadata, description = _check(settings, stream_server.url)
     assert passed, description
     assert "3000 instants, every value bit-identical" in description
+    span = [REPLAY_DAY.isoformat(), (REPLAY_DAY + timedelta(hours=20)).isoformat()]
+    assert metadata["compared_spans"] == {aircraft_utilisation.name: span}  # no replay coverage: the day, up to the lake's hours
 
     # One mile more in each tile of the day's noon hour: a sum no offline computation gives.
     noon = (REPLAY_DAY + timedelta(hours=12) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
