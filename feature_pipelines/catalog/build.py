@@ -9,7 +9,7 @@ from datetime import datetime
 from feature_pipelines.catalog.entries import Catalog, CatalogEntry, Freshness, Signal, State, unknown, worst_state
 from feature_pipelines.catalog.lineage import on_demand_lineage, stored_lineage
 from feature_pipelines.catalog.state import LakeState
-from feature_pipelines.catalog.usage import MODEL_REGISTRY_TABLE, UsageIndex, read_models
+from feature_pipelines.catalog.usage import MODEL_REGISTRY_TABLE, UsageIndex, registered_models
 from feature_pipelines.features.on_demand import OnDemandFeature
 from feature_pipelines.features.references import parse_reference
 from feature_pipelines.features.services import FeatureService
@@ -100,8 +100,8 @@ def build_catalog(
     """Every feature of `views`, then every on-demand feature, with its users and its states in `store`'s
     lake at `now` (None: no lake, every state unknown). Models come from the lake's registry when it has one."""
     now = require_utc(now, "catalog clock")
-    models = read_models(store) if store is not None else None
-    usage = UsageIndex(views, on_demand, services, training_sets, models or ())
+    models = registered_models(store) if store is not None else None
+    usage = UsageIndex(views, on_demand, services, training_sets, models)
     builder = _Builder(views, on_demand, usage, LakeState(store, now) if store is not None else None)
     entries = [builder.stored(view, feature) for view in views.values() for feature in view.features]
     entries += [builder.computed(feature) for feature in on_demand.values()]

@@ -4,10 +4,7 @@ model registry (`_models/registry`, when the lake has one) trained on them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-
-import polars as pl
+from collections.abc import Mapping, Sequence
 
 from feature_pipelines.catalog.entries import Use, UseKind
 from feature_pipelines.features.on_demand import OnDemandFeature
@@ -17,42 +14,14 @@ from feature_pipelines.features.transforms import Transform
 from feature_pipelines.models.registry import REGISTRY_TABLE as MODEL_REGISTRY_TABLE
 from feature_pipelines.names import ON_DEMAND_VIEW
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.plan.consumers import models_by_service
 from feature_pipelines.training.spec import TrainingSetSpec
 
-MODEL_REGISTRY_COLUMNS = ("model_name", "model_version", "feature_service")
 
-
-class ModelRegistryError(ValueError):
-    """A model registry table the catalog cannot read without guessing (a missing column)."""
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """One registered model version and the feature service it was trained on."""
-
-    name: str
-    version: str
-    feature_service: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}"
-
-
-def read_models(store: DeltaStore) -> tuple[ModelRecord, ...] | None:
-    """The registered models, or None when the lake has no registry table (no model registered yet)."""
-    if not store.exists(MODEL_REGISTRY_TABLE):
-        return None
-    frame = store.read(MODEL_REGISTRY_TABLE)
-    missing = [column for column in MODEL_REGISTRY_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ModelRegistryError(
-            f"table {MODEL_REGISTRY_TABLE!r} lacks column(s) {missing}; it has {frame.columns}"
-        )
-    rows = frame.select(pl.col(column).cast(pl.String) for column in MODEL_REGISTRY_COLUMNS).unique().sort(
-        MODEL_REGISTRY_COLUMNS
-    )
-    return tuple(ModelRecord(*row) for row in rows.iter_rows())
+def registered_models(store: DeltaStore) -> dict[str, tuple[str, ...]] | None:
+    """Feature service -> its registered models ("name vN"); None when the lake has no registry table (no
+    model registered yet), so that "no model" is said only when the registry was read."""
+    return models_by_service(store) if store.exists(MODEL_REGISTRY_TABLE) else None
 
 
 def _transform_text(transform: Transform) -> str:
@@ -81,7 +50,7 @@ class UsageIndex:
         on_demand: Mapping[str, OnDemandFeature],
         services: Mapping[str, FeatureService],
         training_sets: Sequence[TrainingSetSpec],
-        models: Iterable[ModelRecord] = (),
+        models: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._uses: dict[str, list[Use]] = {}
         self.unknown_services: list[str] = []
@@ -97,13 +66,14 @@ class UsageIndex:
                 self._add(reference, Use("service", service.name, via, steps))
         for training_set in training_sets:
             self._add_reader("training_set", training_set.name, training_set.service, on_demand)
-        for model in models:
-            service = services.get(model.feature_service)
-            if service is None:
-                self.unknown_services.append(f"{model.label} uses feature service {model.feature_service!r}, "
-                                             "which the catalog does not declare")
-                continue
-            self._add_reader("model", model.label, service, on_demand)
+        for service_name, labels in (models or {}).items():
+            service = services.get(service_name)
+            for label in labels:
+                if service is None:
+                    self.unknown_services.append(f"{label} uses feature service {service_name!r}, which the catalog "
+                                                 "does not declare")
+                else:
+                    self._add_reader("model", label, service, on_demand)
 
     def _add(self, reference: str, use: Use) -> None:
         found = self._uses.setdefault(reference, [])
