@@ -41,6 +41,9 @@ def add_stream_parser(subparsers: Any, target_from_env: Callable[[], RedisTarget
     parser.add_argument("--name", default=f"consumer-{os.uname().nodename}",
                         help="consumer name in the group (a restart under the same name resumes its pending entries)")
     parser.add_argument("--batch-size", type=int, default=500, help="entries read per batch (default 500)")
+    parser.add_argument("--consumers", type=int, default=1,
+                        help="consumer processes of the group, named <name>-1 ... (default 1: one process, a thread "
+                             "a table); more spread the judging and folding over that many cores")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start it detached, pid and log under --state-dir")
     mode.add_argument("--stop", action="store_true", help="stop the consumer started by --background, print its summary")
@@ -51,8 +54,8 @@ def add_stream_parser(subparsers: Any, target_from_env: Callable[[], RedisTarget
 
 
 def stream(args: argparse.Namespace, *, target_from_env: Callable[[], RedisTarget]) -> int:
-    if args.every <= 0 or args.batch_size < 1:
-        print("stream: --every must be > 0 and --batch-size >= 1", file=sys.stderr)
+    if args.every <= 0 or args.batch_size < 1 or args.consumers < 1:
+        print("stream: --every must be > 0, --batch-size >= 1 and --consumers >= 1", file=sys.stderr)
         return 2
     if args.stop:
         return _stop(Path(args.state_dir))
@@ -82,7 +85,7 @@ def _foreground(args: argparse.Namespace, target_from_env: Callable[[], RedisTar
     try:
         summary = run_stream(
             target.client, FEATURE_VIEWS, keys=keys, stop=stop, name=args.name, progress_every=args.every,
-            batch_size=args.batch_size, on_progress=lambda progress: print(progress.line(), flush=True),
+            batch_size=args.batch_size, processes=args.consumers, on_progress=lambda progress: print(progress.line(), flush=True),
             on_ready=lambda tables: print(f"{READY} {', '.join(keys.events(t) for t in tables)} as {args.name!r} "
                                           f"({target.describe()}); Ctrl-C to stop", flush=True),
         )
@@ -119,7 +122,7 @@ def _background(args: argparse.Namespace) -> int:
         return 0
     log_path = state_dir / LOG_FILE
     command = [sys.executable, "-m", "feature_pipelines.cli", "stream", "--every", str(args.every),
-               "--name", args.name, "--batch-size", str(args.batch_size)]
+               "--name", args.name, "--batch-size", str(args.batch_size), "--consumers", str(args.consumers)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # Ctrl-C in the demo's shell does not reach it

@@ -48,6 +48,9 @@ from feature_pipelines.streaming.tiles import TilePlan
 from feature_pipelines.streaming.validation import judge_events
 
 DEFAULT_GROUP = "feature-pipelines"
+# Built once: json.dumps with options builds an encoder per call, a cost the consumer pays per event.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 class StreamConsumerError(RuntimeError):
@@ -120,6 +123,7 @@ class StreamConsumer:
         self.batch_size, self.block_ms, self.claim_idle_ms, self.chunk = batch_size, block_ms, claim_idle_ms, chunk
         self.marker_ttl_ms = int(marker_ttl.total_seconds() * 1000)
         self.known_keys, self.hooks = known_keys, hooks or ConsumerHooks()
+        self._typed_columns = sorted({c for p in self.plans for c in (*p.view.entity_keys, *p.columns)})
         self._apply = client.register_script(APPLY_CHUNK)
         self._constants = json.dumps({
             "table": self.table.name, "redelivered_rule": self.table.redelivered_rule,
@@ -219,7 +223,7 @@ class StreamConsumer:
             positions.append(index)
         frame = rows_frame(self.table, rows)
         rejected = {r.row: r for r in judge_events(self.table, frame, known_keys=self.known_keys)}
-        typed = frame.to_dicts()
+        typed = frame.select(self._typed_columns).to_dicts()  # only what the views read: datetimes are costly
         for row_index, index in enumerate(positions):
             entry = entries[index]
             if row_index in rejected:
@@ -238,7 +242,7 @@ class StreamConsumer:
             entry["k"] = len(keys) + 1  # Lua's 1-based index of the entry's first key
             keys += entry_keys
             encoded.append(entry)
-        args = [self.marker_ttl_ms, self._constants, json.dumps(encoded, separators=(",", ":"))]
+        args = [self.marker_ttl_ms, self._constants, _COMPACT.encode(encoded)]
         return self._apply(keys=keys, args=args, client=self.client)  # type: ignore[no-any-return]
 
     def _rejection(self, entry: _Entry, rule: str, action: str, reason: str) -> _Item:
@@ -250,7 +254,7 @@ class StreamConsumer:
         known_at = int(row[self.table.time_column])
         milliseconds, sequence = (int(p) for p in entry.entry_id.split("-"))
         order = (known_at, milliseconds, sequence)
-        value_hash = hashlib.sha256(json.dumps(row, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        value_hash = hashlib.sha256(_SORTED.encode(row).encode()).hexdigest()
         keys = [self.keys.entry_done(table, entry.entry_id), self.keys.event_seen(table, entry.event_id)]
         views = []
         for number, plan in enumerate(self.plans, start=1):
@@ -261,6 +265,6 @@ class StreamConsumer:
             tile = plan.tile_of(known_at)
             text = entity_text(entity)
             keys += [self.keys.tile(plan.view.name, text, tile), self.keys.tile_events(plan.view.name, text, tile)]
-            views.append([number, plan.ops(values, order), json.dumps([list(order), values], separators=(",", ":"))])
+            views.append([number, plan.ops(values, order), _COMPACT.encode([list(order), values])])
         return keys, {"e": entry.entry_id, "id": entry.event_id, "p": entry.payload, "h": value_hash,
                       "t": str(known_at), "v": views}
