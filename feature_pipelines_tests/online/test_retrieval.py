@@ -40,6 +40,8 @@ PREFIX = "fp:retrieval"
 UTC_US = pl.Datetime("us", "UTC")
 NAN_WITH_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_0000_0ABC))[0]
 ROUTE = FEATURE_VIEWS["route_delay_stats"]
+EXPIRES_IN = timedelta(minutes=10)
+READ_DELAY = EXPIRES_IN + timedelta(seconds=3)
 CARRIER = FEATURE_VIEWS["carrier_delay_stats"]
 
 
@@ -68,8 +70,9 @@ def route_rows(now: datetime) -> list[dict[str, Any]]:
              route_dep_delay_p90_24h=math.inf, route_cancel_rate_24h=1 / 3),
         dict(origin="LGA", dest="ATL", event_timestamp=now - timedelta(hours=1), created_timestamp=now,
              route_flights_count_24h=2**62, route_dep_delay_mean_24h=None, route_dep_delay_mean_7d=0.0),
-        # Expires 2 s after `now`: Redis holds it while the tests read at now + 5 s.
-        dict(origin="EWR", dest="BOS", event_timestamp=now - ROUTE.ttl + timedelta(seconds=2),
+        # Past its TTL at the tests' read instant (READ_DELAY after `now`, on their own clock), while
+        # Redis, on the wall clock, holds it for EXPIRES_IN after `now`: long enough for a slow test.
+        dict(origin="EWR", dest="BOS", event_timestamp=now - ROUTE.ttl + EXPIRES_IN,
              created_timestamp=now, route_flights_count_24h=7, route_dep_delay_mean_24h=3.0,
              route_dep_delay_mean_7d=4.0),
     ]
@@ -142,7 +145,7 @@ def stores(redis_client: redis.Redis, tmp_path: Path) -> Iterator[tuple[DeltaSto
 
 def test_online_equals_historical_at_now(redis_client: redis.Redis, stores: tuple[DeltaStore, datetime]) -> None:
     store, now = stores
-    read_at = now + timedelta(seconds=5)
+    read_at = now + READ_DELAY
     entities = entity_frame(read_at)
     offline = get_historical_features(store, FEATURE_VIEWS, entities, FEATURES).frame
     online = get_online_features(
@@ -168,7 +171,7 @@ def test_metadata_columns_come_last_and_mark_expiry(
     redis_client: redis.Redis, stores: tuple[DeltaStore, datetime]
 ) -> None:
     store, now = stores
-    read_at = now + timedelta(seconds=5)
+    read_at = now + READ_DELAY
     entities = entity_frame(read_at)
     plain = get_online_features(redis_client, prefix=PREFIX, views=FEATURE_VIEWS, entity_rows=entities,
                                 features=FEATURES, now=read_at)
@@ -189,7 +192,7 @@ def test_on_demand_parity_with_training_path(
     """The training path (historical + apply_on_demand) and the online path give the same bits,
     including null and zero denominators (JFK-LAX has a -0.0 7d mean, LGA-ATL 0.0, AA nulls)."""
     store, now = stores
-    read_at = now + timedelta(seconds=5)
+    read_at = now + READ_DELAY
     entities = entity_frame(read_at)
     on_demand = list(ON_DEMAND_FEATURES.values())
     requested = ["route_delay_stats:route_dep_delay_mean_24h"]  # the other inputs are not requested
@@ -247,7 +250,7 @@ def test_vectorised_read_path_gives_the_same_frame(
     from feature_pipelines.online import read as read_module
 
     _, now = stores
-    read_at = now + timedelta(seconds=5)
+    read_at = now + READ_DELAY
     entities = entity_frame(read_at)
     small = get_online_features(redis_client, prefix=PREFIX, views=FEATURE_VIEWS, entity_rows=entities,
                                 features=FEATURES, now=read_at, include_metadata=True)

@@ -19,7 +19,7 @@ from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.serving.app import create_app
 from feature_pipelines_tests.online.conftest import redis_client, redis_server  # noqa: F401 - fixtures
-from feature_pipelines_tests.online.test_retrieval import build_stores
+from feature_pipelines_tests.online.test_retrieval import READ_DELAY, build_stores
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the `httpx2` fork for its test client; httpx still works.
@@ -41,8 +41,8 @@ class Published:
 
     @property
     def read_at(self) -> datetime:
-        """Five seconds after `now`: the EWR-BOS route is then past its TTL but still in Redis."""
-        return self.now + timedelta(seconds=5)
+        """READ_DELAY after `now`: the EWR-BOS route is then past its TTL but still in Redis."""
+        return self.now + READ_DELAY
 
 
 @pytest.fixture
