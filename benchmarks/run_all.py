@@ -19,6 +19,7 @@ BENCHMARKS = [
     ["benchmarks.bench_backfill"],
     ["benchmarks.bench_scale", "--sizes", os.environ.get("BENCH_SCALE_SIZES", "1000000,3000000,10000000"), "--partitions", os.environ.get("BENCH_SCALE_PARTITIONS", "3")],
     ["benchmarks.bench_scale_out", "--events", os.environ.get("BENCH_SCALE_OUT_EVENTS", "10000000")],
+    ["benchmarks.bench_stream", "--consumers", os.environ.get("BENCH_STREAM_CONSUMERS", "2")],
 ]
 # benchmarks.bench_against_feast is run on its own: its first run installs Feast into its own venv.
 
