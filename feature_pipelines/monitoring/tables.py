@@ -44,6 +44,7 @@ class MonitoringTable(Generic[R]):
         """Replace the day's rows (one commit, so a re-run never doubles them); returns the version."""
         schema = self.schema()
         frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+        store.add_missing_columns(self.name, frame)  # figures added since an older monitor made the table
         return store.write(self.name, frame, time_slice=TimeSlice(DAY_COLUMN, start, end))
 
 

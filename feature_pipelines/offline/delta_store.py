@@ -303,6 +303,18 @@ class DeltaStore:
             table, frame, target="appended rows", mode="append", predicate=None, schema_mode=None, commit_metadata=commit_metadata
         )
 
+    def add_missing_columns(self, table: str, frame: pl.DataFrame) -> list[str]:
+        """Add to an existing table the columns of `frame` it lacks (one metadata-only commit; its
+        earlier rows read null there), so a writer whose schema grew keeps writing to a table an
+        older version created. Returns the names added (none for a new table)."""
+        if not self.exists(table):
+            return []
+        existing = {f.name for f in self.open(table).schema().fields}
+        new = [name for name in frame.columns if name not in existing]
+        if new:
+            self.add_columns(table, frame.select(new).head(0))
+        return new
+
     def add_columns(self, table: str, columns: pl.DataFrame) -> int:
         """Add the (nullable) columns of `columns`' schema to the table in one metadata-only commit;
         its earlier rows read null there. Returns the committed version."""

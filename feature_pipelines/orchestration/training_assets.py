@@ -185,7 +185,7 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
             return  # write-audit-publish: a leaky set is never written
         null_rates = {name: float(frame[name].null_count() / frame.height) if frame.height else 0.0
                       for name in spec.column_names}
-        added = _add_new_columns(store, spec.name, frame)
+        added = store.add_missing_columns(spec.name, frame)  # a changed service's new columns; older rows read null
         if added:
             context.log.info(f"table {spec.name!r}: service {spec.service.name!r} version {spec.service.version} adds "
                              f"column(s) {added}; rows built before read null there until rebuilt")
@@ -200,18 +200,6 @@ def build_training_set_asset(spec: TrainingSetSpec, settings: Settings) -> Asset
         })
 
     return _training_set
-
-
-def _add_new_columns(store: DeltaStore, table: str, frame: pl.DataFrame) -> list[str]:
-    """Add to an existing table the columns a changed service brings (a metadata-only commit; the
-    table's other rows read null there and carry their own service version, see training.frames)."""
-    if not store.exists(table):
-        return []
-    existing = {field.name for field in store.open(table).schema().fields}
-    new = [name for name in frame.columns if name not in existing]
-    if new:
-        store.add_columns(table, frame.select(new).head(0))
-    return new
 
 
 def _raw_mapping(spec: TrainingSetSpec, view: FeatureView) -> TimeWindowPartitionMapping:
