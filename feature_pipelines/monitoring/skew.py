@@ -191,6 +191,17 @@ class SkewReport:
     features: tuple[FeatureSkew, ...]
     log_rows: int
     offline_versions: dict[str, int] = field(default_factory=dict)
+    # Per streaming view, its stream-served values read after the raw table's newest event: the
+    # stream knew events the lake does not hold yet; they are judged when the day is re-run.
+    awaiting_raw: dict[str, int] = field(default_factory=dict)
+
+    def awaiting_note(self) -> str:
+        """The values left for a re-run, in words ("" when none)."""
+        if not self.awaiting_raw:
+            return ""
+        counts = ", ".join(f"{view}: {n}" for view, n in sorted(self.awaiting_raw.items()))
+        return (f"; {sum(self.awaiting_raw.values())} stream-served values read after the lake's newest raw event "
+                f"wait for that hour to land and are judged on a re-run ({counts})")
 
     @property
     def failing(self) -> tuple[FeatureSkew, ...]:
@@ -293,7 +304,8 @@ class _Group:
     now: dict[str, int]
 
 
-def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_of: AsOf) -> list[_Group]:
+def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_of: AsOf) -> tuple[list[_Group], int]:
+    """The view's judged groups, and how many stream-served values wait for their raw hour."""
     features = served.get_column("feature").unique().to_list()
     unknown = sorted(set(features) - set(view.feature_names))
     if unknown:
@@ -305,12 +317,14 @@ def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_
         if view.streaming is not None else pl.lit(False)
     )
     stream_rows = served.filter(streamed)
+    streamed_rows = stream_rows.height
     if stream_rows.height:
         # The stream may hold events the raw table does not yet (its open hour): a read after the
         # raw table's newest event cannot be judged until that hour is materialized.
         newest = store.scan(view.source.asset).select(pl.col(view.source.known_at_column).max()).collect().item()
         stream_rows = stream_rows.filter(pl.col("request_time") <= newest) if newest is not None else stream_rows.clear()
     groups = []
+    awaiting = streamed_rows - stream_rows.height
     for at_instant, rows in ((False, served.filter(~streamed)), (True, stream_rows)):
         if rows.height == 0:
             continue
@@ -330,7 +344,7 @@ def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_
             return stored_values(store, view, rows, sorted(set(rows["feature"])), as_of=pins, at_instant=at_instant)[0]
 
         groups.append(_Group(view, _classify(compared, rule), (table,), evaluate, {table: version}))
-    return groups
+    return groups, awaiting
 
 
 def _on_demand_group(
@@ -541,11 +555,14 @@ def compare_served_to_offline(
         raise SkewInputError(f"served log: unknown feature view(s) {unknown}; known: {sorted(views)}")
     results: list[FeatureSkew] = []
     versions: dict[str, int] = {}
+    awaiting: dict[str, int] = {}
     for name in sorted(logged_views - {ON_DEMAND_VIEW}):
         view = views[name]
         require_columns(log, list(view.entity_keys), f"served log of view {name!r}")
         numeric = {f.name for f in view.features if f.dtype in NUMERIC_DTYPES}
-        groups = _view_groups(store, view, _served_frame(log, name, view.entity_keys, numeric), as_of)
+        groups, waiting = _view_groups(store, view, _served_frame(log, name, view.entity_keys, numeric), as_of)
+        if waiting:
+            awaiting[name] = waiting
         if not groups:  # every row a stream read the lake cannot judge yet
             continue
         for group in groups:
@@ -561,4 +578,4 @@ def compare_served_to_offline(
             keys = [c for c in group.classified.columns if c in {k for v in views.values() for k in v.entity_keys}]
             names = sorted(set(group.classified["feature"]))
             results.extend(_summarise(group, ON_DEMAND_VIEW, keys, [(n, 0.0) for n in names], bad, causes))
-    return SkewReport(features=tuple(results), log_rows=log.height, offline_versions=versions)
+    return SkewReport(features=tuple(results), log_rows=log.height, offline_versions=versions, awaiting_raw=awaiting)

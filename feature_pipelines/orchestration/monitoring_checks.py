@@ -36,7 +36,7 @@ def skew_check_result(report: SkewReport, day: str) -> AssetCheckResult:
     """Fails naming every feature whose mismatch rate passed its tolerance, with its three-way split
     (serving bug / restated later / late data) and root cause, and examples."""
     if not report.features:
-        description = f"{day}: no served values of stored features were logged; nothing to compare"
+        description = f"{day}: no served values of stored features could be compared yet"
     elif report.passed:
         description = (f"{day}: all {len(report.features)} served features ({report.on_demand_compared} on-demand, "
                        "recomputed offline) match the offline store within tolerance")
@@ -44,6 +44,7 @@ def skew_check_result(report: SkewReport, day: str) -> AssetCheckResult:
         description = f"{day}: training/serving skew in {len(report.failing)} feature(s): " + "; ".join(
             f.summary() for f in report.failing
         )
+    description += report.awaiting_note()
     return AssetCheckResult(
         check_name=SKEW_CHECK,
         passed=report.passed,
@@ -56,6 +57,7 @@ def skew_check_result(report: SkewReport, day: str) -> AssetCheckResult:
             "root_causes": MetadataValue.json(report.root_causes()),
             "three_way": MetadataValue.json(report.three_way_counts()),
             "on_demand_compared": report.on_demand_compared,
+            "awaiting_raw": MetadataValue.json(report.awaiting_raw),
         },
     )
 

@@ -144,6 +144,8 @@ def test_a_streaming_view_served_from_its_tiles_is_judged_at_the_request_instant
     assert feature(report, "aircraft_distance_sum_24h").passed and feature(report, "aircraft_dep_delay_mean_24h").passed
     assert (count.compared, count.mismatches, count.stale_mismatches, count.lagged) == (2, 1, 0, 0)
     assert count.examples[0]["expected"] == 3.0 and count.examples[0]["reason"] == "value"
+    assert report.awaiting_raw == {AIRCRAFT.name: 1}  # r3, counted and named, judged on a re-run
+    assert "1 stream-served values read after the lake's newest raw event" in report.awaiting_note()
 
 
 # -- three-way skew: two kinds of restatement ---------------------------------------------------
