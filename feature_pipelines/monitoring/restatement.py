@@ -44,7 +44,7 @@ class TableHistory:
 
     @classmethod
     def read(cls, store: DeltaStore, table: str) -> TableHistory:
-        history = store.open(table).history()
+        history = store.history(table)
         frame = pl.DataFrame(
             {
                 "version": [int(h["version"]) for h in history],

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -26,6 +26,9 @@ LOG = logging.getLogger(__name__)
 # Storage-option keys whose values are credentials (matched case-insensitively as substrings).
 SECRET_KEY_MARKERS = ("SECRET", "KEY", "TOKEN", "PASSWORD", "CREDENTIAL")
 REDACTED = "***"
+# Delta's default `delta.deletedFileRetentionDuration`: VACUUM refuses a shorter retention unless
+# its check is disabled explicitly.
+DEFAULT_VACUUM_RETENTION_HOURS = 168
 # Shorter values are not searched for in error text: they would blank out ordinary words.
 _MIN_REDACTED_LENGTH = 4
 
@@ -301,6 +304,28 @@ class DeltaStore:
         """
         return self._commit_with_retries(
             table, frame, target="appended rows", mode="append", predicate=None, schema_mode=None, commit_metadata=commit_metadata
+        )
+
+    def history(self, table: str) -> list[dict[str, Any]]:
+        """The table's commits, newest first (version, timestamp in ms, operation, commit metadata)."""
+        return self._guarded(table, "history", lambda: self.open(table).history())
+
+    def delete_where(self, table: str, predicate: str) -> int:
+        """Delete the rows matching a SQL `predicate` in one commit; returns the rows deleted."""
+        delta = self.open(table)
+        metrics = self._guarded(table, f"delete where {predicate}", lambda: delta.delete(predicate))
+        return int(metrics["num_deleted_rows"])
+
+    def vacuum(self, table: str, *, retention_hours: int) -> list[str]:
+        """Remove every file that no version newer than `retention_hours` references (files removed
+        by any earlier commit too); returns their paths. Below Delta's default retention (168 h) its
+        guard is disabled explicitly: time travel to the versions whose files go is lost, and a
+        writer committing meanwhile could lose its uncommitted files."""
+        delta = self.open(table)
+        return self._guarded(
+            table, f"vacuum at {retention_hours} h retention",
+            lambda: delta.vacuum(retention_hours=retention_hours, dry_run=False,
+                                 enforce_retention_duration=retention_hours >= DEFAULT_VACUUM_RETENTION_HOURS, full=True),
         )
 
     def add_missing_columns(self, table: str, frame: pl.DataFrame) -> list[str]:

@@ -43,7 +43,7 @@ def lock_baseline(lock: Mapping[str, ViewRecord]) -> Baseline:
 def recorded_definition(store: DeltaStore, table: str) -> tuple[ViewRecord, int] | None:
     """The definition recorded by the table's latest commit that carries one, with its version;
     None when no retained commit does (a table written before definitions were recorded)."""
-    for commit in store.open(table).history():
+    for commit in store.history(table):
         if DEFINITION_KEY in commit:
             data = json.loads(commit[DEFINITION_KEY])
             return ViewRecord.from_json(data, where=f"table {table!r} commit {commit['version']}"), int(commit["version"])

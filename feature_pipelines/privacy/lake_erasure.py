@@ -4,9 +4,9 @@ Why both: a Delta DELETE writes new files without the rows and marks the old one
 old files stay on storage so that time travel to earlier versions keeps working. Until VACUUM
 removes them, `DeltaStore.read(table, version=<before>)` still returns the deleted rows.
 
-These are the lake operations the forget needs beyond `DeltaStore`'s writes and reads; they go
-through `DeltaStore.open` (paths, storage options) and its error guard (the table named, secrets
-redacted). They belong in `offline/delta_store.py` and move there when that module grows them.
+The Delta operations themselves (`DeltaStore.delete_where`, `vacuum`, `history`) are the store's,
+behind its error guard (the table named, secrets redacted); this module decides what to delete
+and which versions stay readable.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.offline.delta_store import DEFAULT_VACUUM_RETENTION_HOURS, DeltaStore
 from feature_pipelines.privacy.entity import ForgetTarget
 
-# Delta's default `delta.deletedFileRetentionDuration`: VACUUM refuses a shorter retention unless
-# the check is disabled explicitly.
-DEFAULT_RETENTION_HOURS = 168
+DEFAULT_RETENTION_HOURS = DEFAULT_VACUUM_RETENTION_HOURS
 
 
 @dataclass(frozen=True)
@@ -46,15 +44,13 @@ def delete_entity_rows(store: DeltaStore, table: str, target: ForgetTarget) -> T
     (a re-run deletes what is left), and its ledger entry, written first, already keeps new runs
     from writing the entity again.
     """
-    delta = store.open(table)
-    before = delta.version()
+    before = store.version(table)
     schema = table_schema(store, table)
     present = store.scan(table, version=before).filter(target.polars_filter(schema)).select(pl.len()).collect().item()
     if present == 0:
         return TableErasure(table, 0, before, before)
-    predicate = target.sql_predicate(schema)
-    metrics = store._guarded(table, f"delete where {predicate}", lambda: delta.delete(predicate))
-    return TableErasure(table, int(metrics["num_deleted_rows"]), before, delta.version())
+    deleted = store.delete_where(table, target.sql_predicate(schema))
+    return TableErasure(table, deleted, before, store.version(table))
 
 
 def vacuum(store: DeltaStore, table: str, *, retention_hours: int) -> list[str]:
@@ -66,15 +62,7 @@ def vacuum(store: DeltaStore, table: str, *, retention_hours: int) -> list[str]:
     and a writer committing to the table meanwhile could lose its uncommitted files, so the forget
     runs while no backfill writes these tables.
     """
-    delta = store.open(table)
-    return store._guarded(
-        table,
-        f"vacuum at {retention_hours} h retention",
-        lambda: delta.vacuum(
-            retention_hours=retention_hours, dry_run=False,
-            enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS, full=True,
-        ),
-    )
+    return store.vacuum(table, retention_hours=retention_hours)
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,7 @@ def _readable(store: DeltaStore, table: str, version: int) -> bool:
 def retained_versions(store: DeltaStore, table: str) -> RetainedVersions:
     """Every version in the table's log, split into those time travel can read and those VACUUM took."""
     latest = store.version(table)
-    history = store._guarded(table, "history", store.open(table).history)
+    history = store.history(table)
     versions = sorted({int(entry["version"]) for entry in history} | {latest})
     retained: list[int] = []
     lost: list[int] = []
