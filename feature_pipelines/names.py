@@ -16,6 +16,8 @@ ON_DEMAND_VIEW = "on_demand"
 # Internal lake tables (the assets' own tables are named after their assets).
 QUALITY_LEDGER_TABLE = "_quality/check_results"
 FEATURE_LOG_TABLE = "_serving/feature_log"
+PREDICTIONS_TABLE = "_serving/predictions"  # one row per scored entity row (models/predictions.py)
+MODEL_REGISTRY_TABLE = "_models/registry"  # one row per registered model version (models/registry.py)
 QUARANTINE_ROOT = "_quarantine"
 LANDING_FILES_TABLE = f"{QUARANTINE_ROOT}/landing_files"
 SKEW_TABLE = "monitoring/serving_skew"

@@ -34,7 +34,6 @@ import polars as pl
 
 from feature_pipelines.json_values import json_text
 
-PREDICTIONS_TABLE = "_serving/predictions"
 PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),
     "entity_index": pl.Int64(),

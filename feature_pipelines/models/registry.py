@@ -34,10 +34,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from feature_pipelines.features.services import FeatureService
 from feature_pipelines.models.training import ModelCard, TrainedModel
+from feature_pipelines.names import MODEL_REGISTRY_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
 from feature_pipelines.timeutil import require_utc
 
-REGISTRY_TABLE = "_models/registry"
+REGISTRY_TABLE = MODEL_REGISTRY_TABLE
 ARTEFACT_ROOT = "_models/artefacts"
 
 _SCHEMA = {

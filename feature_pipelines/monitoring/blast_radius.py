@@ -43,14 +43,19 @@ from feature_pipelines.monitoring.lineage import (
     window_of_key,
 )
 from feature_pipelines.monitoring.restatement import TableHistory
-from feature_pipelines.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FEATURE_LOG_TABLE, QUALITY_LEDGER_TABLE
+from feature_pipelines.names import (
+    CREATED_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    FEATURE_LOG_TABLE,
+    PREDICTIONS_TABLE,
+    QUALITY_LEDGER_TABLE,
+)
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
 from feature_pipelines.quality.ledger import QualityLedger
 from feature_pipelines.quality.quarantine import PARTITION, QUARANTINE_COLUMNS, Quarantine
 from feature_pipelines.sources.raw_tables import RAW_TABLES
 from feature_pipelines.timeutil import PartitionWindow, require_utc
 
-PREDICTIONS_TABLE = "_serving/predictions"
 IncidentKind = Literal["gate_failed", "restated", "named"]
 Precision = Literal["entity", "partition"]
 _HOUR = timedelta(hours=1)

@@ -57,7 +57,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         from fastapi.testclient import TestClient
 
     from feature_pipelines.models.catalog import FLIGHT_DELAY_MODEL
-    from feature_pipelines.models.predictions import PREDICTIONS_TABLE
+    from feature_pipelines.names import PREDICTIONS_TABLE
     from feature_pipelines.resources import LandingResource
     from feature_pipelines.serving.cli import app_from_env
     from feature_pipelines.settings import load_settings

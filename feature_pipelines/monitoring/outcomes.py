@@ -26,7 +26,7 @@ import polars as pl
 
 from feature_pipelines.features.services import FeatureService, service_schema
 from feature_pipelines.models.metrics import ClassifierMetrics, classifier_metrics
-from feature_pipelines.models.predictions import PREDICTIONS_TABLE, decode_vectors
+from feature_pipelines.models.predictions import decode_vectors
 from feature_pipelines.models.registry import RegisteredModel
 from feature_pipelines.monitoring.concept_drift import (
     ConceptDrift,
@@ -35,6 +35,7 @@ from feature_pipelines.monitoring.concept_drift import (
     reference_from_record,
 )
 from feature_pipelines.monitoring.drift import Severity, judge, worst
+from feature_pipelines.names import PREDICTIONS_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TableMissingError
 from feature_pipelines.training.labels import LATE_THRESHOLD_MINUTES
 

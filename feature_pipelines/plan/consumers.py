@@ -10,11 +10,11 @@ import polars as pl
 
 from feature_pipelines.features.on_demand import ON_DEMAND_FEATURES, OnDemandFeature
 from feature_pipelines.features.services import FEATURE_SERVICES, FeatureService
+from feature_pipelines.names import MODEL_REGISTRY_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET, TrainingSetSpec
 
 TRAINING_SETS: tuple[TrainingSetSpec, ...] = (FLIGHT_DELAY_TRAINING_SET,)
-MODEL_REGISTRY_TABLE = "_models/registry"
 # The registry's columns, by the first name present: the feature service a model was trained on, its name, its version.
 REGISTRY_SERVICE_COLUMNS = ("feature_service", "service")
 REGISTRY_MODEL_COLUMNS = ("model", "model_name", "name")

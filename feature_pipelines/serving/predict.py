@@ -35,7 +35,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from feature_pipelines.features.access import ConsumerPolicy
 from feature_pipelines.features.services import FeatureService, service_schema
-from feature_pipelines.models.predictions import PREDICTIONS_TABLE, PredictionRecord, predictions_frame
+from feature_pipelines.models.predictions import PredictionRecord, predictions_frame
 from feature_pipelines.models.registry import (
     ModelArtefactError,
     ModelNotFoundError,
@@ -44,6 +44,7 @@ from feature_pipelines.models.registry import (
     load_estimator,
 )
 from feature_pipelines.models.training import score
+from feature_pipelines.names import PREDICTIONS_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.serving.errors import InvalidRequestError, ServiceUnavailableError
 from feature_pipelines.serving.models import ERROR_RESPONSES, ErrorResponse, GetOnlineFeaturesRequest

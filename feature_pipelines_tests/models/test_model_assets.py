@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, materialize
 
 from feature_pipelines.models.catalog import FLIGHT_DELAY_MODEL
-from feature_pipelines.models.predictions import PREDICTIONS_TABLE, PredictionRecord, predictions_frame
+from feature_pipelines.models.predictions import PredictionRecord, predictions_frame
 from feature_pipelines.models.registry import (
     REGISTRY_TABLE,
     ModelArtefactError,
@@ -21,6 +21,7 @@ from feature_pipelines.models.registry import (
     registered_models,
 )
 from feature_pipelines.models.training import score
+from feature_pipelines.names import PREDICTIONS_TABLE
 from feature_pipelines.orchestration.clock import clock_tags
 from feature_pipelines.orchestration.model_assets import LEAKAGE_GAP_CHECK
 from feature_pipelines.orchestration.outcome_assets import OUTCOMES_CHECK, outcome_asset_name

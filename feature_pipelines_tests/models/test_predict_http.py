@@ -13,9 +13,9 @@ from fastapi import FastAPI
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.services import FeatureService
-from feature_pipelines.models.predictions import PREDICTIONS_TABLE
 from feature_pipelines.models.registry import register_model
 from feature_pipelines.models.training import ModelSpec, score, train_model
+from feature_pipelines.names import PREDICTIONS_TABLE
 from feature_pipelines.serving.predict import PredictionLog, Predictor, ServedModels, served_vector
 from feature_pipelines.serving.request_log import FEATURE_LOG_TABLE, RequestLog, key_columns_of
 from feature_pipelines.training.frames import TrainingFrame

@@ -11,15 +11,9 @@ import polars as pl
 import pytest
 
 from feature_pipelines.features.catalog import FEATURE_VIEWS
-from feature_pipelines.monitoring.blast_radius import (
-    PREDICTIONS_TABLE,
-    FeatureWrite,
-    PublishRecord,
-    find_incidents,
-    incidents_of,
-    walk,
-)
+from feature_pipelines.monitoring.blast_radius import FeatureWrite, PublishRecord, find_incidents, incidents_of, walk
 from feature_pipelines.monitoring.lineage import snapshot_instants, spans_reading_source, window_of_key
+from feature_pipelines.names import PREDICTIONS_TABLE
 from feature_pipelines.offline.delta_store import DeltaStore, TimeSlice
 from feature_pipelines.offline.historical import raw_hours_of
 from feature_pipelines.quality.ledger import QualityLedger
