@@ -91,7 +91,10 @@ def erase_online(
     client: redis.Redis, views: Mapping[str, FeatureView], target: ForgetTarget, *, prefix: str, raw_tables: tuple[str, ...],
 ) -> OnlineErasure:
     """Delete the entity's online hashes and tiles, and its events from the raw tables' streams and
-    dead letters (a replay of the stream would otherwise bring it back)."""
+    dead letters (a replay of the stream would otherwise bring it back); first record it among the
+    forgotten values the stream consumer drops (`StreamKeys.forgotten`)."""
+    streams = stream_keys(prefix)
+    client.sadd(streams.forgotten(target.key), target.value)  # first: the consumer drops its new events from now on
     keys: list[str] = []
     for view in target.views(views):
         keys += online_keys(client, view, target, prefix)
@@ -99,7 +102,6 @@ def erase_online(
             keys += tile_keys(client, view, target, prefix)
     for key in keys:
         client.delete(key)
-    streams = stream_keys(prefix)
     entries = 0
     for table in raw_tables:
         for stream in (streams.events(table), streams.dead_letters(table)):

@@ -6,7 +6,8 @@ One batch (`run_once`):
    killed mid-batch), then new ones (XREADGROUP `>`);
 2. each event is decoded against its table's contract and judged by the raw rules
    (streaming/validation.py); a rejected one is dead-lettered with its table, rule, event id and
-   reason, never dropped;
+   reason, never dropped; an event of a forgotten entity (`StreamKeys.forgotten`) is dropped by
+   the `entity_forgotten` rule and counted, with neither its payload nor its event id kept;
 3. the entries are applied in chunks of `chunk`, one atomic script call a chunk
    (streaming/scripts.py), each entry keyed by its entry id and its event id, so a retried entry
    changes nothing and a re-delivered event is counted once; every tile write renews the tile's
@@ -48,6 +49,7 @@ from feature_pipelines.streaming.tiles import TilePlan
 from feature_pipelines.streaming.validation import judge_events
 
 DEFAULT_GROUP = "feature-pipelines"
+FORGOTTEN_RULE = "entity_forgotten"  # the rule a forgotten entity's event is dropped by (counted, nothing kept)
 # Built once: json.dumps with options builds an encoder per call, a cost the consumer pays per event.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -124,6 +126,9 @@ class StreamConsumer:
         self.marker_ttl_ms = int(marker_ttl.total_seconds() * 1000)
         self.known_keys, self.hooks = known_keys, hooks or ConsumerHooks()
         self._typed_columns = sorted({c for p in self.plans for c in (*p.view.entity_keys, *p.columns)})
+        # Every join key of the catalog this table holds: a forgotten entity's events are dropped whole,
+        # as the raw assets leave its rows out (privacy/forget.py).
+        self._entity_columns = sorted({k for v in views for k in v.entity_keys if k in self.table.schema})
         self._apply = client.register_script(APPLY_CHUNK)
         self._constants = json.dumps({
             "table": self.table.name, "redelivered_rule": self.table.redelivered_rule,
@@ -221,6 +226,14 @@ class StreamConsumer:
                 continue
             rows.append(row)
             positions.append(index)
+        forgotten = self._forgotten(rows)
+        if forgotten:
+            for row_index in sorted(forgotten, reverse=True):
+                entry = entries[positions[row_index]]
+                # Nothing of the event is kept: no payload, no event id (its record key).
+                items[positions[row_index]] = self._rejection(
+                    _Entry(entry.entry_id, "", ""), FORGOTTEN_RULE, "drop", forgotten[row_index])
+                del rows[row_index], positions[row_index]
         frame = rows_frame(self.table, rows)
         rejected = {r.row: r for r in judge_events(self.table, frame, known_keys=self.known_keys)}
         typed = frame.select(self._typed_columns).to_dicts()  # only what the views read: datetimes are costly
@@ -232,6 +245,23 @@ class StreamConsumer:
             else:
                 items[index] = self._application(entry, rows[row_index], typed[row_index])
         return [items[i] for i in range(len(entries))]
+
+    def _forgotten(self, rows: list[dict[str, Any]]) -> dict[int, str]:
+        """The rows whose entity was forgotten (by position), each with the reason (key, not value)."""
+        pipe = self.client.pipeline(transaction=False)
+        asked = []
+        for column in self._entity_columns:
+            values = sorted({str(row[column]) for row in rows if row.get(column) is not None})
+            if values:
+                pipe.smismember(self.keys.forgotten(column), values)
+                asked.append((column, values))
+        if not asked:
+            return {}
+        gone = {(column, value) for (column, values), flags in zip(asked, pipe.execute()) for value, flag in zip(values, flags) if flag}
+        if not gone:
+            return {}
+        return {i: f"entity forgotten: its {column} is in the deletion ledger" for i, row in enumerate(rows)
+                for column in self._entity_columns if (column, str(row.get(column))) in gone}
 
     def _apply_chunk(self, items: list[_Item]) -> list[bytes | str]:
         """One script call for a chunk of entries (scripts.py); each entry's outcome, in order."""

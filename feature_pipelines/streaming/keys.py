@@ -40,6 +40,11 @@ class StreamKeys:
         """Set when an event id is first applied, to the hash of its values (re-deliveries are judged by it)."""
         return f"{self.prefix}:seen:{table}:{event_id}"
 
+    def forgotten(self, entity_key: str) -> str:
+        """The values of a join key whose entity was forgotten (`feature-pipelines forget`): the
+        consumer drops their events, so no push or replay brings them back."""
+        return f"{self.prefix}:forgotten:{entity_key}"
+
     def replay_cursor(self, table: str) -> str:
         """The known-at instant (microseconds) up to which a replay has pushed a table's events."""
         return f"{self.prefix}:replay-cursor:{table}"
