@@ -31,6 +31,7 @@ from feature_pipelines.monitoring.blast_radius import (
     walk,
 )
 from feature_pipelines.offline.delta_store import DeltaStore
+from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.orchestration.publish_assets import publish_asset_name
 from feature_pipelines.resources import LakeResource
@@ -93,6 +94,7 @@ def build_blast_radius_asset(views: Mapping[str, FeatureView], settings: Setting
         partitions_def=partitions_for(Partitioning.DAILY, settings, in_progress=True),
         deps=[AssetKey(name) for name in [*sources, *views]],
         kinds={"polars", "delta"},
+        pool=LAKE_WRITES_POOL,
     )
     def _blast_radius(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
         window = context.partition_time_window

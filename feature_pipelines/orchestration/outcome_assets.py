@@ -33,6 +33,7 @@ from feature_pipelines.monitoring.outcomes import (
 from feature_pipelines.monitoring.report import Report
 from feature_pipelines.offline.delta_store import TimeSlice
 from feature_pipelines.orchestration.clock import run_clock
+from feature_pipelines.orchestration.concurrency import LAKE_WRITES_POOL
 from feature_pipelines.orchestration.model_assets import MODELS_GROUP
 from feature_pipelines.orchestration.partitions import partitions_for
 from feature_pipelines.resources import LakeResource
@@ -68,6 +69,7 @@ def build_outcome_asset(spec: ModelSpec, settings: Settings) -> Any:
             f"(fail), AUC at most -{t.auc_drop_warn} / -{t.auc_drop_fail}, ECE under {t.ece_warn} / {t.ece_fail}, each "
             f"feature's concept-drift statistic under {t.concept_warn} / {t.concept_fail} (calibrated on 2013).")],
         kinds={"polars", "delta"},
+        pool=LAKE_WRITES_POOL,
     )
     def _outcomes(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         window = context.partition_time_window

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -15,7 +15,12 @@ from feature_pipelines.features.catalog import FEATURE_VIEWS
 from feature_pipelines.features.flights import carrier_delay_stats
 from feature_pipelines.offline.historical import get_historical_features, stamp_column
 from feature_pipelines.orchestration.runs import materialize_range
-from feature_pipelines.orchestration.schedules import DAILY_SNAPSHOT_JOB, HOURLY_SNAPSHOT_JOB, RAW_HOURLY_JOB, TRAINING_JOB
+from feature_pipelines.orchestration.schedules import (
+    DAILY_SNAPSHOT_JOB,
+    HOURLY_SNAPSHOT_JOB,
+    RAW_HOURLY_JOB,
+    TRAINING_JOB,
+)
 from feature_pipelines.sources import nycflights
 from feature_pipelines.training.audit import audit_recomputation, audit_stamps
 from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET, PREDICTION_TIMESTAMP
@@ -58,9 +63,11 @@ def test_training_set_is_point_in_time_and_audited(pipeline: Pipeline) -> None:
         stamps = frame[stamp_column(view)]
         assert (stamps.drop_nulls() <= frame.filter(stamps.is_not_null())[PREDICTION_TIMESTAMP]).all()
     checks = {c.check_name: c.passed for c in run.result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
-    assert checks == {"no_feature_leakage": True, "upstream_partitions_ready": True}
+    assert checks == {"no_feature_leakage": True, "upstream_partitions_ready": True, "entity_forgotten": True}
     metadata = _training_metadata(run)
-    assert set(metadata["feature_table_versions"].data) == {ref.split(":")[0] for ref in SPEC.features}
+    # A streaming view is computed at each row's instant from its raw table: that table's version is pinned.
+    read = [FEATURE_VIEWS[name] for name in {ref.split(":")[0] for ref in SPEC.features}]
+    assert set(metadata["feature_table_versions"].data) == {v.source.asset if v.streaming else v.name for v in read}
     assert metadata["dagster/row_count"].value == frame.height
     assert set(metadata["null_rates"].data) == set(SPEC.column_names)  # the service's vector, on-demand included
 
@@ -80,12 +87,12 @@ def test_carrier_value_equals_the_snapshot_at_or_before_prediction_time(pipeline
 def test_rebuild_with_recorded_versions_is_byte_identical_after_rematerialization(pipeline: Pipeline) -> None:
     run = _build(pipeline)
     versions = _training_metadata(run)["feature_table_versions"].data
-    labels = pipeline.store.read("flight_delay_labels").filter(pl.col("scheduled_departure_at") < datetime(2013, 1, 3, tzinfo=timezone.utc))
+    labels = pipeline.store.read("flight_delay_labels").filter(pl.col("scheduled_departure_at") < datetime(2013, 1, 3, tzinfo=UTC))
     first = get_historical_features(pipeline.store, FEATURE_VIEWS, labels, SPEC.features, timestamp_column=PREDICTION_TIMESTAMP, as_of=versions)
     # Re-materialise the feature tables: new versions, new created_timestamps.
     assert materialize_range(pipeline.defs, HOURLY_SNAPSHOT_JOB, "2013-01-01", "2013-01-04", instance=pipeline.instance).result.success
     assert materialize_range(pipeline.defs, DAILY_SNAPSHOT_JOB, "2013-01-01", "2013-01-04", instance=pipeline.instance).result.success
-    assert all(pipeline.store.version(table) > version for table, version in versions.items())
+    assert all(pipeline.store.version(table) > version for table, version in versions.items() if table in FEATURE_VIEWS)
     again = get_historical_features(pipeline.store, FEATURE_VIEWS, labels, SPEC.features, timestamp_column=PREDICTION_TIMESTAMP, as_of=versions)
     assert again.versions == versions
     assert _ipc_bytes(again.frame) == _ipc_bytes(first.frame)
@@ -94,8 +101,8 @@ def test_rebuild_with_recorded_versions_is_byte_identical_after_rematerializatio
 def test_leakage_audit_catches_a_view_stamped_by_schedule(pipeline: Pipeline) -> None:
     """A view that stamps flights by scheduled departure uses delays not yet known at the stamp."""
     leaky = replace(carrier_delay_stats, source=replace(carrier_delay_stats.source, known_at_column="scheduled_departure_at"))
-    flights = nycflights.flights().filter(pl.col("dep_known_at") < datetime(2013, 1, 5, tzinfo=timezone.utc))
-    start, end = datetime(2013, 1, 1, tzinfo=timezone.utc), datetime(2013, 1, 4, tzinfo=timezone.utc)
+    flights = nycflights.flights().filter(pl.col("dep_known_at") < datetime(2013, 1, 5, tzinfo=UTC))
+    start, end = datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 1, 4, tzinfo=UTC)
     for view in (leaky, carrier_delay_stats):
         table = snapshot_features(flights, view, start=start, end=end).with_columns(
             pl.lit(end).dt.cast_time_unit("us").alias("created_timestamp")
@@ -119,8 +126,8 @@ def test_leakage_audit_catches_a_view_stamped_by_schedule(pipeline: Pipeline) ->
 
 def test_audit_catches_a_feature_stamped_after_prediction_time() -> None:
     frame = pl.DataFrame(
-        {PREDICTION_TIMESTAMP: [datetime(2013, 1, 2, tzinfo=timezone.utc)] * 2,
-         "v__event_timestamp": [datetime(2013, 1, 1, tzinfo=timezone.utc), datetime(2013, 1, 2, 1, tzinfo=timezone.utc)]}
+        {PREDICTION_TIMESTAMP: [datetime(2013, 1, 2, tzinfo=UTC)] * 2,
+         "v__event_timestamp": [datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 1, 2, 1, tzinfo=UTC)]}
     )
     report = audit_stamps(frame, ["v"], prediction_column=PREDICTION_TIMESTAMP)
     assert not report.passed and report.violations == {"v stamped after prediction time": 1}
