@@ -42,7 +42,7 @@ from benchmarks.harness import machine, report_parser, write_report
 from feature_pipelines.features.flights import aircraft_utilisation
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.sources import nycflights
-from feature_pipelines.streaming.consumer import DEFAULT_GROUP, ConsumerHooks, StreamConsumer
+from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE, DEFAULT_GROUP, ConsumerHooks, StreamConsumer
 from feature_pipelines.streaming.events import encode_rows, stream_table
 from feature_pipelines.streaming.keys import StreamKeys
 from feature_pipelines.streaming.producer import push_events
@@ -52,7 +52,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "stream.json"
 TABLE = "raw_flights"
 VIEW = aircraft_utilisation
 KEYS = StreamKeys("fp:bench-stream")
-BATCH_SIZE = 500
+BATCH_SIZE = DEFAULT_BATCH_SIZE
 TICK_S = 0.01
 FULL = {"lag": [(1_000, 20.0), (10_000, 10.0)], "saturated": 100_000, "burst": (1_000, 5.0, 10.0)}
 QUICK = {"lag": [(1_000, 1.0), (10_000, 0.3)], "saturated": 2_000, "burst": (1_000, 0.5, 0.3)}
@@ -66,8 +66,7 @@ def _worker(url: str, index: int, inbox: Any, outbox: Any, stop: Any) -> None:
         consumer = StreamConsumer(client, [VIEW], table=TABLE, keys=KEYS, name=f"bench-{index}", block_ms=20,
                                   batch_size=command, hooks=ConsumerHooks(after_chunk=lags.record))
         outbox.put(("ready", index))
-        while not stop.is_set():
-            consumer.run_once()
+        consumer.run(stop=stop)
         outbox.put(("lags", lags.seconds))
 
 

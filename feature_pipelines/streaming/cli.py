@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_pipelines.online.client import RedisTarget
+from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / "data" / "stream"
 PID_FILE, LOG_FILE = "stream.pid", "stream.log"
@@ -40,7 +41,8 @@ def add_stream_parser(subparsers: Any, target_from_env: Callable[[], RedisTarget
     parser.add_argument("--every", type=float, default=5.0, help="seconds between progress lines (default 5)")
     parser.add_argument("--name", default=f"consumer-{os.uname().nodename}",
                         help="consumer name in the group (a restart under the same name resumes its pending entries)")
-    parser.add_argument("--batch-size", type=int, default=500, help="entries read per batch (default 500)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"entries read per batch (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--consumers", type=int, default=1,
                         help="consumer processes of the group, named <name>-1 ... (default 1: one process, a thread "
                              "a table); more spread the judging and folding over that many cores")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 DEFAULT_PREFIX = "fp:stream"
@@ -64,6 +65,11 @@ class StreamKeys:
 
 def entity_text(values: Sequence[Any]) -> str:
     """An entity's join-key values as the text in its keys (JSON: unambiguous for any key values)."""
+    return _entity_text(tuple(values))
+
+
+@lru_cache(maxsize=65_536)
+def _entity_text(values: tuple[Any, ...]) -> str:  # an entity's events come in runs: its text is made once
     return json.dumps(list(values), separators=(",", ":"))
 
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import redis
 
 from feature_pipelines.features.spec import FeatureView
-from feature_pipelines.streaming.consumer import DEFAULT_GROUP, StreamConsumer
+from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE, DEFAULT_GROUP, BatchReport, StreamConsumer
 from feature_pipelines.streaming.keys import StreamKeys
 
 APPLIED = "applied"
@@ -119,8 +119,10 @@ def _consume(
     consumer = StreamConsumer(client_factory(), list(views.values()), table=table, name=name, keys=keys,
                               batch_size=batch_size, block_ms=block_ms)
     try:
-        while not stop.is_set():
-            entries[index] += consumer.run_once().entries
+        def count(report: BatchReport) -> None:
+            entries[index] += report.entries
+
+        consumer.run(stop=stop, on_batch=count)  # type: ignore[arg-type]
     except Exception as error:  # noqa: BLE001 - any failure is handed to the caller, which raises it
         errors.append(error)
         stop.set()
@@ -171,7 +173,7 @@ def run_stream(
     progress_every: float = 5.0,
     on_progress: Callable[[StreamProgress], None] = lambda _progress: None,
     on_ready: Callable[[Sequence[str]], None] = lambda _tables: None,
-    batch_size: int = 500,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     block_ms: int = 500,
 ) -> StreamProgress:
     """Consume every streaming table (one thread and client each) until `stop` is set; call
