@@ -27,18 +27,15 @@ fi
 # The model (group `models`): trained on the training set just built, a new registry version each run (seconds).
 .venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model >data/demo_model.log 2>&1 \
   || echo "demo: flight_delay_model was not trained (log: data/demo_model.log); POST /predict answers 503 until it is"
-# A day of model traffic through the feature server (its served values are logged), then today's
-# skew, drift and shadow reports, so the monitoring group in the UI has something to show.
 # The stream consumer runs in the background (it stays up with the UI; stop it with `stream --stop`):
-# the server reads the streaming view from its tiles. `traffic` first pushes the replayed events
-# known up to now, then pushes departures as they happen (up to 2 min, until 2 aircraft changed)
-# and shows each served change.
+# the server reads the streaming view from its tiles. `traffic` pushes the replayed events known up
+# to now, scores the next 24 hours of departures with the model (POST /predict: features and
+# predictions logged), then pushes departures as they happen (up to 2 min, until 2 aircraft
+# changed) and shows each served change. Then today's skew, drift, shadow and stream-parity
+# reports, and the outcome report (outcomes join as flights arrive: materialize it again later).
 .venv/bin/feature-pipelines stream --background
-.venv/bin/feature-pipelines traffic --hours 24 --live 120 --live-events 2
+.venv/bin/feature-pipelines traffic --hours 24 --score --live 120 --live-events 2 || echo "demo: traffic did not finish; the line above says why"
 .venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
-# The next 24h of departures scored by the model (POST /predict, predictions logged with their flights),
-# then today's outcome report: outcomes join as the flights arrive (materialize it again later to see more).
-.venv/bin/feature-pipelines traffic --hours 24 --score || echo "demo: some predictions failed; see above"
 .venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model_outcomes \
   --partition "$(date -u +%F)" >data/demo_outcomes.log 2>&1 \
   || echo "demo: the outcome report failed (log: data/demo_outcomes.log)"
