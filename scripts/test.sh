@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh </dev/null
+# The working tree's feature definitions against their committed lock: an undeclared breaking
+# change (README, "Planning a change") fails here, before any test runs.
+.venv/bin/feature-pipelines plan --check </dev/null
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" </dev/null
 status=$?
