@@ -201,6 +201,15 @@ def service_schema(
     return {name: output_dtype(dtype, service.transforms_for(name)) for name, dtype in raw.items()}
 
 
+def vector_dtype_problem(schema: Mapping[str, pl.DataType], expected: Mapping[str, pl.DataType]) -> str | None:
+    """What a frame's `schema` lacks of a service vector's `expected` columns and dtypes, in words
+    (None when it holds them all): what a training frame and a model's input both refuse."""
+    wrong = {name: str(schema.get(name)) for name, dtype in expected.items() if schema.get(name) != dtype}
+    if not wrong:
+        return None
+    return f"column(s) {wrong} (found dtype, None = missing) should be { {name: str(expected[name]) for name in wrong} }"
+
+
 def validate_services(
     services: Sequence[FeatureService], views: Mapping[str, FeatureView],
     on_demand: Mapping[str, OnDemandFeature],

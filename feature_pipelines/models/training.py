@@ -20,7 +20,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from feature_pipelines.features.services import FeatureService, service_schema
+from feature_pipelines.features.services import FeatureService, service_schema, vector_dtype_problem
 from feature_pipelines.models.metrics import ClassifierMetrics, classifier_metrics
 from feature_pipelines.training.frames import TrainingFrame
 from feature_pipelines.training.spec import PREDICTION_TIMESTAMP, TrainingSetSpec
@@ -117,12 +117,9 @@ def feature_matrix(frame: pl.DataFrame, service: FeatureService) -> np.ndarray:
         ModelTrainingError: a vector column is missing or has another dtype than the service's.
     """
     expected = service_schema(service)
-    wrong = {name: str(frame.schema.get(name)) for name, dtype in expected.items() if frame.schema.get(name) != dtype}
-    if wrong:
-        raise ModelTrainingError(
-            f"feature service {service.name!r} (version {service.version}): column(s) {wrong} (found dtype, None = "
-            f"missing) should be {({name: str(expected[name]) for name in wrong})}"
-        )
+    problem = vector_dtype_problem(frame.schema, expected)
+    if problem:
+        raise ModelTrainingError(f"feature service {service.name!r} (version {service.version}): {problem}")
     return frame.select(pl.col(name).cast(pl.Float64) for name in expected).to_numpy()
 
 

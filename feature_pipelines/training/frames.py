@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from feature_pipelines.features.services import FeatureService, apply_service_transforms, raw_service_schema
+from feature_pipelines.features.services import (
+    FeatureService,
+    apply_service_transforms,
+    raw_service_schema,
+    vector_dtype_problem,
+)
 from feature_pipelines.features.transforms import FittedStatistics
 from feature_pipelines.offline.delta_store import DeltaStore
 from feature_pipelines.offline.fitted_statistics import load_fitted_statistics
@@ -50,13 +55,11 @@ def training_frame(
     chosen = service or spec.service
     version = table_version if table_version is not None else store.version(spec.name)
     frame = store.read(spec.name, version=version)
-    expected = raw_service_schema(chosen)
-    wrong = {name: str(frame.schema.get(name)) for name, dtype in expected.items() if frame.schema.get(name) != dtype}
-    if wrong:
+    problem = vector_dtype_problem(frame.schema, raw_service_schema(chosen))
+    if problem:
         raise TrainingFrameError(
             f"training set {spec.name!r} version {version} does not hold the raw vector of feature service "
-            f"{chosen.name!r}: column(s) {wrong} (found dtype, None = missing) should be "
-            f"{ {name: str(expected[name]) for name in wrong} }"
+            f"{chosen.name!r}: {problem}"
         )
     require_built_by_its_service(frame, spec, version)
     statistics = load_fitted_statistics(store, chosen, statistics_version) if chosen.needs_statistics else None
