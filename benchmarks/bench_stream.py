@@ -42,7 +42,8 @@ from benchmarks.harness import machine, report_parser, write_report
 from feature_pipelines.features.flights import aircraft_utilisation
 from feature_pipelines.online.local_server import LocalRedisServer
 from feature_pipelines.sources import nycflights
-from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE, DEFAULT_GROUP, ConsumerHooks, StreamConsumer
+from feature_pipelines.streaming.consumer import ConsumerHooks, StreamConsumer
+from feature_pipelines.streaming.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUP
 from feature_pipelines.streaming.events import encode_rows, stream_table
 from feature_pipelines.streaming.keys import StreamKeys
 from feature_pipelines.streaming.producer import push_events

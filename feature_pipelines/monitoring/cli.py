@@ -11,15 +11,16 @@ import argparse
 import sys
 import warnings
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import redis
 
 from feature_pipelines.monitoring.scenarios import SCENARIOS
-from feature_pipelines.settings import Settings
-from feature_pipelines.streaming.follow import StreamNotConsumedError
-from feature_pipelines.streaming.traffic import StreamFeed, catch_up
+
+if TYPE_CHECKING:  # the stream's modules import the raw rules and Great Expectations: only `traffic` pays for them
+    from feature_pipelines.settings import Settings
+    from feature_pipelines.streaming.traffic import StreamFeed
 from feature_pipelines.timeutil import floor_to, require_utc, utc_now
 
 DAY = timedelta(days=1)
@@ -61,6 +62,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     from feature_pipelines.resources import LandingResource
     from feature_pipelines.serving.cli import app_from_env
     from feature_pipelines.settings import load_settings
+    from feature_pipelines.streaming.follow import StreamNotConsumedError
+    from feature_pipelines.streaming.traffic import catch_up
     from feature_pipelines.training.spec import FLIGHT_DELAY_TRAINING_SET
 
     settings = load_settings()
@@ -98,6 +101,7 @@ def _stream_feed(settings: Settings) -> StreamFeed:
     from feature_pipelines.features.catalog import FEATURE_VIEWS
     from feature_pipelines.serving.cli import redis_target_from_env
     from feature_pipelines.streaming.keys import stream_keys
+    from feature_pipelines.streaming.traffic import StreamFeed
 
     target = redis_target_from_env()
     return StreamFeed(target.client(), stream_keys(target.validated_prefix()), settings, FEATURE_VIEWS)

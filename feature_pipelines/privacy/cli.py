@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feature_pipelines.privacy.entity import UnknownEntityKeyError
-from feature_pipelines.privacy.forget import DEFAULT_FORGET_RETENTION_HOURS
+from feature_pipelines.privacy.lake_erasure import DEFAULT_FORGET_RETENTION_HOURS
 
 
 def add_forget_parser(subparsers: Any) -> None:

@@ -16,6 +16,7 @@ from feature_pipelines.privacy.absence import AbsenceProof, prove_absence
 from feature_pipelines.privacy.deletion_ledger import COMPLETED, DELETIONS_TABLE, REQUESTED, DeletionLedger
 from feature_pipelines.privacy.entity import ForgetTarget
 from feature_pipelines.privacy.lake_erasure import (
+    DEFAULT_FORGET_RETENTION_HOURS,
     RetainedVersions,
     TableErasure,
     delete_entity_rows,
@@ -26,8 +27,6 @@ from feature_pipelines.privacy.lake_erasure import (
 from feature_pipelines.privacy.online_erasure import OnlineErasure, erase_online
 from feature_pipelines.privacy.pins import PinVerdict, count_pinned_rows, judge_pins, training_set_pins
 from feature_pipelines.quality.quarantine import rows_table
-
-DEFAULT_FORGET_RETENTION_HOURS = 0
 
 
 @dataclass(frozen=True)

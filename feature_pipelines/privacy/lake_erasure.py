@@ -20,6 +20,8 @@ from feature_pipelines.offline.delta_store import DEFAULT_VACUUM_RETENTION_HOURS
 from feature_pipelines.privacy.entity import ForgetTarget
 
 DEFAULT_RETENTION_HOURS = DEFAULT_VACUUM_RETENTION_HOURS
+# What `forget` vacuums at: the deleted rows' files go at once (and time travel to the versions before).
+DEFAULT_FORGET_RETENTION_HOURS = 0
 
 
 @dataclass(frozen=True)

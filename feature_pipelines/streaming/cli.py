@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_pipelines.online.client import RedisTarget
-from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE
+from feature_pipelines.streaming.defaults import DEFAULT_BATCH_SIZE
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / "data" / "stream"
 PID_FILE, LOG_FILE = "stream.pid", "stream.log"

@@ -36,6 +36,7 @@ import orjson
 import redis
 
 from feature_pipelines.features.spec import FeatureView
+from feature_pipelines.streaming.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUP
 from feature_pipelines.streaming.events import (
     EVENT_ID,
     PAYLOAD,
@@ -50,10 +51,6 @@ from feature_pipelines.streaming.scripts import APPLY_CHUNK
 from feature_pipelines.streaming.tiles import TilePlan
 from feature_pipelines.streaming.validation import judge_events
 
-DEFAULT_GROUP = "feature-pipelines"
-# Entries read per batch: the raw rules cost ~20-30 ms a batch whatever its size, so a burst is
-# judged 2,000 at a time; at a low rate a batch is whatever has arrived (no wait for it to fill).
-DEFAULT_BATCH_SIZE = 2000
 FORGOTTEN_RULE = "entity_forgotten"  # the rule a forgotten entity's event is dropped by (counted, nothing kept)
 # An event's values are hashed as their JSON with sorted keys (orjson: the standard library's text
 # for ASCII strings and finite floats, at a tenth of its cost), so a re-delivery is recognised

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import redis
 
 from feature_pipelines.features.spec import FeatureView
-from feature_pipelines.streaming.consumer import DEFAULT_BATCH_SIZE, DEFAULT_GROUP, BatchReport, StreamConsumer
+from feature_pipelines.streaming.consumer import BatchReport, StreamConsumer
+from feature_pipelines.streaming.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUP
 from feature_pipelines.streaming.keys import StreamKeys
 
 APPLIED = "applied"
