@@ -77,21 +77,33 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         print(f"traffic: {error}", file=sys.stderr)
         return 1
     sent = failed = 0
+    score = args.score
     with TestClient(app_from_env()) as client:
         for start in range(0, entities.height, args.batch):
-            if args.score:  # scored by the service's latest model; the vector is logged as by /get-online-features
-                body = _predict_body(entities.slice(start, args.batch), FLIGHT_DELAY_MODEL.service.name, settings.replay.offset)
-                response = client.post("/predict", json=body)
-            else:
-                batch = entities.slice(start, args.batch).to_dict(as_series=False)
-                response = client.post("/get-online-features", json={"features": list(FLIGHT_DELAY_TRAINING_SET.features), "entities": batch})
+            # Departures that became known meanwhile are pushed first, as a live feed pushes them.
+            catch_up(feed, utc_now())
+            batch = entities.slice(start, args.batch)
+            response = None
+            if score:  # scored by the service's latest model; the vector is logged as by /get-online-features
+                response = client.post("/predict", json=_predict_body(batch, FLIGHT_DELAY_MODEL.service.name, settings.replay.offset))
+                if response.status_code == 503 and "no model" in response.text:
+                    score = False
+                    print(f"traffic: not scored: {response.json()['detail']}; serving the features alone", file=sys.stderr)
+                    response = None
+            if response is None:
+                features = {"features": list(FLIGHT_DELAY_TRAINING_SET.features), "entities": batch.select(ENTITY_COLUMNS).to_dict(as_series=False)}
+                response = client.post("/get-online-features", json=features)
             sent += 1
             if response.status_code != 200:
                 failed += 1
-                print(f"traffic: request {sent} got {response.status_code}: {response.text[:300]}", file=sys.stderr)
-        print(f"traffic: scored {entities.height} departures of the next {args.hours}h in {sent} requests ({failed} failed); "
-              f"served values logged to {settings.lake_root}/_serving/feature_log"
-              + (f", predictions to {settings.lake_root}/{PREDICTIONS_TABLE}" if args.score else ""), flush=True)
+                if failed == 1:
+                    print(f"traffic: request {sent} got {response.status_code}: {response.text[:300]}", file=sys.stderr)
+        if failed > 1:
+            print(f"traffic: {failed} of {sent} requests failed (the first one above)", file=sys.stderr)
+        print(f"traffic: {'scored' if score else 'served the features of'} {entities.height} departures of the next "
+              f"{args.hours}h in {sent} requests ({failed} failed); served values logged to "
+              f"{settings.lake_root}/_serving/feature_log"
+              + (f", predictions to {settings.lake_root}/{PREDICTIONS_TABLE}" if score else ""), flush=True)
         if args.live > 0:
             _follow(feed, client, args)
     return 1 if failed else 0

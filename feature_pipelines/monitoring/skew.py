@@ -30,8 +30,10 @@ not logged in that row leaves them judged against the expected value alone.
 
 **Streaming views** (`view.streaming`) served from the stream's tiles log `event_timestamp` = the
 request instant. Those rows are judged against the value computed at that instant from the raw
-events (`get_historical_features(..., streaming_views="at_instant")`); no lag or snapshot-age rule
-applies (their freshness is the stream's). Such a row read after the raw table's newest event
+events (`get_historical_features(..., streaming_views="at_instant")`); no snapshot-age rule
+applies. Their freshness is the stream's: a served value that differs from the value at the
+request instant but equals the value `freshness_seconds` earlier is *lagged* (an event known in
+the last second may not be applied yet), not skew. Such a row read after the raw table's newest event
 is left out until the raw hour it fell in is materialized (the stream may hold events the lake does
 not yet; it is judged when the day is re-run). A streaming view's rows served from its snapshots
 (a stamp before the request) are judged as snapshots.
@@ -237,6 +239,9 @@ class JudgingRule:
     warn_after: timedelta | None
     ttl: timedelta | None
     tolerances: Mapping[str, float]
+    # A stream-served group: its "snapshot" value is the one of the instant the view's streaming
+    # freshness SLA earlier, and a served value equal to it is lagged (within the SLA), not skew.
+    stream_lag: bool = False
 
     @classmethod
     def of_view(cls, view: FeatureView) -> JudgingRule:
@@ -332,9 +337,14 @@ def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_
         expected, version = stored_values(store, view, entities, features, as_of=as_of, at_instant=at_instant)
         compared = _with_values(rows, expected, "expected", "expected_event_timestamp")
         if at_instant:
-            compared = compared.with_columns(pl.lit(None, dtype=pl.Float64).alias("snapshot_float"),
-                                             pl.lit(None, dtype=pl.String).alias("snapshot_json"))
-            rule = JudgingRule(None, None, JudgingRule.of_view(view).tolerances)
+            # The stream's own lag: the value the instant `freshness_seconds` earlier had is within
+            # the view's SLA (an event that became known in the last second may not be applied yet).
+            sla = timedelta(seconds=view.streaming.freshness_seconds)  # type: ignore[union-attr]
+            earlier, _ = stored_values(store, view, entities.with_columns(pl.col(AT) - sla), features,
+                                       as_of=as_of, at_instant=True)
+            lagging = earlier.drop("stamp").rename({"value_float": "snapshot_float", "value_json": "snapshot_json"})
+            compared = compared.join(lagging, on=[*REQUEST_KEY, "feature"], how="left", maintain_order="left")
+            rule = JudgingRule(None, None, JudgingRule.of_view(view).tolerances, stream_lag=True)
         else:
             compared = _snapshot_values(store, view, compared, features, version)
             rule = JudgingRule.of_view(view)
@@ -419,7 +429,9 @@ def _classify(compared: pl.DataFrame, rule: JudgingRule) -> pl.DataFrame:
     served_null = pl.col("served_float").is_null() & pl.col("served_json").fill_null("null").eq("null")
     expected_null = pl.col("expected_float").is_null() & pl.col("expected_json").fill_null("null").eq("null")
     stamped = pl.col("event_timestamp").is_not_null()
-    if rule.warn_after is None or rule.ttl is None:
+    if rule.stream_lag:
+        within_sla, stale = pl.lit(True), pl.lit(False)
+    elif rule.warn_after is None or rule.ttl is None:
         within_sla, stale = pl.lit(False), pl.lit(False)
     else:
         behind = pl.col("expected_event_timestamp") - pl.col("event_timestamp")

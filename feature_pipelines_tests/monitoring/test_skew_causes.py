@@ -148,6 +148,26 @@ def test_a_streaming_view_served_from_its_tiles_is_judged_at_the_request_instant
     assert "1 stream-served values read after the lake's newest raw event" in report.awaiting_note()
 
 
+def test_a_stream_value_behind_by_less_than_its_freshness_sla_is_lagged_not_skew(tmp_path: Path) -> None:
+    store = DeltaStore(root=str(tmp_path / "lake"))
+    at = T0 + 3 * H
+    just_known = at - timedelta(milliseconds=400)  # known 0.4 s before the read: within the 1 s SLA
+    flights = pl.DataFrame(
+        # N9's flight an hour later: the lake holds the hour of the reads.
+        {"tailnum": ["N1", "N1", "N2", "N2", "N9"],
+         "dep_known_at": [T0 - H, just_known, T0 - H, at - 5 * timedelta(seconds=1), at + H],
+         "distance": [100, 200, 100, 200, 300], "dep_delay": [1.0, 2.0, 1.0, 2.0, 3.0]},
+        schema={"tailnum": pl.String, "dep_known_at": UTC_US, "distance": pl.Int64, "dep_delay": pl.Float64},
+    )
+    store.write("raw_flights", flights, time_slice=None)
+    count = "aircraft_flights_count_24h"
+    # N1 served without the flight of 0.4 s ago: lagged. N2 without its flight of 5 s ago: past the SLA, skew.
+    lagging = request("r1", at, {"tailnum": ["N1"]}, column(AIRCRAFT.name, count, ("tailnum",), 1, at))
+    behind = request("r2", at, {"tailnum": ["N2"]}, column(AIRCRAFT.name, count, ("tailnum",), 1, at))
+    result = feature(judge(store, lagging, behind), count)
+    assert (result.compared, result.lagged, result.mismatches) == (2, 1, 1)
+
+
 # -- three-way skew: two kinds of restatement ---------------------------------------------------
 
 
