@@ -35,7 +35,14 @@ fi
 # reports, and the outcome report (outcomes join as flights arrive: materialize it again later).
 .venv/bin/feature-pipelines stream --background
 .venv/bin/feature-pipelines traffic --hours 24 --score --live 120 --live-events 2 || echo "demo: traffic did not finish; the line above says why"
-.venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something; see the monitoring group in the UI"
+# A faulty serving path, once a day: requests whose windows end at midnight are appended to today's
+# served log (the honest ones are untouched), so the skew check below catches it and names its root
+# cause in the UI (`serving_skew`'s check and metadata: three-way split and root_causes).
+injected="data/skew_injected_$(date -u +%F)"
+if [ ! -f "$injected" ]; then
+  .venv/bin/feature-pipelines inject-skew midnight-window && touch "$injected"
+fi
+.venv/bin/feature-pipelines monitor || echo "demo: a monitor flagged something (today's injected midnight-window path among them); see the monitoring group in the UI"
 .venv/bin/dagster asset materialize -m feature_pipelines.definitions --select flight_delay_model_outcomes \
   --partition "$(date -u +%F)" >data/demo_outcomes.log 2>&1 \
   || echo "demo: the outcome report failed (log: data/demo_outcomes.log)"
