@@ -6,11 +6,14 @@ The background consumer's state lives in one directory (default data/stream):
     state_dir/stream.pid   the consumer's process id (only a process whose command line is this
                            verb is ever signalled: a stale pid may belong to another process)
     state_dir/stream.log   its progress lines and its summary at exit
+    state_dir/stream.identity  the code and Redis target it runs: `--background` restarts a consumer
+                           whose code was updated or whose Redis changed since it started
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import subprocess
@@ -26,7 +29,8 @@ from feature_pipelines.online.client import RedisTarget
 from feature_pipelines.streaming.defaults import DEFAULT_BATCH_SIZE
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / "data" / "stream"
-PID_FILE, LOG_FILE = "stream.pid", "stream.log"
+PID_FILE, LOG_FILE, IDENTITY_FILE = "stream.pid", "stream.log", "stream.identity"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 READY = "consuming"  # the start of the line the consumer prints once its groups exist
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -62,7 +66,7 @@ def stream(args: argparse.Namespace, *, target_from_env: Callable[[], RedisTarge
     if args.stop:
         return _stop(Path(args.state_dir))
     if args.background:
-        return _background(args)
+        return _background(args, target_from_env)
     return _foreground(args, target_from_env)
 
 
@@ -115,13 +119,28 @@ def _is_our_consumer(pid: int) -> bool:
     return b"feature_pipelines.cli" in command and b"stream" in command
 
 
-def _background(args: argparse.Namespace) -> int:
+def consumer_identity(target: str) -> str:
+    """What a background consumer runs: the package's code (a hash of its sources) and its Redis
+    target. A consumer started with another one (code updated since, another Redis) is restarted."""
+    digest = hashlib.sha256(target.encode())
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _background(args: argparse.Namespace, target_from_env: Callable[[], RedisTarget]) -> int:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    identity = consumer_identity(target_from_env().describe())
     running = _read_pid(state_dir)
     if running is not None and _is_our_consumer(running):
-        print(f"stream consumer already running (pid {running}); log: {state_dir / LOG_FILE}")
-        return 0
+        started_as = (state_dir / IDENTITY_FILE).read_text().strip() if (state_dir / IDENTITY_FILE).exists() else ""
+        if started_as == identity:
+            print(f"stream consumer already running (pid {running}); log: {state_dir / LOG_FILE}")
+            return 0
+        print(f"stream: restarting the consumer (pid {running}): its code or its Redis target changed since it started")
+        if _stop(state_dir) != 0:
+            return 1
     log_path = state_dir / LOG_FILE
     command = [sys.executable, "-m", "feature_pipelines.cli", "stream", "--every", str(args.every),
                "--name", args.name, "--batch-size", str(args.batch_size), "--consumers", str(args.consumers)]
@@ -129,6 +148,7 @@ def _background(args: argparse.Namespace) -> int:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # Ctrl-C in the demo's shell does not reach it
     (state_dir / PID_FILE).write_text(f"{process.pid}\n")
+    (state_dir / IDENTITY_FILE).write_text(f"{identity}\n")
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

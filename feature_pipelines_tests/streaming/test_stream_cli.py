@@ -92,6 +92,11 @@ def test_background_consumer_starts_serves_and_stops_with_its_summary(
     assert "running in the background" in started.stdout
     pid = int((state / "stream.pid").read_text())
     assert "already running" in verb("--background").stdout  # a second start reuses it
+    (state / "stream.identity").write_text("the code before an update\n")
+    restarted = verb("--background", "--every", "0.2")  # a start after the code changed restarts it
+    assert "restarting the consumer" in restarted.stdout and "running in the background" in restarted.stdout, restarted
+    assert not _alive(pid)
+    pid = int((state / "stream.pid").read_text())
     day = replay_events(TABLE, days=1).filter(pl.col("tailnum").is_not_null()).head(100)
     push_events(stream_client, TABLE, [*encode_rows(STREAM_TABLES[TABLE], day), *_bad_events()], keys=KEYS)
     _wait(lambda: stream_client.xlen(KEYS.dead_letters(TABLE)) == 2
