@@ -339,11 +339,20 @@ def _view_groups(store: DeltaStore, view: FeatureView, served: pl.DataFrame, as_
         if at_instant:
             # The stream's own lag: the value the instant `freshness_seconds` earlier had is within
             # the view's SLA (an event that became known in the last second may not be applied yet).
-            sla = timedelta(seconds=view.streaming.freshness_seconds)  # type: ignore[union-attr]
-            earlier, _ = stored_values(store, view, entities.with_columns(pl.col(AT) - sla), features,
-                                       as_of=as_of, at_instant=True)
-            lagging = earlier.drop("stamp").rename({"value_float": "snapshot_float", "value_json": "snapshot_json"})
-            compared = compared.join(lagging, on=[*REQUEST_KEY, "feature"], how="left", maintain_order="left")
+            # Computed only for the request rows whose values may differ (unequal before any
+            # tolerance): for the others it is never consulted.
+            differing = compared.filter(pl.col("served_float").ne_missing(pl.col("expected_float"))
+                                        | pl.col("served_json").ne_missing(pl.col("expected_json")))
+            suspects = entities.join(differing.select(REQUEST_KEY).unique(), on=list(REQUEST_KEY), how="semi")
+            if suspects.height:
+                sla = timedelta(seconds=view.streaming.freshness_seconds)  # type: ignore[union-attr]
+                earlier, _ = stored_values(store, view, suspects.with_columns(pl.col(AT) - sla), features,
+                                           as_of=as_of, at_instant=True)
+                lagging = earlier.drop("stamp").rename({"value_float": "snapshot_float", "value_json": "snapshot_json"})
+                compared = compared.join(lagging, on=[*REQUEST_KEY, "feature"], how="left", maintain_order="left")
+            else:
+                compared = compared.with_columns(pl.lit(None, dtype=pl.Float64).alias("snapshot_float"),
+                                                 pl.lit(None, dtype=pl.String).alias("snapshot_json"))
             rule = JudgingRule(None, None, JudgingRule.of_view(view).tolerances, stream_lag=True)
         else:
             compared = _snapshot_values(store, view, compared, features, version)
