@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def require_utc(moment: datetime, what: str) -> datetime:
     """Return `moment` in UTC; a naive datetime is an error because its zone would be a guess."""
     if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
         raise ValueError(f"{what} must be timezone-aware (UTC), got naive {moment.isoformat()}")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """A UTC instant as integer microseconds since the epoch (how Redis and the stream hold instants)."""
+    return (require_utc(moment, "moment") - EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(micros: int) -> datetime:
+    """Integer microseconds since the epoch as a UTC datetime."""
+    return EPOCH + timedelta(microseconds=micros)
 
 
 def floor_to(moment: datetime, step: timedelta) -> datetime:
     """The latest multiple of `step` since the epoch at or before `moment` (UTC)."""
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return epoch + ((require_utc(moment, "moment") - epoch) // step) * step
+    return EPOCH + ((require_utc(moment, "moment") - EPOCH) // step) * step
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -35,6 +35,7 @@ from feature_pipelines.online.encoding import (
 from feature_pipelines.online.keys import describe_entity
 from feature_pipelines.online.table import OnlineTable, metadata_columns
 from feature_pipelines.online.transport import REFUSED, batches, on_connection, send_routed
+from feature_pipelines.timeutil import epoch_us, from_epoch_us
 
 __all__ = ["OnlineReadError", "ReplyDecoder", "fetch_hashes", "metadata_columns", "pack_hmgets", "read_online", "snapshot_time"]
 
@@ -47,14 +48,12 @@ READ_CONNECTION_ATTEMPTS = 2
 # The placeholder reply of a key not read yet (refused, to be read again).
 _NOT_READ: list[bytes | None] = []
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
 
 
 def snapshot_time(ts_us: int) -> datetime:
     """A stored `__ts` (microseconds since the epoch) as the UTC datetime a frame holds."""
-    return _EPOCH + timedelta(microseconds=ts_us)
+    return from_epoch_us(ts_us)
 
 
 class OnlineReadError(ValueError):
@@ -183,7 +182,7 @@ def read_online(
         table=table,
         key_columns=[entity_rows.get_column(k) for k in table.entity_keys],
         features=features,
-        now_us=(now - _EPOCH) // _US,
+        now_us=epoch_us(now),
         include_metadata=include_metadata,
     )
     if entity_rows.height <= SMALL_REQUEST_ROWS:

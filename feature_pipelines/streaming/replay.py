@@ -17,7 +17,7 @@ was appended: a push that fails half way is pushed again, and the consumer recog
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 import redis
@@ -29,9 +29,7 @@ from feature_pipelines.sources.landing_contract import SOURCE_FILE, SOURCE_ROW, 
 from feature_pipelines.sources.raw_tables import RAW_TABLES, declared_schema
 from feature_pipelines.streaming.keys import StreamKeys
 from feature_pipelines.streaming.producer import push_events
-from feature_pipelines.timeutil import require_utc
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from feature_pipelines.timeutil import epoch_us, from_epoch_us, require_utc
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def pending_events(
     until = require_utc(until, "until")
     cursor = client.get(keys.replay_cursor(table))
     earliest = until - horizon
-    pushed_until = None if cursor is None else _instant(cursor)
+    pushed_until = None if cursor is None else from_epoch_us(int(cursor))
     start = earliest if pushed_until is None else max(earliest, pushed_until)
     frame = landed_events(zone, table, clock, start, until) if start < until else pl.DataFrame()
     return PendingEvents(table, start, until, frame, resumes=pushed_until is not None and pushed_until >= start)
@@ -99,8 +97,8 @@ def push_pending(client: redis.Redis, keys: StreamKeys, pending: PendingEvents) 
         return ReplayedPush(pending.table, pending.start, pending.end, 0, (), pending.frame)
     entry_ids = push_events(client, pending.table, pending.frame, keys=keys) if pending.frame.height else []
     if not pending.resumes:
-        client.set(keys.replay_start(pending.table), _micros(pending.start))
-    client.set(keys.replay_cursor(pending.table), _micros(pending.end))
+        client.set(keys.replay_start(pending.table), epoch_us(pending.start))
+    client.set(keys.replay_cursor(pending.table), epoch_us(pending.end))
     return ReplayedPush(pending.table, pending.start, pending.end, len(entry_ids), tuple(entry_ids), pending.frame)
 
 
@@ -119,15 +117,7 @@ def replay_coverage(client: redis.Redis, keys: StreamKeys, table: str) -> tuple[
     start, cursor = client.get(keys.replay_start(table)), client.get(keys.replay_cursor(table))
     if start is None or cursor is None:
         return None
-    return _instant(start), _instant(cursor)
-
-
-def _instant(micros: bytes | str) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(micros))
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return from_epoch_us(int(start)), from_epoch_us(int(cursor))
 
 
 def next_event_at(zone: LandingZone, clock: ReplayClock, table: str, after: datetime, within: timedelta) -> datetime | None:
