@@ -40,8 +40,6 @@ class ReplayedPush:
     start: datetime
     end: datetime
     events: int
-    entry_ids: tuple[str, ...]
-    frame: pl.DataFrame
 
 
 def stream_horizon(views: list[FeatureView]) -> timedelta:
@@ -94,12 +92,12 @@ def pending_events(
 def push_pending(client: redis.Redis, keys: StreamKeys, pending: PendingEvents) -> ReplayedPush:
     """Append the pending events to their stream, then move the table's cursor to their end."""
     if pending.start >= pending.end:
-        return ReplayedPush(pending.table, pending.start, pending.end, 0, (), pending.frame)
+        return ReplayedPush(pending.table, pending.start, pending.end, 0)
     entry_ids = push_events(client, pending.table, pending.frame, keys=keys) if pending.frame.height else []
     if not pending.resumes:
         client.set(keys.replay_start(pending.table), epoch_us(pending.start))
     client.set(keys.replay_cursor(pending.table), epoch_us(pending.end))
-    return ReplayedPush(pending.table, pending.start, pending.end, len(entry_ids), tuple(entry_ids), pending.frame)
+    return ReplayedPush(pending.table, pending.start, pending.end, len(entry_ids))
 
 
 def push_replayed(
