@@ -120,6 +120,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     what was held back and why, and where to look; exit 1 when any run failed."""
     from feature_pipelines.definitions import build_definitions
     from feature_pipelines.orchestration.backfill_report import summary_text
+    from feature_pipelines.orchestration.concurrency import release_slots_of_ended_runs
     from feature_pipelines.orchestration.resources_by_env import lake_for
     from feature_pipelines.orchestration.runs import default_demo_window, materialize_window, plan_window
     from feature_pipelines.quality.quarantine import Quarantine
@@ -136,6 +137,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"feature-pipelines backfill: {error}", file=sys.stderr)
         return 2
     chunk = args.chunk if args.chunk > 0 else None
+    released = release_slots_of_ended_runs(DagsterInstance.get())
+    if released:
+        print(f"released the pool slots of {len(released)} run(s) that ended without freeing them "
+              f"(killed mid-step): {', '.join(r[:8] for r in released)}", flush=True)
     plan = plan_window(settings, start, end, chunk=chunk, now=clock)
     print(f"backfilling ({start.isoformat()}, {end.isoformat()}] into {settings.lake_root}: "
           f"{len(plan)} runs of at most {chunk or 'all'} partitions", flush=True)

@@ -102,6 +102,26 @@ def apply_pool_limits(instance: DagsterInstance, limits: Sequence[PoolLimit] = P
     return {limit.pool: instance.event_log_storage.get_concurrency_info(limit.pool).slot_count for limit in limits}
 
 
+def release_slots_of_ended_runs(instance: DagsterInstance) -> list[str]:
+    """Free the pool slots still claimed by runs that have ended; returns those runs' ids.
+
+    A run frees its slots as its steps finish. A run killed mid-step (the UI or its daemon
+    stopped, a container evicted) is later marked failed, but its claimed slots stay, and every
+    later step of that pool waits for them forever. A run in a finished status runs no step, so
+    its slots are free by definition: releasing them changes nothing for a live run.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    holders = {slot.run_id for pool in storage.get_concurrency_keys()
+               for slot in storage.get_concurrency_info(pool).claimed_slots}
+    ended = [run_id for run_id in sorted(holders)
+             if (run := instance.get_run_by_id(run_id)) is None or run.is_finished]
+    for run_id in ended:
+        storage.free_concurrency_slots_for_run(run_id)
+    return ended
+
+
 def main(argv: Sequence[str]) -> int:
     """`python -m feature_pipelines.orchestration.concurrency apply`: set the pool limits on the
     instance in DAGSTER_HOME (a deploy step, run once per instance and after limits change)."""

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.utils import make_new_run_id
 
 from feature_pipelines.definitions import defs
 from feature_pipelines.features.catalog import FEATURE_VIEWS
@@ -30,6 +31,7 @@ from feature_pipelines.orchestration.concurrency import (
     RUN_TAG_LIMITS,
     RunTagLimit,
     apply_pool_limits,
+    release_slots_of_ended_runs,
     run_tags_for_assets,
 )
 from feature_pipelines.orchestration.publish_assets import publish_asset_name
@@ -149,6 +151,15 @@ def test_a_real_run_on_the_local_instance_claims_and_returns_its_pool_slots(tmp_
         # The pool was created at its default on first claim and every slot is free again.
         assert (info.slot_count, info.active_slot_count) == (DEFAULT_POOL_LIMIT, 0)
         assert instance.event_log_storage.get_concurrency_info(ONLINE_STORE_POOL).slot_count == 0  # never used
+
+        # A step killed mid-run leaves its slot claimed after its run ended: released before a backfill,
+        # while the slot of a run still in progress is kept.
+        storage = instance.event_log_storage
+        storage.claim_concurrency_slot(LAKE_WRITES_POOL, run.result.run_id, "raw_planes")
+        live = instance.add_run(DagsterRun(job_name=DIMENSIONS_JOB, run_id=make_new_run_id(), status=DagsterRunStatus.STARTED))
+        storage.claim_concurrency_slot(LAKE_WRITES_POOL, live.run_id, "raw_airports")
+        assert release_slots_of_ended_runs(instance) == [run.result.run_id]
+        assert [slot.run_id for slot in storage.get_concurrency_info(LAKE_WRITES_POOL).claimed_slots] == [live.run_id]
 
 
 def test_the_apply_command_sets_the_declared_limits(tmp_path: Path) -> None:
